@@ -1,0 +1,230 @@
+# kubox build.
+#
+#   make                 bin/kubox, with its runtime assets embedded
+#   make assets          runc, containerd-shim-runc-v2, CNI plugins, pause image
+#   make test-images     OCI image archives the end-to-end tests import
+#   make test            test-unit, then test-e2e
+#   make bench           end-to-end benchmarks
+#   make vet | fmt | clean | deps (installs the Debian build packages)
+#
+# Needs Go, plus (for runc's seccomp support and the pause binary) gcc,
+# pkg-config, libseccomp-dev and, for the test images, busybox-static:
+# hack/install-build-deps.sh installs them on Debian.
+#
+# Intermediate outputs go to hack/out/; nothing is fetched except Go modules.
+
+GO ?= go
+# make's built-in default for CC is cc; prefer gcc unless CC was set.
+ifeq ($(origin CC),default)
+CC := gcc
+endif
+PKG     := github.com/kubox/kubox
+
+# Packages linked into bin/kubox.
+KUBOX_PKGS ?= ./cmd
+
+# Versions of what kubox carries. containerd and Kubernetes come from go.mod,
+# so the shim always matches the containerd linked into kubox. Without the -X
+# below, the linked containerd would call itself "2.3.7+unknown".
+RUNC_VERSION  ?= v1.5.2
+CNI_VERSION   ?= v1.9.1
+PAUSE_VERSION ?= 3.10
+CONTAINERD_VERSION := $(shell $(GO) list -m -f '{{.Version}}' github.com/containerd/containerd/v2 2>/dev/null)
+KUBE_VERSION       := $(shell $(GO) list -m -f '{{.Version}}' k8s.io/kubernetes 2>/dev/null)
+KUBOX_VERSION      ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+
+# Must match PauseImage in embedded/assets (its tests check the version).
+PAUSE_IMAGE   := localhost/kubox/pause:$(PAUSE_VERSION)
+BUSYBOX_IMAGE := localhost/kubox-test/busybox:1
+
+KUBE_MAJOR := $(patsubst v%,%,$(word 1,$(subst ., ,$(KUBE_VERSION))))
+KUBE_MINOR := $(word 2,$(subst ., ,$(KUBE_VERSION)))
+VERSION_LDFLAGS := \
+	-X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) \
+	-X k8s.io/component-base/version.gitMajor=$(KUBE_MAJOR) \
+	-X k8s.io/component-base/version.gitMinor=$(KUBE_MINOR) \
+	-X k8s.io/client-go/pkg/version.gitVersion=$(KUBE_VERSION) \
+	-X k8s.io/client-go/pkg/version.gitMajor=$(KUBE_MAJOR) \
+	-X k8s.io/client-go/pkg/version.gitMinor=$(KUBE_MINOR) \
+	-X github.com/containerd/containerd/v2/version.Version=$(CONTAINERD_VERSION) \
+	-X main.version=$(KUBOX_VERSION)
+
+# -buildvcs=false: the version is stamped explicitly above, and VCS stamping
+# fails in checkouts git considers unsafe (e.g. owned by another user).
+GO_BUILD_FLAGS := -trimpath -buildvcs=false
+
+OUT        := hack/out
+STAMPS     := $(OUT)/stamps
+ASSETS_DIR := embedded/assets/files
+IMAGES_OUT := test/images/out
+
+# Build tools run with `go run`: Go caches the executables, and make tracks
+# their sources below.
+ASSETPACK      := $(GO) run ./hack/assetpack
+MKIMAGE        := $(GO) run ./hack/mkimage
+ASSETPACK_SRCS := $(filter-out %_test.go,$(wildcard hack/assetpack/*.go embedded/assets/manifest/*.go))
+MKIMAGE_SRCS   := $(filter-out %_test.go,$(wildcard hack/mkimage/*.go))
+
+# Build commands are recorded in stamp files that change only when the command
+# does, so a changed version or flag rebuilds exactly what it affects and an
+# unchanged one rebuilds nothing.
+$(shell mkdir -p $(STAMPS))
+define stamp
+ifneq ($$(file <$(STAMPS)/$(1)),$$($(2)))
+$$(file >$(STAMPS)/$(1),$$($(2)))
+endif
+endef
+
+.DEFAULT_GOAL := bin/kubox
+.DELETE_ON_ERROR:
+.PHONY: all assets test-images test test-unit test-e2e bench vet fmt clean deps FORCE
+
+all: bin/kubox
+
+# ---------------------------------------------------------------- kubox
+
+bin/kubox: assets FORCE
+	@test -n "$(KUBE_VERSION)" || { echo "cannot read the k8s.io/kubernetes version from go.mod" >&2; exit 1; }
+	CGO_ENABLED=0 $(GO) build $(GO_BUILD_FLAGS) -ldflags '-s -w $(VERSION_LDFLAGS)' -o $@ $(KUBOX_PKGS)
+
+# ---------------------------------------------------------------- assets
+
+CNI_PLUGINS := bridge host-local loopback portmap
+BINARY_ASSETS := runc containerd-shim-runc-v2 $(CNI_PLUGINS)
+ASSET_FILES := $(foreach a,$(BINARY_ASSETS) pause.tar,$(ASSETS_DIR)/$(a).json $(ASSETS_DIR)/$(a).zst)
+
+assets: $(ASSET_FILES)
+
+# runc: cgo (libseccomp) linked statically; built outside our module with its
+# own go.mod, so it does not touch ours.
+RUNC_BIN := $(OUT)/runc/runc
+RUNC_CMD := CGO_ENABLED=1 GOBIN=$(abspath $(OUT)/runc) $(GO) install -trimpath \
+	-tags 'seccomp netgo osusergo urfave_cli_no_docs' -ldflags '-s -w -extldflags -static' \
+	github.com/opencontainers/runc@$(RUNC_VERSION)
+$(eval $(call stamp,runc,RUNC_CMD))
+$(RUNC_BIN): $(STAMPS)/runc
+	@command -v $(CC) >/dev/null && command -v pkg-config >/dev/null && pkg-config --exists libseccomp || \
+		{ echo "runc needs gcc, pkg-config and libseccomp-dev: run hack/install-build-deps.sh" >&2; exit 1; }
+	@mkdir -p $(@D)
+	$(RUNC_CMD)
+	@hack/check-static.sh $@
+	$@ --version
+
+# The shim comes from our own module (a `tool` in go.mod), so it is the same
+# containerd version, with the same dependencies, as the daemon in kubox.
+SHIM_BIN := $(OUT)/shim/containerd-shim-runc-v2
+SHIM_CMD := CGO_ENABLED=0 $(GO) build $(GO_BUILD_FLAGS) \
+	-ldflags '-s -w -X github.com/containerd/containerd/v2/version.Version=$(CONTAINERD_VERSION)' \
+	-o $(SHIM_BIN) github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
+$(eval $(call stamp,shim,SHIM_CMD))
+$(SHIM_BIN): $(STAMPS)/shim go.mod go.sum
+	@test -n "$(CONTAINERD_VERSION)" || { echo "cannot read the containerd version from go.mod" >&2; exit 1; }
+	@mkdir -p $(@D)
+	$(SHIM_CMD)
+	@hack/check-static.sh $@
+	$@ -v
+
+CNI_MODULE := github.com/containernetworking/plugins
+CNI_PKG_bridge     := plugins/main/bridge
+CNI_PKG_host-local := plugins/ipam/host-local
+CNI_PKG_loopback   := plugins/main/loopback
+CNI_PKG_portmap    := plugins/meta/portmap
+CNI_BINS := $(addprefix $(OUT)/cni/,$(CNI_PLUGINS))
+CNI_CMD := CGO_ENABLED=0 GOBIN=$(abspath $(OUT)/cni) $(GO) install -trimpath \
+	-ldflags '-s -w -X $(CNI_MODULE)/pkg/utils/buildversion.BuildVersion=$(CNI_VERSION)' \
+	$(foreach p,$(CNI_PLUGINS),$(CNI_MODULE)/$(CNI_PKG_$(p))@$(CNI_VERSION))
+$(eval $(call stamp,cni,CNI_CMD))
+$(CNI_BINS) &: $(STAMPS)/cni
+	@mkdir -p $(OUT)/cni
+	$(CNI_CMD)
+	@hack/check-static.sh $(CNI_BINS)
+	@touch $(CNI_BINS)
+
+# pause: our own, in C, linked statically so the image needs no libc.
+PAUSE_BIN := $(OUT)/pause/pause
+PAUSE_CMD := $(CC) -Os -Wall -Wextra -Werror -static -DVERSION='"$(PAUSE_VERSION)"' -o $(PAUSE_BIN) hack/pause/pause.c
+$(eval $(call stamp,pause,PAUSE_CMD))
+$(PAUSE_BIN): hack/pause/pause.c $(STAMPS)/pause
+	@mkdir -p $(@D)
+	$(PAUSE_CMD)
+	strip $@
+	@hack/check-static.sh $@
+
+# Same user and entrypoint as the upstream pause image.
+PAUSE_TAR := $(OUT)/pause/pause.tar
+PAUSE_IMAGE_CMD := $(MKIMAGE) -o $(PAUSE_TAR) -name $(PAUSE_IMAGE) \
+	-file /pause=$(PAUSE_BIN) -entrypoint '["/pause"]' -user 65535:65535
+$(eval $(call stamp,pause-image,PAUSE_IMAGE_CMD))
+$(PAUSE_TAR): $(PAUSE_BIN) $(MKIMAGE_SRCS) $(STAMPS)/pause-image
+	$(PAUSE_IMAGE_CMD)
+
+# One packing rule per asset: NAME.zst and NAME.json come from one command.
+# $(1) asset name, $(2) input file, $(3) component, $(4) version, $(5) kind
+define pack_rule
+PACK_CMD_$(1) := $$(ASSETPACK) -o $$(ASSETS_DIR) -name $(1) -component $(3) -version $(4) -kind $(5) $(2)
+$$(eval $$(call stamp,pack-$(1),PACK_CMD_$(1)))
+$$(ASSETS_DIR)/$(1).zst $$(ASSETS_DIR)/$(1).json &: $(2) $$(ASSETPACK_SRCS) $$(STAMPS)/pack-$(1)
+	$$(PACK_CMD_$(1))
+endef
+$(eval $(call pack_rule,runc,$(RUNC_BIN),runc,$(RUNC_VERSION),binary))
+$(eval $(call pack_rule,containerd-shim-runc-v2,$(SHIM_BIN),containerd-shim-runc-v2,$(CONTAINERD_VERSION),binary))
+$(foreach p,$(CNI_PLUGINS),$(eval $(call pack_rule,$(p),$(OUT)/cni/$(p),cni-plugins,$(CNI_VERSION),binary)))
+$(eval $(call pack_rule,pause.tar,$(PAUSE_TAR),pause,$(PAUSE_VERSION),image))
+
+# ---------------------------------------------------------------- test images
+
+# busybox-static's binary; the dynamically linked busybox would not run in an
+# image without libc.
+BUSYBOX ?= $(firstword $(wildcard /bin/busybox /usr/bin/busybox))
+BUSYBOX_APPLETS := sh httpd wget nslookup sleep cat ls ip hostname \
+	echo env true false id ps kill grep mkdir rm touch date uname head tail test nc ping
+BUSYBOX_TAR := $(IMAGES_OUT)/busybox.tar
+BUSYBOX_IMAGE_CMD := $(MKIMAGE) -o $(BUSYBOX_TAR) -name $(BUSYBOX_IMAGE) \
+	-file /bin/busybox=$(BUSYBOX) \
+	$(foreach a,$(BUSYBOX_APPLETS),-symlink /bin/$(a)=busybox) \
+	-file /www/index.html=test/images/busybox/index.html \
+	-file /etc/passwd=test/images/busybox/passwd \
+	-file /etc/group=test/images/busybox/group \
+	-dir /tmp=1777 \
+	-cmd '["/bin/busybox","httpd","-f","-p","8080","-h","/www"]'
+$(eval $(call stamp,busybox-image,BUSYBOX_IMAGE_CMD))
+
+test-images: $(BUSYBOX_TAR)
+
+$(BUSYBOX_TAR): $(BUSYBOX) $(wildcard test/images/busybox/*) $(MKIMAGE_SRCS) $(STAMPS)/busybox-image
+	@test -n "$(BUSYBOX)" || { echo "no busybox found: install busybox-static" >&2; exit 1; }
+	@hack/check-static.sh $(BUSYBOX) || { echo "install busybox-static" >&2; exit 1; }
+	$(BUSYBOX_IMAGE_CMD)
+
+# ---------------------------------------------------------------- tests
+
+E2E_ENV := KUBOX_BIN=$(abspath bin/kubox) KUBOX_TEST_IMAGES=$(abspath $(IMAGES_OUT))
+
+test: test-unit test-e2e
+
+# Unit tests need the assets: embedded/assets tests the real ones.
+test-unit: assets
+	pkgs=$$($(GO) list ./...) && $(GO) test $$(printf '%s\n' $$pkgs | grep -v '^$(PKG)/test/')
+
+test-e2e: bin/kubox test-images
+	$(E2E_ENV) $(GO) test -count=1 -timeout 40m ./test/...
+
+bench: bin/kubox test-images
+	$(E2E_ENV) $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./test/bench/...
+
+# ---------------------------------------------------------------- housekeeping
+
+vet:
+	$(GO) vet ./...
+
+fmt:
+	$(GO) fmt ./...
+
+deps:
+	hack/install-build-deps.sh
+
+clean:
+	rm -rf bin $(OUT) $(IMAGES_OUT)
+	find $(ASSETS_DIR) -mindepth 1 ! -name README -delete
+
+FORCE:

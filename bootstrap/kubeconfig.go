@@ -1,0 +1,101 @@
+package bootstrap
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+// kubeconfigName is the cluster, user and context name in every kubeconfig
+// kubox writes.
+const kubeconfigName = "kubox"
+
+// writeKubeconfigs (re)writes the component and admin kubeconfigs from the
+// certs on disk. They are derived data: rewritten when a cert or the server
+// URL changed, left alone (same mtime) otherwise.
+func (p *PKI) writeKubeconfigs(ctx context.Context, cfg Config, cluster *authority) error {
+	for _, k := range []struct {
+		name, path, cert, key string
+	}{
+		{"admin", p.AdminKubeconfig, p.AdminCert, p.AdminKey},
+		{"controller-manager", p.ControllerManagerKubeconfig, p.ControllerManagerCert, p.ControllerManagerKey},
+		{"scheduler", p.SchedulerKubeconfig, p.SchedulerCert, p.SchedulerKey},
+		{"kubelet", p.KubeletKubeconfig, p.KubeletClientCert, p.KubeletClientKey},
+	} {
+		data, err := buildKubeconfig(cfg.APIServerURL, cluster.certPEM, k.cert, k.key)
+		if err != nil {
+			return fmt.Errorf("build %s kubeconfig: %w", k.name, err)
+		}
+		if err := syncFile(ctx, k.path, data); err != nil {
+			return fmt.Errorf("write %s kubeconfig: %w", k.name, err)
+		}
+		if k.name == "admin" && cfg.AdminKubeconfigPath != "" {
+			// Only a missing parent is created (0755, it is usually shared
+			// like /etc/kubox); an existing one keeps its mode.
+			if err := os.MkdirAll(filepath.Dir(cfg.AdminKubeconfigPath), 0o755); err != nil {
+				return fmt.Errorf("write admin kubeconfig copy: %w", err)
+			}
+			if err := syncFile(ctx, cfg.AdminKubeconfigPath, data); err != nil {
+				return fmt.Errorf("write admin kubeconfig copy: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// buildKubeconfig returns a self-contained kubeconfig: CA, client cert and
+// key are embedded so the file can be copied off the box as is.
+func buildKubeconfig(server string, caPEM []byte, certPath, keyPath string) ([]byte, error) {
+	certPEM, err := os.ReadFile(certPath)
+	if err != nil {
+		return nil, fmt.Errorf("read client certificate: %w", err)
+	}
+	keyPEM, err := os.ReadFile(keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("read client key: %w", err)
+	}
+	c := clientcmdapi.NewConfig()
+	c.Clusters[kubeconfigName] = &clientcmdapi.Cluster{
+		Server:                   server,
+		CertificateAuthorityData: caPEM,
+	}
+	c.AuthInfos[kubeconfigName] = &clientcmdapi.AuthInfo{
+		ClientCertificateData: certPEM,
+		ClientKeyData:         keyPEM,
+	}
+	c.Contexts[kubeconfigName] = &clientcmdapi.Context{
+		Cluster:  kubeconfigName,
+		AuthInfo: kubeconfigName,
+	}
+	c.CurrentContext = kubeconfigName
+	data, err := clientcmd.Write(*c)
+	if err != nil {
+		return nil, fmt.Errorf("serialize kubeconfig: %w", err)
+	}
+	return data, nil
+}
+
+// syncFile makes path hold data (0600): rewritten atomically if it differs,
+// untouched if it is already identical.
+func syncFile(ctx context.Context, path string, data []byte) error {
+	old, err := os.ReadFile(path)
+	switch {
+	case err == nil && bytes.Equal(old, data):
+		return tightenMode(path, modePrivate)
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	if err := replaceFile(path, data, modePrivate); err != nil {
+		return err
+	}
+	slog.InfoContext(ctx, "bootstrap: wrote kubeconfig", "path", path)
+	return nil
+}

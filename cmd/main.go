@@ -1,0 +1,42 @@
+// Command kubox is the whole kubox appliance in one binary. Besides its own
+// verbs it answers to the names of the tools it carries (kubectl, ctr,
+// containerd) when invoked under those names or as `kubox <tool>`.
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// version is kubox's own version, set at build time with -X main.version.
+var version = "dev"
+
+func main() {
+	if tool, args, ok := multicall(os.Args); ok {
+		os.Exit(tool(args))
+	}
+	if err := newRootCommand().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "kubox: "+err.Error())
+		os.Exit(1)
+	}
+}
+
+// multicall routes tools that bring their own command line parsers, so that
+// cobra does not interpret their flags.
+func multicall(argv []string) (func([]string) int, []string, bool) {
+	tools := map[string]func([]string) int{
+		"kubectl":    runKubectl,
+		"ctr":        runCtr,
+		"containerd": runContainerd,
+	}
+	if t, ok := tools[filepath.Base(argv[0])]; ok {
+		return t, argv[1:], true
+	}
+	if len(argv) > 1 {
+		if t, ok := tools[argv[1]]; ok {
+			return t, argv[2:], true
+		}
+	}
+	return nil, nil, false
+}

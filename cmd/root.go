@@ -1,0 +1,23 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+)
+
+func newRootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "kubox",
+		Short:         "A Kubernetes appliance for edge sites, in one binary",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newServerCommand(), newVersionCommand())
+	// Listed for help; the real work happens in multicall before cobra runs.
+	for _, t := range []struct{ name, short string }{
+		{"kubectl", "Run the embedded upstream kubectl (uses the admin kubeconfig by default)"},
+		{"ctr", "Run the embedded containerd ctr against kubox's containerd"},
+	} {
+		root.AddCommand(&cobra.Command{Use: t.name, Short: t.short, DisableFlagParsing: true, Run: func(*cobra.Command, []string) {}})
+	}
+	return root
+}

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/kubox/kubox/server"
+)
+
+const defaultConfigFile = "/etc/kubox/config.yaml"
+
+// serverFlags are the raw values of `kubox server`'s flags; every one can also
+// be a key of the config file.
+type serverFlags struct {
+	dataDir, runDir, writeKubeconfig, nodeName, nodeIP   string
+	clusterCIDR, serviceCIDR, clusterDNS, clusterDomain  string
+	httpsPort, etcdClientPort, etcdPeerPort, kubeletPort int
+	disableAgent, stopPodsOnExit                         bool
+}
+
+func (f *serverFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&f.dataDir, "data-dir", "/var/lib/kubox", "where kubox keeps its state (etcd, PKI, images)")
+	fs.StringVar(&f.runDir, "run-dir", "/run/kubox", "where kubox keeps sockets and runtime state")
+	fs.StringVar(&f.writeKubeconfig, "write-kubeconfig", defaultAdminKubeconfig, "where to write the admin kubeconfig (0600)")
+	fs.StringVar(&f.nodeName, "node-name", "", "this node's name (default: the hostname, lower-cased)")
+	fs.StringVar(&f.nodeIP, "node-ip", "", "this node's IPv4 address (default: the address of the default route's interface)")
+	fs.StringVar(&f.clusterCIDR, "cluster-cidr", "10.42.0.0/16", "pod IP range; each node gets a /24 of it")
+	fs.StringVar(&f.serviceCIDR, "service-cidr", "10.43.0.0/16", "Service ClusterIP range")
+	fs.StringVar(&f.clusterDNS, "cluster-dns", "", "cluster DNS Service IP (default: the 10th address of --service-cidr)")
+	fs.StringVar(&f.clusterDomain, "cluster-domain", "cluster.local", "cluster DNS domain")
+	fs.IntVar(&f.httpsPort, "https-port", 6443, "apiserver port")
+	fs.IntVar(&f.etcdClientPort, "etcd-client-port", 2379, "etcd client port (on 127.0.0.1)")
+	fs.IntVar(&f.etcdPeerPort, "etcd-peer-port", 2380, "etcd peer port (on --node-ip)")
+	fs.IntVar(&f.kubeletPort, "kubelet-port", 10250, "kubelet API port")
+	fs.BoolVar(&f.disableAgent, "disable-agent", false, "run the control plane only: no containerd, kubelet or pod network")
+	fs.BoolVar(&f.stopPodsOnExit, "stop-pods-on-exit", true, "stop every pod when kubox stops, so no container outlives it")
+}
+
+// config turns the raw values into a server.Config, with one-line errors.
+func (f *serverFlags) config() (server.Config, error) {
+	c := server.Config{
+		DataDir: f.dataDir, RunDir: f.runDir, WriteKubeconfig: f.writeKubeconfig,
+		NodeName: f.nodeName, ClusterDomain: f.clusterDomain,
+		HTTPSPort: f.httpsPort, EtcdClientPort: f.etcdClientPort, EtcdPeerPort: f.etcdPeerPort, KubeletPort: f.kubeletPort,
+		DisableAgent: f.disableAgent, StopPodsOnExit: f.stopPodsOnExit,
+	}
+	var err error
+	if f.nodeIP != "" {
+		if c.NodeIP = net.ParseIP(f.nodeIP).To4(); c.NodeIP == nil {
+			return c, fmt.Errorf("--node-ip %q: not an IPv4 address", f.nodeIP)
+		}
+	}
+	if _, c.ClusterCIDR, err = net.ParseCIDR(f.clusterCIDR); err != nil {
+		return c, fmt.Errorf("--cluster-cidr %q: not a CIDR such as 10.42.0.0/16", f.clusterCIDR)
+	}
+	if _, c.ServiceCIDR, err = net.ParseCIDR(f.serviceCIDR); err != nil {
+		return c, fmt.Errorf("--service-cidr %q: not a CIDR such as 10.43.0.0/16", f.serviceCIDR)
+	}
+	if f.clusterDNS != "" {
+		if c.ClusterDNS = net.ParseIP(f.clusterDNS).To4(); c.ClusterDNS == nil {
+			return c, fmt.Errorf("--cluster-dns %q: not an IPv4 address", f.clusterDNS)
+		}
+	}
+	return c, c.Complete()
+}
+
+func newServerCommand() *cobra.Command {
+	var f serverFlags
+	var configFile string
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run a kubox node: etcd, the Kubernetes control plane, containerd and the kubelet",
+		Long: `Run a kubox node: etcd, the Kubernetes control plane, containerd and the kubelet.
+
+Every flag can also be set as a key of the config file (default ` + defaultConfigFile + `),
+e.g. "cluster-cidr: 10.42.0.0/16"; a flag given on the command line wins.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			explicit := cmd.Flags().Changed("config")
+			if err := applyConfigFile(cmd.Flags(), configFile, explicit); err != nil {
+				return err
+			}
+			cfg, err := f.config()
+			if err != nil {
+				return err
+			}
+			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+			srv, err := server.New(cfg, log)
+			if err != nil {
+				return err
+			}
+			if err := srv.Preflight(); err != nil {
+				return err
+			}
+			defer srv.Release()
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return srv.Run(ctx)
+		},
+	}
+	f.register(cmd.Flags())
+	cmd.Flags().StringVarP(&configFile, "config", "c", defaultConfigFile, "config file (YAML; keys are the flag names)")
+	return cmd
+}

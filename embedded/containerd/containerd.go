@@ -1,0 +1,257 @@
+// Package containerd runs containerd, built into the kubox binary, as a child
+// process of kubox (`kubox containerd`), with its root, state and socket kept
+// apart from any containerd the host may have. On stop it stops every pod
+// sandbox first, so no container or shim outlives kubox.
+package containerd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/kubox/kubox/internal/fsutil"
+)
+
+// Namespace is the containerd namespace the CRI plugin (and so Kubernetes) uses.
+const Namespace = "k8s.io"
+
+// Config says where containerd keeps its files and which runtime pieces it uses.
+type Config struct {
+	Executable string // the kubox binary; run as `<Executable> containerd --config ...`
+	Root       string // persistent: images, snapshots
+	State      string // runtime state, under /run
+	Socket     string
+	ConfigFile string
+	LogFile    string
+	BinDir     string // runc, shim: prepended to the child's PATH
+	ShimPath   string
+	RuncPath   string
+	CNIBinDir  string
+	CNIConfDir string
+
+	SandboxImage string
+	// ImportImages are image archives imported into the k8s.io namespace
+	// (and unpacked) once containerd is up: the pause image at least.
+	ImportImages []func() (io.ReadCloser, error)
+	// RestrictOOMScoreAdj is needed where root lacks CAP_SYS_RESOURCE.
+	RestrictOOMScoreAdj bool
+	// StopPodsOnExit stops every pod sandbox before containerd stops.
+	StopPodsOnExit bool
+	Log            *slog.Logger
+}
+
+// Containerd is the containerd child process.
+type Containerd struct {
+	cfg    Config
+	cmd    *exec.Cmd
+	exited chan struct{}
+	failed chan error
+	log    *os.File
+}
+
+// New returns the component for cfg.
+func New(cfg Config) *Containerd {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	return &Containerd{cfg: cfg, exited: make(chan struct{}), failed: make(chan error, 1)}
+}
+
+func (c *Containerd) Name() string { return "containerd" }
+
+// Endpoint is the CRI endpoint for the kubelet.
+func (c *Containerd) Endpoint() string { return "unix://" + c.cfg.Socket }
+
+func (c *Containerd) Init(ctx context.Context) error {
+	for _, d := range []string{c.cfg.Root, c.cfg.State, filepath.Dir(c.cfg.Socket), c.cfg.CNIConfDir, filepath.Dir(c.cfg.ConfigFile), filepath.Dir(c.cfg.LogFile)} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	data, err := renderConfig(c.cfg)
+	if err != nil {
+		return err
+	}
+	return fsutil.WriteFileIfChanged(c.cfg.ConfigFile, data, 0o600)
+}
+
+func (c *Containerd) Start(ctx context.Context) error {
+	logf, err := os.OpenFile(c.cfg.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("open containerd log: %w", err)
+	}
+	c.log = logf
+	// A stale socket from a crash would make containerd refuse to start.
+	_ = os.Remove(c.cfg.Socket)
+	// Not exec.CommandContext: kubox stops containerd itself, in order, in Stop.
+	cmd := exec.Command(c.cfg.Executable, "containerd", "--config", c.cfg.ConfigFile)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), "PATH="+c.cfg.BinDir+":"+os.Getenv("PATH"))
+	// Own process group: a Ctrl-C on kubox's terminal must not reach
+	// containerd before kubox has stopped the pods. Pdeathsig: if kubox
+	// dies, containerd does not linger.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start containerd: %w", err)
+	}
+	c.cmd = cmd
+	go func() {
+		err := cmd.Wait()
+		close(c.exited)
+		if err == nil {
+			err = errors.New("containerd exited")
+		}
+		c.failed <- fmt.Errorf("%w (see %s)", err, c.cfg.LogFile)
+	}()
+	return nil
+}
+
+func (c *Containerd) Failed() <-chan error { return c.failed }
+
+// Ready waits for the socket to answer, then imports the images kubox ships.
+func (c *Containerd) Ready(ctx context.Context) error {
+	var client *containerd.Client
+	for {
+		if _, err := os.Stat(c.cfg.Socket); err == nil {
+			cl, err := containerd.New(c.cfg.Socket, containerd.WithTimeout(2*time.Second), containerd.WithDefaultNamespace(Namespace))
+			if err == nil {
+				if _, err = cl.Version(ctx); err == nil {
+					client = cl
+					break
+				}
+				cl.Close()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("containerd socket %s: %w", c.cfg.Socket, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	defer client.Close()
+	for _, open := range c.cfg.ImportImages {
+		if err := importImage(ctx, client, open); err != nil {
+			return err
+		}
+	}
+	return c.criReady(ctx)
+}
+
+// criReady waits until the CRI plugin answers, as the kubelet does not retry
+// its first connection.
+func (c *Containerd) criReady(ctx context.Context) error {
+	conn, err := c.criConn()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	rt := runtimeapi.NewRuntimeServiceClient(conn)
+	for {
+		_, err := rt.Version(ctx, &runtimeapi.VersionRequest{})
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("CRI not answering on %s: %v", c.cfg.Socket, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (c *Containerd) criConn() (*grpc.ClientConn, error) {
+	conn, err := grpc.NewClient("unix://"+c.cfg.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("connect to CRI at %s: %w", c.cfg.Socket, err)
+	}
+	return conn, nil
+}
+
+func importImage(ctx context.Context, client *containerd.Client, open func() (io.ReadCloser, error)) error {
+	r, err := open()
+	if err != nil {
+		return fmt.Errorf("open image archive: %w", err)
+	}
+	defer r.Close()
+	ctx = namespaces.WithNamespace(ctx, Namespace)
+	imgs, err := client.Import(ctx, r, containerd.WithImageLabels(map[string]string{"io.cri-containerd.pinned": "pinned"}))
+	if err != nil {
+		return fmt.Errorf("import image archive: %w", err)
+	}
+	for _, i := range imgs {
+		img := containerd.NewImage(client, i)
+		if err := img.Unpack(ctx, "overlayfs"); err != nil {
+			return fmt.Errorf("unpack image %s: %w", i.Name, err)
+		}
+	}
+	return nil
+}
+
+// StopPods stops every pod sandbox through the CRI, which also tears down
+// pod networking and lets the shims exit.
+func (c *Containerd) StopPods(ctx context.Context) error {
+	conn, err := c.criConn()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	rt := runtimeapi.NewRuntimeServiceClient(conn)
+	list, err := rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		return fmt.Errorf("list pod sandboxes: %w", err)
+	}
+	var errs []error
+	for _, sb := range list.Items {
+		if _, err := rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: sb.Id}); err != nil {
+			errs = append(errs, fmt.Errorf("stop pod sandbox %s (%s/%s): %w", sb.Id, sb.Metadata.GetNamespace(), sb.Metadata.GetName(), err))
+		}
+	}
+	if len(list.Items) > 0 {
+		c.cfg.Log.Info("stopped pod sandboxes", "count", len(list.Items)-len(errs))
+	}
+	return errors.Join(errs...)
+}
+
+// Stop stops the pods (if configured), then containerd itself: SIGTERM, and
+// SIGKILL if it has not exited when ctx ends.
+func (c *Containerd) Stop(ctx context.Context) error {
+	if c.cmd == nil {
+		return nil
+	}
+	defer c.log.Close()
+	var errs []error
+	if c.cfg.StopPodsOnExit {
+		select {
+		case <-c.exited:
+		default:
+			podCtx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			if err := c.StopPods(podCtx); err != nil {
+				errs = append(errs, err)
+			}
+			cancel()
+		}
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.exited:
+	case <-ctx.Done():
+		_ = c.cmd.Process.Kill()
+		<-c.exited
+		errs = append(errs, fmt.Errorf("containerd did not exit on SIGTERM; killed"))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,175 @@
+// Package etcd runs kubox's embedded etcd member (go.etcd.io/etcd/server/v3/embed)
+// with mutual TLS on both its client and peer listeners.
+package etcd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"time"
+
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	"go.etcd.io/etcd/server/v3/embed"
+)
+
+// Config says where the member keeps its data, where it listens, and which
+// certificates it uses.
+type Config struct {
+	Name       string // member name, the node name
+	DataDir    string // created 0700
+	NodeIP     net.IP // peer listener address (joins use it)
+	ClientPort int    // on 127.0.0.1; default 2379
+	PeerPort   int    // on NodeIP; default 2380
+
+	ServerCACert, ServerCert, ServerKey string // client listener: server cert, CA of allowed clients
+	PeerCACert, PeerCert, PeerKey       string // peer listener, both directions
+
+	// InitialCluster and ClusterState are for joins; empty means a new
+	// one-member cluster (or the existing one in DataDir).
+	InitialCluster string
+	ClusterState   string
+}
+
+// Etcd is the embedded etcd member.
+type Etcd struct {
+	cfg    Config
+	e      *embed.Etcd
+	failed chan error
+}
+
+// New returns the component for cfg.
+func New(cfg Config) *Etcd {
+	if cfg.ClientPort == 0 {
+		cfg.ClientPort = 2379
+	}
+	if cfg.PeerPort == 0 {
+		cfg.PeerPort = 2380
+	}
+	return &Etcd{cfg: cfg, failed: make(chan error, 1)}
+}
+
+func (e *Etcd) Name() string { return "etcd" }
+
+// ClientURL is where etcd's clients (the apiserver, snapshots) connect.
+func (e *Etcd) ClientURL() string {
+	return "https://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(e.cfg.ClientPort))
+}
+
+// PeerURL is where other members reach this one.
+func (e *Etcd) PeerURL() string {
+	return "https://" + net.JoinHostPort(e.cfg.NodeIP.String(), strconv.Itoa(e.cfg.PeerPort))
+}
+
+func (e *Etcd) Init(ctx context.Context) error {
+	if err := os.MkdirAll(e.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create etcd data dir: %w", err)
+	}
+	return os.Chmod(e.cfg.DataDir, 0o700)
+}
+
+func (e *Etcd) embedConfig() (*embed.Config, error) {
+	c := embed.NewConfig()
+	c.Name = e.cfg.Name
+	c.Dir = e.cfg.DataDir
+	// NewConfig leaves this at 0, which makes etcd warn on every request.
+	c.WarningUnaryRequestDuration = embed.DefaultWarningUnaryRequestDuration
+	c.LogLevel = "warn"
+	clientURL, err := url.Parse(e.ClientURL())
+	if err != nil {
+		return nil, err
+	}
+	peerURL, err := url.Parse(e.PeerURL())
+	if err != nil {
+		return nil, err
+	}
+	c.ListenClientUrls = []url.URL{*clientURL}
+	c.AdvertiseClientUrls = []url.URL{*clientURL}
+	c.ListenPeerUrls = []url.URL{*peerURL}
+	c.AdvertisePeerUrls = []url.URL{*peerURL}
+	// No metrics listener beyond the client one: every listener is mTLS.
+	c.ListenMetricsUrls = nil
+	c.ClientTLSInfo = transport.TLSInfo{
+		CertFile:       e.cfg.ServerCert,
+		KeyFile:        e.cfg.ServerKey,
+		TrustedCAFile:  e.cfg.ServerCACert,
+		ClientCertAuth: true,
+	}
+	c.PeerTLSInfo = transport.TLSInfo{
+		CertFile:       e.cfg.PeerCert,
+		KeyFile:        e.cfg.PeerKey,
+		TrustedCAFile:  e.cfg.PeerCACert,
+		ClientCertAuth: true,
+	}
+	c.InitialCluster = c.InitialClusterFromName(c.Name)
+	if e.cfg.InitialCluster != "" {
+		c.InitialCluster = e.cfg.InitialCluster
+	}
+	if e.cfg.ClusterState != "" {
+		c.ClusterState = e.cfg.ClusterState
+	}
+	// Keep the database small on long-running boxes.
+	c.AutoCompactionMode = embed.CompactorModePeriodic
+	c.AutoCompactionRetention = "1h"
+	c.QuotaBackendBytes = 2 << 30
+	return c, nil
+}
+
+func (e *Etcd) Start(ctx context.Context) error {
+	c, err := e.embedConfig()
+	if err != nil {
+		return fmt.Errorf("etcd config: %w", err)
+	}
+	srv, err := embed.StartEtcd(c)
+	if err != nil {
+		return fmt.Errorf("start embedded etcd in %s: %w", e.cfg.DataDir, err)
+	}
+	e.e = srv
+	go func() {
+		select {
+		case err, ok := <-srv.Err():
+			if ok && err != nil {
+				e.failed <- err
+			}
+		case <-srv.Server.StopNotify():
+			if ctx.Err() == nil {
+				e.failed <- errors.New("etcd server stopped")
+			}
+		}
+	}()
+	return nil
+}
+
+func (e *Etcd) Ready(ctx context.Context) error {
+	select {
+	case <-e.e.Server.ReadyNotify():
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (e *Etcd) Failed() <-chan error { return e.failed }
+
+func (e *Etcd) Stop(ctx context.Context) error {
+	if e.e == nil {
+		return nil
+	}
+	done := make(chan struct{})
+	go func() {
+		e.e.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("etcd did not close in time: %w", ctx.Err())
+	}
+}
+
+// DialTimeout is how long clients of this member wait for a connection.
+const DialTimeout = 5 * time.Second

@@ -1,0 +1,181 @@
+// Package kubelet runs the upstream kubelet inside kubox, configured through
+// a KubeletConfiguration file that kubox writes (so operators can read what
+// the kubelet runs with) and started only once the CRI socket answers.
+package kubelet
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilfeature "k8s.io/apiserver/pkg/util/feature"
+	"k8s.io/client-go/kubernetes"
+	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
+	"k8s.io/kubernetes/cmd/kubelet/app"
+	"k8s.io/kubernetes/cmd/kubelet/app/options"
+	kubeletvalidation "k8s.io/kubernetes/pkg/kubelet/apis/config/validation"
+	"k8s.io/kubernetes/pkg/kubelet/kubeletconfig/configfiles"
+	utilfs "k8s.io/kubernetes/pkg/util/filesystem"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kubox/kubox/embedded/component"
+	"github.com/kubox/kubox/internal/fsutil"
+)
+
+// Config holds what kubox decides for the kubelet.
+type Config struct {
+	NodeName      string
+	NodeIP        net.IP
+	Port          int    // kubelet API (TLS); default 10250
+	RootDir       string // the kubelet's --root-dir
+	ConfigFile    string // where kubox writes the KubeletConfiguration
+	Kubeconfig    string
+	ClientCA      string // verifies clients of the kubelet API (the apiserver)
+	ServingCert   string
+	ServingKey    string
+	CRIEndpoint   string // unix:///run/kubox/containerd/containerd.sock
+	ClusterDNS    net.IP
+	ClusterDomain string
+	// Client reads the Node for readiness.
+	Client kubernetes.Interface
+}
+
+// Kubelet is the embedded kubelet.
+type Kubelet struct {
+	cfg    Config
+	server *options.KubeletServer
+	component.Goroutine
+}
+
+// New returns the component for cfg.
+func New(cfg Config) *Kubelet {
+	if cfg.ClusterDomain == "" {
+		cfg.ClusterDomain = "cluster.local"
+	}
+	return &Kubelet{cfg: cfg}
+}
+
+func (k *Kubelet) Name() string { return "kubelet" }
+
+// Configuration is the KubeletConfiguration kubox runs the kubelet with.
+func (k *Kubelet) Configuration() *kubeletv1beta1.KubeletConfiguration {
+	f, t := false, true
+	zero := int32(0)
+	c := &kubeletv1beta1.KubeletConfiguration{
+		TypeMeta: metav1.TypeMeta{APIVersion: "kubelet.config.k8s.io/v1beta1", Kind: "KubeletConfiguration"},
+		Authentication: kubeletv1beta1.KubeletAuthentication{
+			Anonymous: kubeletv1beta1.KubeletAnonymousAuthentication{Enabled: &f},
+			Webhook:   kubeletv1beta1.KubeletWebhookAuthentication{Enabled: &t},
+			X509:      kubeletv1beta1.KubeletX509Authentication{ClientCAFile: k.cfg.ClientCA},
+		},
+		Authorization:            kubeletv1beta1.KubeletAuthorization{Mode: kubeletv1beta1.KubeletAuthorizationModeWebhook},
+		ReadOnlyPort:             0,
+		Port:                     int32(k.cfg.Port),
+		HealthzPort:              &zero, // plain-HTTP listener: kubox checks the node through the API instead
+		CgroupDriver:             "cgroupfs",
+		FailCgroupV1:             &f, // hybrid cgroup v1 hosts are common at the edge
+		FailSwapOn:               &f,
+		ContainerRuntimeEndpoint: k.cfg.CRIEndpoint,
+		ClusterDomain:            k.cfg.ClusterDomain,
+		TLSCertFile:              k.cfg.ServingCert,
+		TLSPrivateKeyFile:        k.cfg.ServingKey,
+		RotateCertificates:       false, // kubox issues and renews the kubelet's certificates
+		ServerTLSBootstrap:       false,
+		StaticPodPath:            "",
+	}
+	if k.cfg.ClusterDNS != nil {
+		c.ClusterDNS = []string{k.cfg.ClusterDNS.String()}
+	}
+	return c
+}
+
+func (k *Kubelet) Init(ctx context.Context) error {
+	if err := os.MkdirAll(k.cfg.RootDir, 0o700); err != nil {
+		return fmt.Errorf("create kubelet root dir: %w", err)
+	}
+	data, err := yaml.Marshal(k.Configuration())
+	if err != nil {
+		return fmt.Errorf("render kubelet configuration: %w", err)
+	}
+	if err := fsutil.WriteFileIfChanged(k.cfg.ConfigFile, data, 0o600); err != nil {
+		return fmt.Errorf("write kubelet configuration: %w", err)
+	}
+	loader, err := configfiles.NewFsLoader(&utilfs.DefaultFs{}, k.cfg.ConfigFile)
+	if err != nil {
+		return fmt.Errorf("load kubelet configuration: %w", err)
+	}
+	kc, err := loader.Load(ctx)
+	if err != nil {
+		return fmt.Errorf("load kubelet configuration %s: %w", k.cfg.ConfigFile, err)
+	}
+	if err := utilfeature.DefaultMutableFeatureGate.SetFromMap(kc.FeatureGates); err != nil {
+		return fmt.Errorf("kubelet feature gates: %w", err)
+	}
+	if err := kubeletvalidation.ValidateKubeletConfiguration(kc, utilfeature.DefaultFeatureGate); err != nil {
+		return fmt.Errorf("kubelet configuration %s: %w", k.cfg.ConfigFile, err)
+	}
+	fl := options.NewKubeletFlags()
+	fl.KubeConfig = k.cfg.Kubeconfig
+	fl.HostnameOverride = k.cfg.NodeName
+	fl.NodeIP = k.cfg.NodeIP.String()
+	fl.RootDirectory = k.cfg.RootDir
+	fl.CertDirectory = filepath.Join(k.cfg.RootDir, "pki")
+	fl.KubeletConfigFile = k.cfg.ConfigFile
+	if err := options.ValidateKubeletFlags(fl); err != nil {
+		return fmt.Errorf("kubelet flags: %w", err)
+	}
+	k.server = &options.KubeletServer{KubeletFlags: *fl, KubeletConfiguration: *kc}
+	return nil
+}
+
+func (k *Kubelet) Start(ctx context.Context) error {
+	deps, err := app.UnsecuredDependencies(ctx, k.server, utilfeature.DefaultFeatureGate)
+	if err != nil {
+		return fmt.Errorf("kubelet dependencies: %w", err)
+	}
+	k.Go(ctx, "kubelet", func(ctx context.Context) error { return app.Run(ctx, k.server, deps, utilfeature.DefaultFeatureGate) })
+	return nil
+}
+
+// Ready waits for the kubelet to register its Node.
+func (k *Kubelet) Ready(ctx context.Context) error {
+	for {
+		_, err := k.cfg.Client.CoreV1().Nodes().Get(ctx, k.cfg.NodeName, metav1.GetOptions{})
+		if err == nil {
+			return nil
+		}
+		if !apierrors.IsNotFound(err) && ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("node %s not registered: %w", k.cfg.NodeName, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Stop cancels the kubelet's context. The kubelet has no full in-process
+// shutdown: some of its goroutines end only with the process, which follows.
+func (k *Kubelet) Stop(ctx context.Context) error {
+	if err := k.Goroutine.Stop(ctx); err != nil {
+		return fmt.Errorf("kubelet did not stop in time: %w", err)
+	}
+	return nil
+}
+
+// NodeReady reports whether the node's Ready condition is true.
+func NodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}

@@ -1,0 +1,90 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Lock is an exclusive hold on a data dir, so two kubox processes never run
+// on the same state.
+type Lock struct{ f *os.File }
+
+// AcquireLock takes the data dir's lock file, or says which process holds it.
+func AcquireLock(path string) (*Lock, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open lock file %s: %w", path, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		holder, _ := os.ReadFile(path)
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("data dir is in use by another kubox (pid %s, lock %s): stop it first or use another --data-dir", strings.TrimSpace(string(holder)), path)
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	if err := f.Truncate(0); err == nil {
+		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return &Lock{f: f}, nil
+}
+
+// Release drops the lock.
+func (l *Lock) Release() {
+	if l != nil && l.f != nil {
+		_ = unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
+		l.f.Close()
+	}
+}
+
+// port is a TCP port kubox will listen on.
+type port struct {
+	host, what, flag string
+	port             int
+}
+
+func (c *Config) ports() []port {
+	ps := []port{
+		{"", "apiserver", "--https-port", c.HTTPSPort},
+		{"127.0.0.1", "etcd client", "--etcd-client-port", c.EtcdClientPort},
+		{c.NodeIP.String(), "etcd peer", "--etcd-peer-port", c.EtcdPeerPort},
+	}
+	if !c.DisableAgent {
+		ps = append(ps, port{"", "kubelet", "--kubelet-port", c.KubeletPort})
+	}
+	return ps
+}
+
+// CheckPorts fails on the first port that something else already holds.
+func (c *Config) CheckPorts() error {
+	for _, p := range c.ports() {
+		addr := net.JoinHostPort(p.host, strconv.Itoa(p.port))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			if errors.Is(err, unix.EADDRINUSE) {
+				return fmt.Errorf("port %d (%s) is already in use: stop what holds it or set %s", p.port, p.what, p.flag)
+			}
+			return fmt.Errorf("listen on %s (%s): %w", addr, p.what, err)
+		}
+		l.Close()
+	}
+	return nil
+}
+
+// HasCapSysResource tells whether this process may lower OOM scores below
+// zero; containerd must be told when it may not.
+func HasCapSysResource() bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	const bit = unix.CAP_SYS_RESOURCE
+	return data[bit/32].Effective&(1<<(bit%32)) != 0
+}

@@ -1,0 +1,217 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/kubox/kubox/bootstrap"
+	"github.com/kubox/kubox/embedded/apiserver"
+	"github.com/kubox/kubox/embedded/assets"
+	"github.com/kubox/kubox/embedded/component"
+	"github.com/kubox/kubox/embedded/containerd"
+	"github.com/kubox/kubox/embedded/controllers"
+	"github.com/kubox/kubox/embedded/etcd"
+	"github.com/kubox/kubox/embedded/kubelet"
+	"github.com/kubox/kubox/embedded/network"
+	"github.com/kubox/kubox/embedded/scheduler"
+	"github.com/kubox/kubox/internal/mounts"
+)
+
+// Timeouts for a whole start and a whole stop.
+const (
+	StartTimeout = 5 * time.Minute
+	StopTimeout  = 25 * time.Second
+)
+
+// Server is one kubox node.
+type Server struct {
+	cfg        Config
+	paths      Paths
+	log        *slog.Logger
+	executable string
+	lock       *Lock
+	sup        *component.Supervisor
+}
+
+// New returns a server for a completed cfg.
+func New(cfg Config, log *slog.Logger) (*Server, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find kubox's own binary: %w", err)
+	}
+	return &Server{cfg: cfg, paths: cfg.Paths(), log: log, executable: exe}, nil
+}
+
+// Preflight checks what can be checked before any state is touched, then
+// takes the data dir's lock. Call Release when done.
+func (s *Server) Preflight() error {
+	if os.Geteuid() != 0 {
+		return errors.New("kubox server must run as root (it manages containers, mounts and networking): run it with sudo or as root")
+	}
+	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir %s: %w", s.cfg.DataDir, err)
+	}
+	lock, err := AcquireLock(s.paths.Lock)
+	if err != nil {
+		return err
+	}
+	if err := s.cfg.CheckPorts(); err != nil {
+		lock.Release()
+		return err
+	}
+	s.lock = lock
+	return nil
+}
+
+// Release drops the data dir lock.
+func (s *Server) Release() { s.lock.Release() }
+
+// Run starts the node, serves until ctx ends or a component fails, then
+// stops everything. It returns the first failure.
+func (s *Server) Run(ctx context.Context) error {
+	begin := time.Now()
+	if err := s.build(ctx); err != nil {
+		return err
+	}
+	runCtx, cancelRun := context.WithCancel(context.Background())
+	defer cancelRun()
+	startCtx, cancelStart := context.WithTimeout(ctx, StartTimeout)
+	err := s.sup.Start(startCtx, runCtx)
+	cancelStart()
+	if err == nil {
+		s.log.Info("kubox is ready", "node", s.cfg.NodeName, "took", time.Since(begin).Round(time.Millisecond), "kubeconfig", s.cfg.WriteKubeconfig)
+		err = s.sup.Wait(ctx)
+		if err != nil {
+			s.log.Error("component failed; stopping", "err", err)
+		} else {
+			s.log.Info("stopping")
+		}
+	}
+	stopCtx, cancelStop := context.WithTimeout(context.Background(), StopTimeout)
+	defer cancelStop()
+	stopErr := s.sup.Stop(stopCtx)
+	cancelRun()
+	s.cleanupMounts()
+	return errors.Join(err, stopErr)
+}
+
+// cleanupMounts unmounts what the kubelet and containerd left behind (pod
+// volumes, sandbox shm, the kubelet's bind mount of its root dir), so a
+// stopped kubox leaves no mount under its dirs.
+func (s *Server) cleanupMounts() {
+	for _, dir := range []string{s.paths.Kubelet, s.paths.ContainerdState, s.paths.ContainerdRoot} {
+		n, err := mounts.UnmountUnder(dir)
+		if err != nil {
+			s.log.Warn("could not unmount everything", "dir", dir, "err", err)
+		}
+		if n > 0 {
+			s.log.Info("unmounted leftover mounts", "dir", dir, "count", n)
+		}
+	}
+}
+
+func (s *Server) apiURL() string {
+	return "https://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(s.cfg.HTTPSPort))
+}
+
+// build prepares files and assembles the components in start order.
+func (s *Server) build(ctx context.Context) error {
+	c, p := s.cfg, s.paths
+	pki, err := bootstrap.Ensure(ctx, bootstrap.Config{
+		Dir:                 p.PKI,
+		KubeconfigDir:       p.Kubeconfigs,
+		NodeName:            c.NodeName,
+		NodeIPs:             []net.IP{c.NodeIP},
+		ServiceCIDR:         c.ServiceCIDR,
+		ClusterDomain:       c.ClusterDomain,
+		APIServerURL:        s.apiURL(),
+		AdminKubeconfigPath: c.WriteKubeconfig,
+	})
+	if err != nil {
+		return fmt.Errorf("bootstrap PKI: %w", err)
+	}
+	et := etcd.New(etcd.Config{
+		Name: c.NodeName, DataDir: p.Etcd, NodeIP: c.NodeIP,
+		ClientPort: c.EtcdClientPort, PeerPort: c.EtcdPeerPort,
+		ServerCACert: pki.EtcdServerCACert, ServerCert: pki.EtcdServerCert, ServerKey: pki.EtcdServerKey,
+		PeerCACert: pki.EtcdPeerCACert, PeerCert: pki.EtcdPeerCert, PeerKey: pki.EtcdPeerKey,
+	})
+	api := apiserver.New(apiserver.Config{
+		NodeIP: c.NodeIP, Port: c.HTTPSPort, ServiceCIDR: c.ServiceCIDR.String(), EtcdURL: et.ClientURL(),
+		ClusterCA: pki.CACert, ClientCA: pki.ClientCACert, RequestCA: pki.RequestHeaderCACert,
+		ProxyCert: pki.FrontProxyClientCert, ProxyKey: pki.FrontProxyClientKey,
+		ServingCert: pki.APIServerCert, ServingKey: pki.APIServerKey,
+		EtcdCA: pki.EtcdServerCACert, EtcdCert: pki.EtcdClientCert, EtcdKey: pki.EtcdClientKey,
+		KubeletCert: pki.APIServerKubeletClientCert, KubeletKey: pki.APIServerKubeletClientKey,
+		SAKey: pki.ServiceAccountKey, SAPub: pki.ServiceAccountPub, Encryption: pki.EncryptionConfig,
+		AdminCert: pki.AdminCert, AdminKey: pki.AdminKey, Log: s.log.With("component", "apiserver"),
+	})
+	comps := []component.Component{
+		et, api,
+		controllers.New(controllers.Config{
+			Kubeconfig: pki.ControllerManagerKubeconfig, ClusterCIDR: c.ClusterCIDR.String(), ServiceCIDR: c.ServiceCIDR.String(),
+			ClusterSigningCert: pki.CACert, ClusterSigningKey: pki.CAKey, RootCA: pki.CACert, SAKey: pki.ServiceAccountKey,
+		}),
+		scheduler.New(scheduler.Config{Kubeconfig: pki.SchedulerKubeconfig}),
+	}
+	if !c.DisableAgent {
+		if err := assets.Install(p.Bin); err != nil {
+			return fmt.Errorf("install runtime binaries into %s: %w", p.Bin, err)
+		}
+		client, err := adminClient(pki.AdminKubeconfig)
+		if err != nil {
+			return err
+		}
+		ctrd := containerd.New(containerd.Config{
+			Executable: s.executable,
+			Root:       p.ContainerdRoot, State: p.ContainerdState, Socket: p.ContainerdSock,
+			ConfigFile: p.ContainerdConfig, LogFile: p.ContainerdLog,
+			BinDir: p.Bin, ShimPath: p.Bin + "/containerd-shim-runc-v2", RuncPath: p.Bin + "/runc",
+			CNIBinDir: p.CNIBin, CNIConfDir: p.CNIConf,
+			SandboxImage:        assets.PauseImage,
+			ImportImages:        []func() (io.ReadCloser, error){assets.PauseImageArchive},
+			RestrictOOMScoreAdj: !HasCapSysResource(),
+			StopPodsOnExit:      c.StopPodsOnExit,
+			Log:                 s.log.With("component", "containerd"),
+		})
+		comps = append(comps,
+			ctrd,
+			kubelet.New(kubelet.Config{
+				NodeName: c.NodeName, NodeIP: c.NodeIP, Port: c.KubeletPort,
+				RootDir: p.Kubelet, ConfigFile: p.KubeletConfig, Kubeconfig: pki.KubeletKubeconfig,
+				ClientCA: pki.ClientCACert, ServingCert: pki.KubeletServingCert, ServingKey: pki.KubeletServingKey,
+				CRIEndpoint: ctrd.Endpoint(), ClusterDNS: c.ClusterDNS, ClusterDomain: c.ClusterDomain,
+				Client: client,
+			}),
+			network.New(network.Config{
+				NodeName: c.NodeName, Client: client, ConfDir: p.CNIConf, IPAMDir: p.CNIIPAM,
+				Log: s.log.With("component", "network"),
+			}),
+		)
+	}
+	s.sup = &component.Supervisor{Components: comps, Log: s.log}
+	return nil
+}
+
+func adminClient(kubeconfig string) (kubernetes.Interface, error) {
+	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", kubeconfig, err)
+	}
+	rc.UserAgent = "kubox"
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("client from %s: %w", kubeconfig, err)
+	}
+	return client, nil
+}
