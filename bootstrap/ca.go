@@ -6,17 +6,19 @@ import (
 	"log/slog"
 	"strconv"
 	"time"
+
+	"github.com/kubox/kubox/internal/fsutil"
 )
 
 // ensureCA loads the CA at certPath/keyPath or creates it. A CA is the root
 // of trust other nodes and kubeconfigs already hold, so anything odd about an
 // existing one is an error for a human, never silently replaced.
 func ensureCA(ctx context.Context, name, certPath, keyPath string, now time.Time) (*authority, error) {
-	haveCert, err := exists(certPath)
+	haveCert, err := fsutil.Exists(certPath)
 	if err != nil {
 		return nil, err
 	}
-	haveKey, err := exists(keyPath)
+	haveKey, err := fsutil.Exists(keyPath)
 	if err != nil {
 		return nil, err
 	}
@@ -38,7 +40,7 @@ func ensureCA(ctx context.Context, name, certPath, keyPath string, now time.Time
 		}
 		// Key first: a crash between the two writes leaves a key without a
 		// cert, which the next start completes, never a cert without a key.
-		if err := writeNew(keyPath, keyPEM, modePrivate); err != nil {
+		if err := fsutil.WriteFileNew(keyPath, keyPEM, modePrivate); err != nil {
 			return nil, fmt.Errorf("create CA %s: %w", name, err)
 		}
 		slog.InfoContext(ctx, "bootstrap: created CA key", "path", keyPath)
@@ -59,7 +61,7 @@ func ensureCA(ctx context.Context, name, certPath, keyPath string, now time.Time
 		if err != nil {
 			return nil, fmt.Errorf("create CA %s: %w", name, err)
 		}
-		if err := writeNew(certPath, certPEM, modeCert); err != nil {
+		if err := fsutil.WriteFileNew(certPath, certPEM, modeCert); err != nil {
 			return nil, fmt.Errorf("create CA %s: %w", name, err)
 		}
 		slog.InfoContext(ctx, "bootstrap: created CA certificate", "path", certPath)

@@ -9,6 +9,8 @@ import (
 	"os"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/kubox/kubox/internal/fsutil"
 )
 
 // The subset of apiserver.config.k8s.io/v1 EncryptionConfiguration that
@@ -50,7 +52,7 @@ const (
 // Its key must never change: secrets in etcd (and in every snapshot) are
 // encrypted with it, so an existing file is only checked, never rewritten.
 func ensureEncryptionConfig(ctx context.Context, path string) error {
-	ok, err := exists(path)
+	ok, err := fsutil.Exists(path)
 	if err != nil {
 		return err
 	}
@@ -85,7 +87,7 @@ func ensureEncryptionConfig(ctx context.Context, path string) error {
 	if err != nil {
 		return fmt.Errorf("create encryption config: %w", err)
 	}
-	if err := writeNew(path, data, modePrivate); err != nil {
+	if err := fsutil.WriteFileNew(path, data, modePrivate); err != nil {
 		return fmt.Errorf("create encryption config: %w", err)
 	}
 	slog.InfoContext(ctx, "bootstrap: created encryption config", "path", path)

@@ -1,13 +1,9 @@
 package bootstrap
 
 import (
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
-	"strconv"
-	"time"
 )
 
 const (
@@ -15,27 +11,6 @@ const (
 	modePrivate fs.FileMode = 0o600
 	modeCert    fs.FileMode = 0o644
 )
-
-// ensureDir creates dir (and parents) and forces mode on dir itself, so a
-// directory left with looser permissions is tightened.
-func ensureDir(dir string, mode fs.FileMode) error {
-	if err := os.MkdirAll(dir, mode); err != nil {
-		return fmt.Errorf("create directory %s: %w", dir, err)
-	}
-	fi, err := os.Stat(dir)
-	if err != nil {
-		return fmt.Errorf("stat directory %s: %w", dir, err)
-	}
-	if !fi.IsDir() {
-		return fmt.Errorf("%s exists and is not a directory", dir)
-	}
-	if fi.Mode().Perm() != mode {
-		if err := os.Chmod(dir, mode); err != nil {
-			return fmt.Errorf("set mode of %s: %w", dir, err)
-		}
-	}
-	return nil
-}
 
 // tightenMode removes permission bits beyond mode from an existing file, so a
 // key restored with a loose umask is not left world-readable.
@@ -50,136 +25,4 @@ func tightenMode(path string, mode fs.FileMode) error {
 		}
 	}
 	return nil
-}
-
-// exists reports whether path exists; errors other than "not found" are
-// returned so a permission problem is not mistaken for a missing file.
-func exists(path string) (bool, error) {
-	_, err := os.Lstat(path)
-	if err == nil {
-		return true, nil
-	}
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	return false, fmt.Errorf("stat %s: %w", path, err)
-}
-
-// writeNew writes a file that must not exist yet (keys and certs are never
-// overwritten). It fails with fs.ErrExist if path appeared meanwhile.
-func writeNew(path string, data []byte, mode fs.FileMode) error {
-	return writeAtomic(path, data, mode, false)
-}
-
-// replaceFile writes path atomically, replacing any existing content.
-func replaceFile(path string, data []byte, mode fs.FileMode) error {
-	return writeAtomic(path, data, mode, true)
-}
-
-// writeAtomic writes data to a temp file in the same directory, fsyncs it,
-// moves it into place and fsyncs the directory, so a crash leaves either the
-// old file or the complete new one, never a torn file.
-func writeAtomic(path string, data []byte, mode fs.FileMode, overwrite bool) (err error) {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmpName := tmp.Name()
-	defer func() {
-		if err != nil {
-			_ = tmp.Close()
-			_ = os.Remove(tmpName)
-		}
-	}()
-	// Chmod before writing so the content is never readable with the wrong mode.
-	if err = tmp.Chmod(mode); err != nil {
-		return fmt.Errorf("write %s: set mode: %w", path, err)
-	}
-	if _, err = tmp.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = tmp.Sync(); err != nil {
-		return fmt.Errorf("write %s: fsync: %w", path, err)
-	}
-	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: close: %w", path, err)
-	}
-	if overwrite {
-		err = os.Rename(tmpName, path)
-	} else {
-		err = linkNoClobber(tmpName, path)
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if !overwrite {
-		// The data now lives under path; the temp name is just a second link.
-		_ = os.Remove(tmpName)
-	}
-	return syncDir(dir)
-}
-
-// linkNoClobber makes newPath name the same file as oldPath, failing if
-// newPath exists. A hard link is atomic and never replaces; file systems
-// without hard links fall back to check-then-rename.
-func linkNoClobber(oldPath, newPath string) error {
-	err := os.Link(oldPath, newPath)
-	if err == nil || errors.Is(err, fs.ErrExist) {
-		return err
-	}
-	ok, serr := exists(newPath)
-	if serr != nil {
-		return serr
-	}
-	if ok {
-		return fmt.Errorf("%s: %w", newPath, fs.ErrExist)
-	}
-	return os.Rename(oldPath, newPath)
-}
-
-// syncDir fsyncs a directory so a rename or new entry in it survives a crash.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("fsync directory %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync directory %s: %w", dir, err)
-	}
-	return nil
-}
-
-// moveAside renames path to path.old-<unix time> (adding a counter if that
-// name is taken) and returns the new name. Old material is kept, never
-// deleted, so an operator can always go back.
-func moveAside(path string, now time.Time) (string, error) {
-	base := path + ".old-" + strconv.FormatInt(now.Unix(), 10)
-	target := base
-	for i := 1; ; i++ {
-		err := linkNoClobber(path, target)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, fs.ErrExist) {
-			return "", fmt.Errorf("move %s aside: %w", path, err)
-		}
-		target = base + "-" + strconv.Itoa(i)
-	}
-	// linkNoClobber may have linked rather than renamed: drop the old name.
-	if ok, err := exists(path); err != nil {
-		return "", err
-	} else if ok {
-		if err := os.Remove(path); err != nil {
-			return "", fmt.Errorf("move %s aside: %w", path, err)
-		}
-	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
-		return "", err
-	}
-	return target, nil
 }

@@ -12,6 +12,8 @@ import (
 
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/kubox/kubox/internal/fsutil"
 )
 
 // kubeconfigName is the cluster, user and context name in every kubeconfig
@@ -93,7 +95,7 @@ func syncFile(ctx context.Context, path string, data []byte) error {
 	case err != nil && !errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("read %s: %w", path, err)
 	}
-	if err := replaceFile(path, data, modePrivate); err != nil {
+	if err := fsutil.WriteFileAtomic(path, data, modePrivate); err != nil {
 		return err
 	}
 	slog.InfoContext(ctx, "bootstrap: wrote kubeconfig", "path", path)

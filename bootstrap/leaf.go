@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/kubox/kubox/internal/fsutil"
 )
 
 // leaf is one leaf certificate to keep in place: where it lives, which CA
@@ -27,11 +29,11 @@ type leaf struct {
 // is moved aside (kept, never deleted) and replaced rather than being an
 // error: an unattended box should heal itself.
 func ensureLeaf(ctx context.Context, l leaf, now time.Time) error {
-	haveCert, err := exists(l.certPath)
+	haveCert, err := fsutil.Exists(l.certPath)
 	if err != nil {
 		return err
 	}
-	haveKey, err := exists(l.keyPath)
+	haveKey, err := fsutil.Exists(l.keyPath)
 	if err != nil {
 		return err
 	}
@@ -81,7 +83,7 @@ func ensureLeaf(ctx context.Context, l leaf, now time.Time) error {
 			return fmt.Errorf("issue %s certificate: %w", l.name, err)
 		}
 		// Key first, as for CAs: a lone key is reused on the next start.
-		if err := writeNew(l.keyPath, keyPEM, modePrivate); err != nil {
+		if err := fsutil.WriteFileNew(l.keyPath, keyPEM, modePrivate); err != nil {
 			return fmt.Errorf("issue %s certificate: %w", l.name, err)
 		}
 		key = k
@@ -93,7 +95,7 @@ func ensureLeaf(ctx context.Context, l leaf, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("issue %s certificate: %w", l.name, err)
 	}
-	if err := writeNew(l.certPath, certPEM, modeCert); err != nil {
+	if err := fsutil.WriteFileNew(l.certPath, certPEM, modeCert); err != nil {
 		return fmt.Errorf("issue %s certificate: %w", l.name, err)
 	}
 	slog.InfoContext(ctx, "bootstrap: issued certificate", "name", l.name, "path", l.certPath, "ca", l.ca.certPath)
@@ -103,14 +105,14 @@ func ensureLeaf(ctx context.Context, l leaf, now time.Time) error {
 // retire moves l's cert and key (whichever exist) aside.
 func retire(ctx context.Context, l leaf, reason string, now time.Time) error {
 	for _, p := range []string{l.certPath, l.keyPath} {
-		ok, err := exists(p)
+		ok, err := fsutil.Exists(p)
 		if err != nil {
 			return err
 		}
 		if !ok {
 			continue
 		}
-		old, err := moveAside(p, now)
+		old, err := fsutil.MoveAside(p, now)
 		if err != nil {
 			return fmt.Errorf("replace %s certificate (%s): %w", l.name, reason, err)
 		}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"time"
+
+	"github.com/kubox/kubox/internal/fsutil"
 )
 
 // PKI holds the paths of everything Ensure keeps in place.
@@ -90,7 +92,7 @@ func Ensure(ctx context.Context, cfg Config) (*PKI, error) {
 	now := cfg.Now()
 
 	for _, d := range []string{cfg.Dir, filepath.Join(cfg.Dir, "etcd"), cfg.KubeconfigDir} {
-		if err := ensureDir(d, modeDir); err != nil {
+		if err := fsutil.EnsureDir(d, modeDir); err != nil {
 			return nil, fmt.Errorf("prepare PKI: %w", err)
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+
+	"github.com/kubox/kubox/internal/fsutil"
 )
 
 // ensureServiceAccountKey loads or creates the key pair that signs and
@@ -12,11 +14,11 @@ import (
 // so, like a CA, a mismatch is an error for a human rather than a reason to
 // replace anything.
 func ensureServiceAccountKey(ctx context.Context, keyPath, pubPath string) error {
-	haveKey, err := exists(keyPath)
+	haveKey, err := fsutil.Exists(keyPath)
 	if err != nil {
 		return err
 	}
-	havePub, err := exists(pubPath)
+	havePub, err := fsutil.Exists(pubPath)
 	if err != nil {
 		return err
 	}
@@ -35,7 +37,7 @@ func ensureServiceAccountKey(ctx context.Context, keyPath, pubPath string) error
 		if err != nil {
 			return fmt.Errorf("create service-account key: %w", err)
 		}
-		if err := writeNew(keyPath, keyPEM, modePrivate); err != nil {
+		if err := fsutil.WriteFileNew(keyPath, keyPEM, modePrivate); err != nil {
 			return fmt.Errorf("create service-account key: %w", err)
 		}
 		slog.InfoContext(ctx, "bootstrap: created service-account key", "path", keyPath)
@@ -54,7 +56,7 @@ func ensureServiceAccountKey(ctx context.Context, keyPath, pubPath string) error
 		if err != nil {
 			return fmt.Errorf("write service-account public key: %w", err)
 		}
-		if err := writeNew(pubPath, pubPEM, modeCert); err != nil {
+		if err := fsutil.WriteFileNew(pubPath, pubPEM, modeCert); err != nil {
 			return fmt.Errorf("write service-account public key: %w", err)
 		}
 		return nil

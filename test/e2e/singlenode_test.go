@@ -89,7 +89,7 @@ func TestSingleNode(t *testing.T) {
 	if _, err := n.Kubectl(ctx, "apply", "-f", manifest); err != nil {
 		t.Fatal(err)
 	}
-	ips := waitWebPods(ctx, t, n, 2)
+	ips := waitWebPods(ctx, t, n, 2, time.Time{})
 	for _, ip := range ips {
 		assertHTTP(t, ip)
 	}
@@ -102,6 +102,7 @@ func TestSingleNode(t *testing.T) {
 	assertNothingLeft(t, n)
 
 	// Same data dir again: the Deployment is still there and its pods run.
+	restarted := time.Now().Truncate(time.Second)
 	n.Start()
 	if err := n.WaitNodeReady(waitCtx); err != nil {
 		t.Fatal(err)
@@ -112,7 +113,9 @@ func TestSingleNode(t *testing.T) {
 	if out, err := n.Kubectl(ctx, "get", "secret", "probe", "-o", "jsonpath={.data.k}"); err != nil || strings.TrimSpace(out) == "" {
 		t.Fatalf("secret lost across restart: %q %v", out, err)
 	}
-	ips = waitWebPods(ctx, t, n, 2)
+	// The pods' status in the API still says Running from before the stop;
+	// wait for containers started since the restart, and Ready.
+	ips = waitWebPods(ctx, t, n, 2, restarted)
 	for _, ip := range ips {
 		assertHTTP(t, ip)
 	}
@@ -123,19 +126,23 @@ func TestSingleNode(t *testing.T) {
 	assertEncryptedAtRest(t, n)
 }
 
-// waitWebPods waits for want Ready web pods and returns their IPs.
-func waitWebPods(ctx context.Context, t *testing.T, n *harness.Node, want int) []string {
+// waitWebPods waits for want Ready web pods whose container started at or
+// after since, and returns their IPs.
+func waitWebPods(ctx context.Context, t *testing.T, n *harness.Node, want int, since time.Time) []string {
 	t.Helper()
 	deadline := time.Now().Add(3 * time.Minute)
 	var last string
 	for time.Now().Before(deadline) {
 		out, err := n.Kubectl(ctx, "get", "pods", "-l", "app=web", "-o",
-			`jsonpath={range .items[*]}{.status.phase} {.status.podIP} {.status.conditions[?(@.type=="Ready")].status} {.metadata.deletionTimestamp}{"\n"}{end}`)
+			`jsonpath={range .items[*]}{.status.phase} {.status.podIP} {.status.conditions[?(@.type=="Ready")].status} {.status.containerStatuses[0].state.running.startedAt} {.metadata.deletionTimestamp}{"\n"}{end}`)
 		if err == nil {
 			var ips []string
 			for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 				f := strings.Fields(line)
-				if len(f) == 3 && f[0] == "Running" && f[2] == "True" {
+				if len(f) != 4 || f[0] != "Running" || f[2] != "True" {
+					continue
+				}
+				if at, err := time.Parse(time.RFC3339, f[3]); err == nil && !at.Before(since) {
 					ips = append(ips, f[1])
 				}
 			}

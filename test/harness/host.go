@@ -87,6 +87,7 @@ func (h *Host) Restore(n *Node) []error {
 	for c := range iptablesChains() {
 		if !h.chains[c] {
 			parts := strings.Split(c, "/")
+			removeJumps(parts[0], parts[1], parts[2])
 			_ = exec.Command(parts[0], "-w", "-t", parts[1], "-F", parts[2]).Run()
 			if out, err := exec.Command(parts[0], "-w", "-t", parts[1], "-X", parts[2]).CombinedOutput(); err != nil {
 				errs = append(errs, fmt.Errorf("%s -t %s -X %s: %v: %s", parts[0], parts[1], parts[2], err, out))
@@ -224,6 +225,21 @@ func links() map[string]bool {
 		}
 	}
 	return m
+}
+
+// removeJumps deletes the rules of table that jump to chain, so the chain
+// itself can be removed.
+func removeJumps(bin, table, chain string) {
+	out, err := exec.Command(bin, "-w", "-t", table, "-S").Output()
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 2 && f[0] == "-A" && strings.HasSuffix(line, "-j "+chain) {
+			_ = exec.Command(bin, append([]string{"-w", "-t", table, "-D"}, f[1:]...)...).Run()
+		}
+	}
 }
 
 func iptablesChains() map[string]bool {
