@@ -1,0 +1,234 @@
+package backup
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"go.etcd.io/etcd/etcdutl/v3/snapshot"
+	"go.uber.org/zap"
+
+	"github.com/kubox/kubox/internal/fsutil"
+)
+
+// RestoreMarkerFile is written into a restored data dir; kubox server reads
+// it on its next start to finish the restore (remove the old Node object if
+// this box has another name), then renames it to RestoreMarkerFile+".done".
+const RestoreMarkerFile = "restore.json"
+
+// etcdRevisionBump is added to etcd's revision on restore, and the restored
+// revision marked compacted, as the etcd and Kubernetes docs advise: any
+// watcher that outlived the old cluster resyncs instead of missing changes.
+const etcdRevisionBump = 1_000_000_000
+
+// RestoreOptions says which snapshot to restore, and for which node.
+type RestoreOptions struct {
+	Snapshot string
+	// Key decrypts the snapshot; nil accepts only an unencrypted one.
+	Key *Key
+	// DataDir is the kubox data dir to restore into. If it exists it is
+	// renamed to DataDir.old-<unix time>, never deleted. The caller holds
+	// its lock (no kubox server may be running on it).
+	DataDir string
+	// NodeName and PeerURL are this box's node name and etcd peer URL
+	// (https://<node-ip>:<etcd-peer-port>): etcd is restored as a new
+	// one-member cluster with this member.
+	NodeName string
+	PeerURL  string
+	// Progress, if set, gets one human line per step.
+	Progress func(string)
+}
+
+// RestoreResult says what Restore did.
+type RestoreResult struct {
+	Header     Header // authenticated
+	OldDataDir string // where the previous data dir went; "" if there was none
+	Duration   time.Duration
+	KeysTotal  int // etcd keys in the restored db
+}
+
+// RestoreMarker is the content of RestoreMarkerFile.
+type RestoreMarker struct {
+	Snapshot     string    `json:"snapshot"`
+	SnapshotNode string    `json:"snapshot_node"`
+	SnapshotTime time.Time `json:"snapshot_created_at"`
+	ClusterID    string    `json:"cluster_id"`
+	EtcdRevision int64     `json:"etcd_revision"`
+	NodeName     string    `json:"node_name"`
+	RestoredAt   time.Time `json:"restored_at"`
+	OldDataDir   string    `json:"old_data_dir,omitempty"`
+}
+
+// Restore puts the cluster in the snapshot back into opts.DataDir. It first
+// reads and checks the whole snapshot (key, authentication, digests), then
+// extracts it and rebuilds etcd's data dir (which checks the etcd db's own
+// hash and structure) in a staging dir beside DataDir. Only when all of that
+// worked does it move the current DataDir aside and rename the staging dir
+// into place, so a bad file or key leaves the disk as it was.
+//
+// The restored data dir holds pki/ (the snapshot's CAs, keys, service
+// account keys and encryption config, plus its leaf certs, which kubox
+// server re-issues if they do not fit this box), etcd/ (a new one-member
+// cluster named opts.NodeName at opts.PeerURL) and RestoreMarkerFile.
+func Restore(opts RestoreOptions) (RestoreResult, error) {
+	begin := time.Now()
+	say := func(format string, args ...any) {
+		if opts.Progress != nil {
+			opts.Progress(fmt.Sprintf(format, args...))
+		}
+	}
+	if opts.DataDir == "" || opts.NodeName == "" || opts.PeerURL == "" {
+		return RestoreResult{}, errors.New("restore: data dir, node name and peer URL are required")
+	}
+	dataDir, err := filepath.Abs(opts.DataDir)
+	if err != nil {
+		return RestoreResult{}, fmt.Errorf("restore: %w", err)
+	}
+	if fi, err := os.Stat(opts.Snapshot); err != nil {
+		return RestoreResult{}, fmt.Errorf("restore: %w", err)
+	} else if !fi.Mode().IsRegular() {
+		return RestoreResult{}, fmt.Errorf("restore: %s: %w: not a regular file", opts.Snapshot, ErrNotSnapshot)
+	}
+
+	say("verifying %s", opts.Snapshot)
+	h, err := Verify(opts.Snapshot, opts.Key)
+	if err != nil {
+		return RestoreResult{}, fmt.Errorf("restore: %w", err)
+	}
+	say("snapshot ok: %q of node %s, %s, etcd revision %d, db %s", h.Name, h.NodeName, h.CreatedAt.Format(time.RFC3339), h.EtcdRevision, HumanBytes(h.EtcdDBSize))
+
+	parent := filepath.Dir(dataDir)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return RestoreResult{}, fmt.Errorf("restore: %w", err)
+	}
+	staging := filepath.Join(parent, "."+filepath.Base(dataDir)+".restore-"+strconv.FormatInt(time.Now().UnixNano(), 10))
+	done := false
+	defer func() {
+		if !done {
+			os.RemoveAll(staging)
+		}
+	}()
+	say("extracting into %s", staging)
+	if _, err := Extract(opts.Snapshot, opts.Key, staging); err != nil {
+		return RestoreResult{}, fmt.Errorf("restore: %w", err)
+	}
+	if err := os.Chmod(staging, modeDir); err != nil {
+		return RestoreResult{}, fmt.Errorf("restore: %w", err)
+	}
+	db := filepath.Join(staging, "etcd.db")
+	mgr := snapshot.NewV3(zap.NewNop())
+	st, err := mgr.Status(db)
+	if err != nil {
+		return RestoreResult{}, fmt.Errorf("restore: %w: etcd db: %v", ErrCorrupted, oneLine(err))
+	}
+	say("etcd db ok: %d keys, revision %d", st.TotalKey, st.Revision)
+	say("restoring etcd as a new one-member cluster: %s at %s", opts.NodeName, opts.PeerURL)
+	if err := mgr.Restore(snapshot.RestoreConfig{
+		SnapshotPath:        db,
+		Name:                opts.NodeName,
+		OutputDataDir:       filepath.Join(staging, "etcd"),
+		PeerURLs:            []string{opts.PeerURL},
+		InitialCluster:      opts.NodeName + "=" + opts.PeerURL,
+		InitialClusterToken: "kubox-restore-" + strconv.FormatInt(time.Now().Unix(), 10),
+		RevisionBump:        etcdRevisionBump,
+		MarkCompacted:       true,
+	}); err != nil {
+		return RestoreResult{}, fmt.Errorf("restore: etcd: %v", oneLine(err))
+	}
+	if err := os.Chmod(filepath.Join(staging, "etcd"), modeDir); err != nil {
+		return RestoreResult{}, fmt.Errorf("restore: %w", err)
+	}
+	if err := os.Remove(db); err != nil {
+		return RestoreResult{}, fmt.Errorf("restore: %w", err)
+	}
+
+	now := time.Now()
+	var old string
+	if _, err := os.Lstat(dataDir); err == nil {
+		old = dataDir + ".old-" + strconv.FormatInt(now.Unix(), 10)
+		if _, err := os.Lstat(old); err == nil {
+			old = dataDir + ".old-" + strconv.FormatInt(now.UnixNano(), 10)
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return RestoreResult{}, fmt.Errorf("restore: %w", err)
+	}
+	marker := RestoreMarker{
+		Snapshot: opts.Snapshot, SnapshotNode: h.NodeName, SnapshotTime: h.CreatedAt,
+		ClusterID: h.ClusterID, EtcdRevision: h.EtcdRevision,
+		NodeName: opts.NodeName, RestoredAt: now.UTC(), OldDataDir: old,
+	}
+	js, err := json.MarshalIndent(marker, "", "  ")
+	if err != nil {
+		return RestoreResult{}, fmt.Errorf("restore: %w", err)
+	}
+	if err := fsutil.WriteFileNew(filepath.Join(staging, RestoreMarkerFile), append(js, '\n'), modeFile); err != nil {
+		return RestoreResult{}, fmt.Errorf("restore: %w", err)
+	}
+	if err := fsutil.SyncDir(staging); err != nil {
+		return RestoreResult{}, fmt.Errorf("restore: %w", err)
+	}
+
+	// The swap: the only step that changes what was there.
+	if old != "" {
+		say("moving the current data dir aside to %s", old)
+		if err := os.Rename(dataDir, old); err != nil {
+			return RestoreResult{}, fmt.Errorf("restore: move the current data dir aside: %w", err)
+		}
+	}
+	if err := os.Rename(staging, dataDir); err != nil {
+		if old != "" {
+			if rerr := os.Rename(old, dataDir); rerr != nil {
+				return RestoreResult{}, fmt.Errorf("restore: put the restored data in place: %w; and moving %s back failed: %v", err, old, rerr)
+			}
+		}
+		return RestoreResult{}, fmt.Errorf("restore: put the restored data in place: %w", err)
+	}
+	done = true
+	if err := fsutil.SyncDir(parent); err != nil {
+		return RestoreResult{}, fmt.Errorf("restore: %w", err)
+	}
+	return RestoreResult{Header: h, OldDataDir: old, Duration: time.Since(begin), KeysTotal: st.TotalKey}, nil
+}
+
+// ReadRestoreMarker returns the restore marker of dataDir, or nil if there
+// is none.
+func ReadRestoreMarker(dataDir string) (*RestoreMarker, error) {
+	data, err := os.ReadFile(filepath.Join(dataDir, RestoreMarkerFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read restore marker: %w", err)
+	}
+	var m RestoreMarker
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("read restore marker %s: %w", filepath.Join(dataDir, RestoreMarkerFile), err)
+	}
+	return &m, nil
+}
+
+// FinishRestoreMarker renames the marker to RestoreMarkerFile+".done", so
+// the next start does not act on it again and the record stays.
+func FinishRestoreMarker(dataDir string) error {
+	p := filepath.Join(dataDir, RestoreMarkerFile)
+	if err := os.Rename(p, p+".done"); err != nil {
+		return fmt.Errorf("finish restore marker: %w", err)
+	}
+	return fsutil.SyncDir(dataDir)
+}
+
+// oneLine folds a multi-line error (bolt's integrity report) into one line.
+func oneLine(err error) string {
+	b := []byte(err.Error())
+	for i, c := range b {
+		if c == '\n' || c == '\r' {
+			b[i] = ' '
+		}
+	}
+	return string(b)
+}
