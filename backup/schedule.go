@@ -94,6 +94,7 @@ func (s *Scheduler) Init(ctx context.Context) error {
 		return fmt.Errorf("snapshot dir: %w", err)
 	}
 	s.sched, s.key = sched, key
+	ensureMetrics()
 	return nil
 }
 
@@ -170,6 +171,14 @@ func (s *Scheduler) runScheduled(ctx context.Context) {
 	}
 	failures := s.failures
 	s.mu.Unlock()
+	snapshotDuration.Observe(time.Since(begin).Seconds())
+	if err != nil {
+		snapshotsTotal.WithLabelValues("failure").Inc()
+	} else {
+		snapshotsTotal.WithLabelValues("success").Inc()
+		snapshotLastSuccess.Set(float64(time.Now().Unix()))
+		snapshotLastSize.Set(float64(res.Size))
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			s.log.Warn("scheduled snapshot cancelled: kubox is stopping", "err", err)
