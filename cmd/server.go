@@ -24,6 +24,7 @@ type serverFlags struct {
 	clusterCIDR, serviceCIDR, clusterDNS, clusterDomain  string
 	httpsPort, etcdClientPort, etcdPeerPort, kubeletPort int
 	disableAgent, stopPodsOnExit                         bool
+	snapshot                                             snapshotServerFlags
 }
 
 func (f *serverFlags) register(fs *pflag.FlagSet) {
@@ -42,6 +43,7 @@ func (f *serverFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&f.kubeletPort, "kubelet-port", 10250, "kubelet API port")
 	fs.BoolVar(&f.disableAgent, "disable-agent", false, "run the control plane only: no containerd, kubelet or pod network")
 	fs.BoolVar(&f.stopPodsOnExit, "stop-pods-on-exit", true, "stop every pod when kubox stops, so no container outlives it")
+	f.snapshot.register(fs)
 }
 
 // config turns the raw values into a server.Config, with one-line errors.
@@ -51,7 +53,9 @@ func (f *serverFlags) config() (server.Config, error) {
 		NodeName: f.nodeName, ClusterDomain: f.clusterDomain,
 		HTTPSPort: f.httpsPort, EtcdClientPort: f.etcdClientPort, EtcdPeerPort: f.etcdPeerPort, KubeletPort: f.kubeletPort,
 		DisableAgent: f.disableAgent, StopPodsOnExit: f.stopPodsOnExit,
+		KuboxVersion: version,
 	}
+	f.snapshot.apply(&c)
 	var err error
 	if f.nodeIP != "" {
 		if c.NodeIP = net.ParseIP(f.nodeIP).To4(); c.NodeIP == nil {

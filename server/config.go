@@ -30,6 +30,17 @@ type Config struct {
 	DisableAgent    bool // control plane only: no containerd, kubelet or pod network
 	// StopPodsOnExit stops every pod when kubox stops, so nothing outlives it.
 	StopPodsOnExit bool
+
+	// Scheduled snapshots (see backup.SchedulerConfig): a cron spec, how
+	// many scheduled snapshots to keep (0 = all), where, and the key.
+	// SnapshotDir defaults to <DataDir>/snapshots, SnapshotKeyFile to
+	// /etc/kubox/backup.key.
+	SnapshotSchedule  string
+	SnapshotRetention int
+	SnapshotDir       string
+	SnapshotKeyFile   string
+	// KuboxVersion is recorded in snapshot headers.
+	KuboxVersion string
 }
 
 // Paths are the files and dirs kubox keeps under DataDir and RunDir.

@@ -199,6 +199,7 @@ func (s *Server) build(ctx context.Context) error {
 			}),
 		)
 	}
+	comps = append(comps, s.backupComponent(pki, et.ClientURL()))
 	s.sup = &component.Supervisor{Components: comps, Log: s.log}
 	return nil
 }

@@ -1,0 +1,436 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"google.golang.org/grpc/grpclog"
+
+	"github.com/kubox/kubox/backup"
+	"github.com/kubox/kubox/server"
+)
+
+// snapshotServerFlags are `kubox server`'s scheduled-snapshot flags.
+type snapshotServerFlags struct {
+	schedule, dir, keyFile string
+	retention              int
+}
+
+func (f *snapshotServerFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&f.schedule, "snapshot-schedule", "", `take encrypted etcd+PKI snapshots on this cron schedule ("0 */6 * * *", "@every 6h"); empty: none`)
+	fs.IntVar(&f.retention, "snapshot-retention", 0, "keep the newest N scheduled snapshots (manual ones are never pruned); 0 keeps all")
+	fs.StringVar(&f.dir, "snapshot-dir", "", "where snapshots go (default <data-dir>/snapshots)")
+	fs.StringVar(&f.keyFile, "snapshot-key-file", backup.DefaultKeyFile, "backup key file (create it with \"kubox snapshot key create\")")
+}
+
+func (f *snapshotServerFlags) apply(c *server.Config) {
+	c.SnapshotSchedule, c.SnapshotRetention, c.SnapshotDir, c.SnapshotKeyFile = f.schedule, f.retention, f.dir, f.keyFile
+}
+
+// nodeSettings are what the snapshot and restore verbs need from the node's
+// configuration: the same flags and config file as `kubox server`.
+type nodeSettings struct {
+	flags   serverFlags
+	dataDir string
+	snapDir string
+	keyFile string
+}
+
+// sharedFlags maps a flag of a snapshot/restore command to the `kubox server`
+// flag (and config file key) it stands for.
+var sharedFlags = map[string]string{
+	"data-dir": "data-dir", "snapshot-dir": "snapshot-dir", "key-file": "snapshot-key-file",
+	"etcd-client-port": "etcd-client-port", "etcd-peer-port": "etcd-peer-port",
+	"node-name": "node-name", "node-ip": "node-ip",
+}
+
+// loadNodeSettings reads the config file the way `kubox server` does, with
+// the command's own flags (given on the command line) winning.
+func loadNodeSettings(cmd *cobra.Command, configFile string) (*nodeSettings, error) {
+	s := &nodeSettings{}
+	full := pflag.NewFlagSet("server", pflag.ContinueOnError)
+	s.flags.register(full)
+	var setErr error
+	cmd.Flags().Visit(func(fl *pflag.Flag) {
+		if name, ok := sharedFlags[fl.Name]; ok && setErr == nil {
+			setErr = full.Set(name, fl.Value.String())
+		}
+	})
+	if setErr != nil {
+		return nil, setErr
+	}
+	if err := applyConfigFile(full, configFile, cmd.Flags().Changed("config")); err != nil {
+		return nil, err
+	}
+	dd, err := filepath.Abs(s.flags.dataDir)
+	if err != nil {
+		return nil, fmt.Errorf("data dir %q: %w", s.flags.dataDir, err)
+	}
+	s.dataDir = dd
+	s.snapDir = s.flags.snapshot.dir
+	if s.snapDir == "" {
+		s.snapDir = backup.DefaultDir(dd)
+	}
+	s.keyFile = s.flags.snapshot.keyFile
+	if s.keyFile == "" {
+		s.keyFile = backup.DefaultKeyFile
+	}
+	return s, nil
+}
+
+// nodeName is the configured node name or, as kubox server does, the
+// lower-cased hostname.
+func (s *nodeSettings) nodeName() (string, error) {
+	if s.flags.nodeName != "" {
+		return strings.ToLower(s.flags.nodeName), nil
+	}
+	h, err := os.Hostname()
+	if err != nil {
+		return "", fmt.Errorf("read hostname: %w (set --node-name)", err)
+	}
+	return strings.ToLower(h), nil
+}
+
+func (s *nodeSettings) etcdEndpoint() backup.EtcdEndpoint {
+	dir := filepath.Join(s.dataDir, "pki", "etcd")
+	return backup.EtcdEndpoint{
+		URL:    "https://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(s.flags.etcdClientPort)),
+		CACert: filepath.Join(dir, "server-ca.crt"),
+		Cert:   filepath.Join(dir, "client.crt"),
+		Key:    filepath.Join(dir, "client.key"),
+	}
+}
+
+func newSnapshotCommand() *cobra.Command {
+	var configFile string
+	cmd := &cobra.Command{
+		Use:   "snapshot",
+		Short: "Save, list, verify and remove encrypted snapshots of the cluster (etcd and PKI)",
+		Long: `Save, list, verify and remove encrypted snapshots of the cluster.
+
+A snapshot is one file holding the etcd database and the cluster's PKI (CAs,
+keys, service-account keys, the secrets-at-rest encryption config),
+compressed and encrypted to the backup key. "kubox restore" brings a cluster
+back from it on any box. The data dir, snapshot dir, key file and etcd port
+come from the flags, else from the config file ` + defaultConfigFile + `
+(the keys of "kubox server": data-dir, snapshot-dir, snapshot-key-file, ...).`,
+	}
+	// gRPC's own logging (routed to klog by the embedded components) would
+	// print connection chatter around the one etcd call a verb makes.
+	cmd.PersistentPreRun = func(*cobra.Command, []string) {
+		grpclog.SetLoggerV2(grpclog.NewLoggerV2(io.Discard, io.Discard, io.Discard))
+	}
+	pf := cmd.PersistentFlags()
+	pf.StringVarP(&configFile, "config", "c", defaultConfigFile, "kubox config file (YAML; the keys of 'kubox server')")
+	pf.String("data-dir", "/var/lib/kubox", "kubox data dir")
+	pf.String("snapshot-dir", "", "snapshot dir (default <data-dir>/snapshots)")
+	pf.String("key-file", backup.DefaultKeyFile, "backup key file")
+	pf.Int("etcd-client-port", 2379, "the node's etcd client port (on 127.0.0.1)")
+	pf.String("node-name", "", "node name recorded in the snapshot (default: as kubox server)")
+	settings := func(cmd *cobra.Command) (*nodeSettings, error) { return loadNodeSettings(cmd, configFile) }
+
+	cmd.AddCommand(newSnapshotKeyCommand(settings), newSnapshotSaveCommand(settings), newSnapshotLsCommand(settings),
+		newSnapshotVerifyCommand(settings), newSnapshotRmCommand(settings), newSnapshotPruneCommand(settings))
+	return cmd
+}
+
+type settingsFunc func(*cobra.Command) (*nodeSettings, error)
+
+func newSnapshotKeyCommand(settings settingsFunc) *cobra.Command {
+	key := &cobra.Command{Use: "key", Short: "Manage the backup key"}
+	key.AddCommand(&cobra.Command{
+		Use:   "create",
+		Short: "Create a new backup key file (0600); refuses to replace an existing one",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := settings(cmd)
+			if err != nil {
+				return err
+			}
+			k, err := backup.WriteKeyFile(s.keyFile)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote backup key %s (public key %s)\n", s.keyFile, k.Recipient())
+			fmt.Fprintln(cmd.OutOrStdout(), "keep a copy of it off this box: no snapshot can be restored without it")
+			return nil
+		},
+	})
+	return key
+}
+
+// loadKey loads the key, or nil with --insecure-plaintext.
+func loadKey(s *nodeSettings, insecure bool) (*backup.Key, error) {
+	if insecure {
+		return nil, nil
+	}
+	return backup.LoadKeyFile(s.keyFile)
+}
+
+// snapshotJSON is one snapshot in -o json output.
+type snapshotJSON struct {
+	File         string    `json:"file"`
+	Path         string    `json:"path"`
+	Name         string    `json:"name,omitempty"`
+	Node         string    `json:"node,omitempty"`
+	CreatedAt    time.Time `json:"created_at,omitzero"`
+	Size         int64     `json:"size"`
+	EtcdRevision int64     `json:"etcd_revision,omitempty"`
+	EtcdDBSize   int64     `json:"etcd_db_size,omitempty"`
+	KuboxVersion string    `json:"kubox_version,omitempty"`
+	ClusterID    string    `json:"cluster_id,omitempty"`
+	Scheduled    bool      `json:"scheduled"`
+	Encryption   string    `json:"encryption,omitempty"`
+	Error        string    `json:"error,omitempty"`
+}
+
+func toJSON(e backup.Entry) snapshotJSON {
+	j := snapshotJSON{
+		File: filepath.Base(e.Path), Path: e.Path, Size: e.Size,
+		Name: e.Header.Name, Node: e.Header.NodeName, CreatedAt: e.Header.CreatedAt,
+		EtcdRevision: e.Header.EtcdRevision, EtcdDBSize: e.Header.EtcdDBSize, KuboxVersion: e.Header.KuboxVersion,
+		ClusterID: e.Header.ClusterID, Scheduled: e.Header.Scheduled, Encryption: e.Header.Encryption,
+	}
+	if e.Err != nil {
+		j.Error = e.Err.Error()
+	}
+	return j
+}
+
+func checkOutput(o string) error {
+	if o != "" && o != "json" {
+		return fmt.Errorf("-o %q: want json or nothing", o)
+	}
+	return nil
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func newSnapshotSaveCommand(settings settingsFunc) *cobra.Command {
+	var name, output string
+	var insecure, quiet bool
+	cmd := &cobra.Command{
+		Use:   "save",
+		Short: "Take an encrypted snapshot of the running node's etcd and PKI now",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			s, err := settings(cmd)
+			if err != nil {
+				return err
+			}
+			key, err := loadKey(s, insecure)
+			if err != nil {
+				return fmt.Errorf("%w (or give --insecure-plaintext to write an unencrypted snapshot)", err)
+			}
+			node, err := s.nodeName()
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			errw := cmd.ErrOrStderr()
+			if insecure && !quiet {
+				fmt.Fprintln(errw, "snapshot: WARNING: --insecure-plaintext: this snapshot holds the cluster's CA keys and Secrets UNENCRYPTED")
+			}
+			res, err := backup.Save(ctx, backup.SaveOptions{
+				Etcd: s.etcdEndpoint(), PKIDir: filepath.Join(s.dataDir, "pki"), Dir: s.snapDir,
+				Key: key, InsecurePlaintext: insecure, Name: name, NodeName: node, KuboxVersion: version,
+				Progress: func(p backup.Progress) {
+					if !quiet && output == "" {
+						fmt.Fprintln(errw, "snapshot: "+p.Message)
+					}
+				},
+			})
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				j := struct {
+					snapshotJSON
+					DurationSeconds float64 `json:"duration_seconds"`
+					DBBytesPerSec   float64 `json:"db_bytes_per_second"`
+					EtcdVersion     string  `json:"etcd_version,omitempty"`
+				}{toJSON(res.Entry), res.Duration.Seconds(), res.DBRate(), res.EtcdVersion}
+				return printJSON(cmd.OutOrStdout(), j)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s\n  size %s (etcd db %s at revision %d, %d PKI files), %s, took %s (%s/s)\n",
+				res.Path, backup.HumanBytes(res.Size), backup.HumanBytes(res.Header.EtcdDBSize), res.Header.EtcdRevision,
+				res.Header.PKIFiles, res.Header.CreatedAt.Format(time.RFC3339), res.Duration.Round(time.Millisecond),
+				backup.HumanBytes(int64(res.DBRate())))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "", `label for the snapshot, e.g. before-upgrade (default "manual")`)
+	cmd.Flags().BoolVar(&insecure, "insecure-plaintext", false, "write the snapshot UNENCRYPTED (it holds the CA keys and Secrets)")
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only the result")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json")
+	return cmd
+}
+
+func newSnapshotLsCommand(settings settingsFunc) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List the snapshots in the snapshot dir, newest first (no key needed)",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			s, err := settings(cmd)
+			if err != nil {
+				return err
+			}
+			entries, err := backup.List(s.snapDir)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				list := make([]snapshotJSON, 0, len(entries))
+				for _, e := range entries {
+					list = append(list, toJSON(e))
+				}
+				return printJSON(cmd.OutOrStdout(), list)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "FILE\tTIME\tNODE\tSIZE\tREVISION\tKIND\tKUBOX")
+			for _, e := range entries {
+				if e.Err != nil {
+					fmt.Fprintf(tw, "%s\t-\t-\t%s\t-\tunreadable: %v\t-\n", filepath.Base(e.Path), backup.HumanBytes(e.Size), e.Err)
+					continue
+				}
+				kind := "manual"
+				if e.Header.Scheduled {
+					kind = "scheduled"
+				}
+				if e.Header.Encryption == backup.EncryptionNone {
+					kind += ",UNENCRYPTED"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", filepath.Base(e.Path), e.Header.CreatedAt.Format(time.RFC3339),
+					e.Header.NodeName, backup.HumanBytes(e.Size), e.Header.EtcdRevision, kind, e.Header.KuboxVersion)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json")
+	return cmd
+}
+
+func newSnapshotVerifyCommand(settings settingsFunc) *cobra.Command {
+	var insecure bool
+	var output string
+	cmd := &cobra.Command{
+		Use:   "verify FILE",
+		Short: "Decrypt and check a whole snapshot with the key; changes nothing",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			s, err := settings(cmd)
+			if err != nil {
+				return err
+			}
+			key, err := loadKey(s, insecure)
+			if err != nil {
+				return err
+			}
+			begin := time.Now()
+			h, err := backup.Verify(args[0], key)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				fi, _ := os.Stat(args[0])
+				j := toJSON(backup.Entry{Path: args[0], Header: h})
+				if fi != nil {
+					j.Size = fi.Size()
+				}
+				return printJSON(cmd.OutOrStdout(), j)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%q of node %s, %s, etcd revision %d, db %s, %d PKI files; checked in %s)\n",
+				args[0], h.Name, h.NodeName, h.CreatedAt.Format(time.RFC3339), h.EtcdRevision, backup.HumanBytes(h.EtcdDBSize),
+				h.PKIFiles, time.Since(begin).Round(time.Millisecond))
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&insecure, "insecure-plaintext", false, "check a snapshot written with --insecure-plaintext (no key)")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json")
+	return cmd
+}
+
+func newSnapshotRmCommand(settings settingsFunc) *cobra.Command {
+	return &cobra.Command{
+		Use:   "rm FILE...",
+		Short: "Remove snapshots from the snapshot dir (names as 'kubox snapshot ls' shows them)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := settings(cmd)
+			if err != nil {
+				return err
+			}
+			var errs []error
+			for _, name := range args {
+				p, err := backup.Remove(s.snapDir, name)
+				if err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", p)
+			}
+			return errors.Join(errs...)
+		},
+	}
+}
+
+func newSnapshotPruneCommand(settings settingsFunc) *cobra.Command {
+	var keep int
+	var scheduledOnly bool
+	cmd := &cobra.Command{
+		Use:   "prune --keep N",
+		Short: "Remove all but the newest N snapshots",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !cmd.Flags().Changed("keep") {
+				return errors.New("prune: give --keep N")
+			}
+			s, err := settings(cmd)
+			if err != nil {
+				return err
+			}
+			removed, err := backup.Prune(s.snapDir, keep, scheduledOnly)
+			for _, p := range removed {
+				fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", p)
+			}
+			if err == nil && len(removed) == 0 {
+				fmt.Fprintln(cmd.OutOrStdout(), "nothing to remove")
+			}
+			return err
+		},
+	}
+	cmd.Flags().IntVar(&keep, "keep", 0, "how many snapshots to keep (at least 1)")
+	cmd.Flags().BoolVar(&scheduledOnly, "scheduled-only", false, "count and remove scheduled snapshots only, as the schedule's retention does")
+	return cmd
+}
