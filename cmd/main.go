@@ -1,6 +1,6 @@
 // Command kubox is the whole kubox appliance in one binary. Besides its own
-// verbs it answers to the names of the tools it carries (kubectl, ctr,
-// containerd) when invoked under those names or as `kubox <tool>`.
+// verbs it answers to the names of the tools it carries (kubectl, ctr) when
+// invoked under those names or as `kubox <tool>`.
 package main
 
 import (
@@ -26,9 +26,8 @@ func main() {
 // cobra does not interpret their flags.
 func multicall(argv []string) (func([]string) int, []string, bool) {
 	tools := map[string]func([]string) int{
-		"kubectl":    runKubectl,
-		"ctr":        runCtr,
-		"containerd": runContainerd,
+		"kubectl": runKubectl,
+		"ctr":     runCtr,
 	}
 	if t, ok := tools[filepath.Base(argv[0])]; ok {
 		return t, argv[1:], true

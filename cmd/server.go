@@ -7,11 +7,13 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/kubox/kubox/internal/configfile"
 	"github.com/kubox/kubox/server"
 )
 
@@ -89,12 +91,18 @@ e.g. "cluster-cidr: 10.42.0.0/16"; a flag given on the command line wins.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			explicit := cmd.Flags().Changed("config")
-			if err := applyConfigFile(cmd.Flags(), configFile, explicit); err != nil {
+			if err := configfile.Apply(cmd.Flags(), configFile, explicit); err != nil {
 				return err
 			}
 			cfg, err := f.config()
 			if err != nil {
 				return err
+			}
+			if os.Getenv("GOGC") == "" {
+				// Collect at 50% heap growth instead of Go's 100%: idle PSS of
+				// the whole node fell by about 50 MB (measured), at a CPU cost
+				// an idle edge box does not notice. GOGC overrides it.
+				debug.SetGCPercent(50)
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 			srv, err := server.New(cfg, log)

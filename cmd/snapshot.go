@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/grpclog"
 
 	"github.com/kubox/kubox/backup"
+	"github.com/kubox/kubox/internal/configfile"
 	"github.com/kubox/kubox/server"
 )
 
@@ -73,7 +74,7 @@ func loadNodeSettings(cmd *cobra.Command, configFile string) (*nodeSettings, err
 	if setErr != nil {
 		return nil, setErr
 	}
-	if err := applyConfigFile(full, configFile, cmd.Flags().Changed("config")); err != nil {
+	if err := configfile.Apply(full, configFile, cmd.Flags().Changed("config")); err != nil {
 		return nil, err
 	}
 	dd, err := filepath.Abs(s.flags.dataDir)

@@ -4,13 +4,9 @@ import (
 	"fmt"
 	"os"
 
-	containerdcmd "github.com/containerd/containerd/v2/cmd/containerd/command"
 	ctrapp "github.com/containerd/containerd/v2/cmd/ctr/app"
 	"k8s.io/component-base/cli"
 	kubectlcmd "k8s.io/kubectl/pkg/cmd"
-
-	// Every plugin containerd ships with (CRI, overlayfs, runc v2 runtime, ...).
-	_ "github.com/containerd/containerd/v2/cmd/containerd/builtins"
 )
 
 // Defaults the embedded tools use when the user has not said otherwise.
@@ -38,15 +34,6 @@ func runCtr(args []string) int {
 	}
 	if err := ctrapp.New().Run(append([]string{"ctr"}, args...)); err != nil {
 		fmt.Fprintln(os.Stderr, "ctr: "+err.Error())
-		return 1
-	}
-	return 0
-}
-
-// runContainerd is the containerd daemon; kubox server runs it as a child.
-func runContainerd(args []string) int {
-	if err := containerdcmd.App().Run(append([]string{"containerd"}, args...)); err != nil {
-		fmt.Fprintln(os.Stderr, "containerd: "+err.Error())
 		return 1
 	}
 	return 0

@@ -35,21 +35,16 @@ const (
 
 // Server is one kubox node.
 type Server struct {
-	cfg        Config
-	paths      Paths
-	log        *slog.Logger
-	executable string
-	lock       *Lock
-	sup        *component.Supervisor
+	cfg   Config
+	paths Paths
+	log   *slog.Logger
+	lock  *Lock
+	sup   *component.Supervisor
 }
 
 // New returns a server for a completed cfg.
 func New(cfg Config, log *slog.Logger) (*Server, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("find kubox's own binary: %w", err)
-	}
-	return &Server{cfg: cfg, paths: cfg.Paths(), log: log, executable: exe}, nil
+	return &Server{cfg: cfg, paths: cfg.Paths(), log: log}, nil
 }
 
 // Preflight checks what can be checked before any state is touched, then
@@ -88,7 +83,11 @@ func (s *Server) Run(ctx context.Context) error {
 	startCtx, cancelStart := context.WithTimeout(ctx, StartTimeout)
 	err := s.sup.Start(startCtx, runCtx)
 	cancelStart()
-	if err == nil {
+	if err != nil && ctx.Err() != nil {
+		// Asked to stop while starting: a normal stop, not a failure.
+		s.log.Info("stopping before start completed", "reason", context.Cause(ctx))
+		err = nil
+	} else if err == nil {
 		s.log.Info("kubox is ready", "node", s.cfg.NodeName, "took", time.Since(begin).Round(time.Millisecond), "kubeconfig", s.cfg.WriteKubeconfig)
 		err = s.sup.Wait(ctx)
 		if err != nil {
@@ -173,8 +172,8 @@ func (s *Server) build(ctx context.Context) error {
 			return err
 		}
 		ctrd := containerd.New(containerd.Config{
-			Executable: s.executable,
-			Root:       p.ContainerdRoot, State: p.ContainerdState, Socket: p.ContainerdSock,
+			Binary: p.Bin + "/containerd",
+			Root:   p.ContainerdRoot, State: p.ContainerdState, Socket: p.ContainerdSock,
 			ConfigFile: p.ContainerdConfig, LogFile: p.ContainerdLog,
 			BinDir: p.Bin, ShimPath: p.Bin + "/containerd-shim-runc-v2", RuncPath: p.Bin + "/runc",
 			CNIBinDir: p.CNIBin, CNIConfDir: p.CNIConf,

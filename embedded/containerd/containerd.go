@@ -1,6 +1,6 @@
-// Package containerd runs containerd, built into the kubox binary, as a child
-// process of kubox (`kubox containerd`), with its root, state and socket kept
-// apart from any containerd the host may have. On stop it stops every pod
+// Package containerd runs containerd, carried inside kubox and written to the
+// data dir with the other runtime binaries, as a child process of kubox, with
+// its root, state and socket kept apart from any containerd the host may have. On stop it stops every pod
 // sandbox first, so no container or shim outlives kubox.
 package containerd
 
@@ -30,7 +30,7 @@ const Namespace = "k8s.io"
 
 // Config says where containerd keeps its files and which runtime pieces it uses.
 type Config struct {
-	Executable string // the kubox binary; run as `<Executable> containerd --config ...`
+	Binary     string // the containerd daemon binary
 	Root       string // persistent: images, snapshots
 	State      string // runtime state, under /run
 	Socket     string
@@ -97,7 +97,7 @@ func (c *Containerd) Start(ctx context.Context) error {
 	// A stale socket from a crash would make containerd refuse to start.
 	_ = os.Remove(c.cfg.Socket)
 	// Not exec.CommandContext: kubox stops containerd itself, in order, in Stop.
-	cmd := exec.Command(c.cfg.Executable, "containerd", "--config", c.cfg.ConfigFile)
+	cmd := exec.Command(c.cfg.Binary, "--config", c.cfg.ConfigFile)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), "PATH="+c.cfg.BinDir+":"+os.Getenv("PATH"))
 	// Own process group: a Ctrl-C on kubox's terminal must not reach

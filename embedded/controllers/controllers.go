@@ -60,9 +60,15 @@ func (c *Controllers) Args() []string {
 		"root-ca-file":                     c.cfg.RootCA,
 		"service-account-private-key-file": c.cfg.SAKey,
 		"use-service-account-credentials":  "true",
-		"controllers":                      "*,tokencleaner",
-		"leader-elect":                     fmt.Sprint(c.cfg.LeaderElect),
-		"profiling":                        "false",
+		// At start-up every controller gets or creates its service account
+		// (about 90 requests); at the default 20 QPS that alone delayed the
+		// first node's pod CIDR by seconds (measured). The apiserver is in
+		// this process, so there is no remote server to protect.
+		"kube-api-qps":   "200",
+		"kube-api-burst": "400",
+		"controllers":    "*,tokencleaner",
+		"leader-elect":   fmt.Sprint(c.cfg.LeaderElect),
+		"profiling":      "false",
 		// No HTTPS listener: kubox reports health itself, and an unused
 		// listener is one more thing to secure.
 		"secure-port": "0",

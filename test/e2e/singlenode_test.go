@@ -93,6 +93,14 @@ func TestSingleNode(t *testing.T) {
 	for _, ip := range ips {
 		assertHTTP(t, ip)
 	}
+	// exec and logs go apiserver -> kubelet over TLS, each side verifying the
+	// other's certificate.
+	if out, err := n.Kubectl(ctx, "exec", "deploy/web", "--", "cat", "/www/index.html"); err != nil || !strings.Contains(out, "kubox-test ok") {
+		t.Errorf("kubectl exec: %q %v", out, err)
+	}
+	if _, err := n.Kubectl(ctx, "logs", "deploy/web"); err != nil {
+		t.Errorf("kubectl logs: %v", err)
+	}
 
 	took, err := n.Stop(30 * time.Second)
 	if err != nil {

@@ -40,8 +40,9 @@ func WaitFor(ctx context.Context, interval time.Duration, cond func() bool) erro
 	return nil
 }
 
-// WaitReadyz waits until the kubeconfig exists and /readyz answers ok.
-func (n *Node) WaitReadyz(ctx context.Context) error {
+// pollWithClient polls cond with a client made as soon as the server has
+// written its kubeconfig.
+func (n *Node) pollWithClient(ctx context.Context, cond func(kubernetes.Interface) bool) error {
 	var cs kubernetes.Interface
 	return WaitFor(ctx, 20*time.Millisecond, func() bool {
 		if cs == nil {
@@ -54,32 +55,32 @@ func (n *Node) WaitReadyz(ctx context.Context) error {
 			}
 			cs = c
 		}
+		return cond(cs)
+	})
+}
+
+// WaitReadyz waits until the kubeconfig exists and /readyz answers ok.
+func (n *Node) WaitReadyz(ctx context.Context) error {
+	return n.pollWithClient(ctx, func(cs kubernetes.Interface) bool {
 		body, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
 		return err == nil && string(body) == "ok"
 	})
 }
 
-// WaitNodeReadyFast waits for a Ready node, polling through client-go.
-func (n *Node) WaitNodeReadyFast(ctx context.Context) error {
-	var cs kubernetes.Interface
-	return WaitFor(ctx, 20*time.Millisecond, func() bool {
-		if cs == nil {
-			if _, err := os.Stat(n.Kubeconfig); err != nil {
-				return false
-			}
-			c, err := n.Client()
-			if err != nil {
-				return false
-			}
-			cs = c
-		}
+// WaitNodeReadyFast waits for a node whose Ready condition is true and was
+// reported by a kubelet heartbeat at or after since (the node's status in
+// etcd still says Ready after a restart until the kubelet reports again).
+// It polls through client-go.
+func (n *Node) WaitNodeReadyFast(ctx context.Context, since time.Time) error {
+	since = since.Truncate(time.Second)
+	return n.pollWithClient(ctx, func(cs kubernetes.Interface) bool {
 		nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return false
 		}
 		for _, node := range nodes.Items {
 			for _, c := range node.Status.Conditions {
-				if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+				if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue && !c.LastHeartbeatTime.Time.Before(since) {
 					return true
 				}
 			}

@@ -1,4 +1,7 @@
-package main
+// Package configfile lets a YAML file set a command's flags: each key is a
+// flag name, the command line wins, and an unknown key is an error, as k3s
+// and kubeadm users expect of /etc/<tool>/config.yaml.
+package configfile
 
 import (
 	"errors"
@@ -12,10 +15,11 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// applyConfigFile sets every flag not given on the command line from the
-// YAML file at path, whose keys are flag names. A missing file is fine unless
-// the user named it; an unknown key is an error.
-func applyConfigFile(flags *pflag.FlagSet, path string, explicit bool) error {
+// Apply sets every flag not given on the command line from the YAML file at
+// path, whose keys are flag names. A missing file is fine unless the user
+// named it (explicit); an unknown key is an error. The flag "config" itself
+// cannot be set from the file.
+func Apply(flags *pflag.FlagSet, path string, explicit bool) error {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) && !explicit {
 		return nil

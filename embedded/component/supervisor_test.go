@@ -1,0 +1,179 @@
+package component
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fake records the calls the supervisor makes, in one shared log.
+type fake struct {
+	name     string
+	log      *[]string
+	mu       *sync.Mutex
+	initErr  error
+	readyErr error
+	stopWait time.Duration
+	failed   chan error
+}
+
+func (f *fake) record(s string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	*f.log = append(*f.log, f.name+":"+s)
+}
+func (f *fake) Name() string                   { return f.name }
+func (f *fake) Init(ctx context.Context) error { f.record("init"); return f.initErr }
+func (f *fake) Start(ctx context.Context) error {
+	f.record("start")
+	return nil
+}
+func (f *fake) Ready(ctx context.Context) error { f.record("ready"); return f.readyErr }
+func (f *fake) Stop(ctx context.Context) error {
+	f.record("stop")
+	select {
+	case <-time.After(f.stopWait):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+func (f *fake) Failed() <-chan error { return f.failed }
+
+func fakes(names ...string) ([]*fake, *[]string) {
+	log := &[]string{}
+	mu := &sync.Mutex{}
+	var fs []*fake
+	for _, n := range names {
+		fs = append(fs, &fake{name: n, log: log, mu: mu, failed: make(chan error, 1)})
+	}
+	return fs, log
+}
+
+func components(fs []*fake) []Component {
+	cs := make([]Component, len(fs))
+	for i, f := range fs {
+		cs[i] = f
+	}
+	return cs
+}
+
+func TestSupervisorStartsInOrderAndStopsInReverse(t *testing.T) {
+	fs, log := fakes("a", "b", "c")
+	s := &Supervisor{Components: components(fs)}
+	ctx := context.Background()
+	if err := s.Start(ctx, ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := "a:init b:init c:init a:start a:ready b:start b:ready c:start c:ready c:stop b:stop a:stop"
+	if got := strings.Join(*log, " "); got != want {
+		t.Fatalf("calls\n got %s\nwant %s", got, want)
+	}
+}
+
+func TestSupervisorInitFailureStartsNothing(t *testing.T) {
+	fs, log := fakes("a", "b")
+	fs[1].initErr = errors.New("bad config")
+	s := &Supervisor{Components: components(fs)}
+	err := s.Start(context.Background(), context.Background())
+	if err == nil || !strings.Contains(err.Error(), "init b: bad config") {
+		t.Fatalf("err %v", err)
+	}
+	for _, call := range *log {
+		if strings.HasSuffix(call, ":start") {
+			t.Fatalf("%s after a failed init", call)
+		}
+	}
+}
+
+func TestSupervisorReadyFailureStopsOnlyStarted(t *testing.T) {
+	fs, log := fakes("a", "b", "c")
+	fs[1].readyErr = errors.New("not serving")
+	s := &Supervisor{Components: components(fs)}
+	if err := s.Start(context.Background(), context.Background()); err == nil {
+		t.Fatal("want an error")
+	}
+	if err := s.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(*log, " ")
+	if strings.Contains(got, "c:start") || !strings.HasSuffix(got, "b:stop a:stop") {
+		t.Fatalf("calls: %s", got)
+	}
+}
+
+func TestSupervisorWaitReportsFailure(t *testing.T) {
+	fs, _ := fakes("a", "b")
+	s := &Supervisor{Components: components(fs)}
+	if err := s.Start(context.Background(), context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	fs[1].failed <- errors.New("crashed")
+	err := s.Wait(context.Background())
+	if err == nil || err.Error() != "b: crashed" {
+		t.Fatalf("Wait = %v, want b: crashed", err)
+	}
+}
+
+func TestSupervisorWaitReturnsOnCancel(t *testing.T) {
+	fs, _ := fakes("a")
+	s := &Supervisor{Components: components(fs)}
+	if err := s.Start(context.Background(), context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Wait(ctx); err != nil {
+		t.Fatalf("Wait after cancel = %v, want nil", err)
+	}
+}
+
+func TestSupervisorStopGoesOnAfterATimeout(t *testing.T) {
+	fs, log := fakes("a", "b")
+	fs[1].stopWait = time.Hour // never stops by itself
+	s := &Supervisor{Components: components(fs)}
+	if err := s.Start(context.Background(), context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	err := s.Stop(ctx)
+	if err == nil || !strings.Contains(err.Error(), "stop b") {
+		t.Fatalf("Stop = %v, want b's timeout", err)
+	}
+	if !strings.HasSuffix(strings.Join(*log, " "), "b:stop a:stop") {
+		t.Fatalf("a was not stopped after b hung: %v", *log)
+	}
+}
+
+func TestGoroutineReportsEarlyExit(t *testing.T) {
+	var g Goroutine
+	g.Go(context.Background(), "thing", func(ctx context.Context) error { return nil })
+	select {
+	case err := <-g.Failed():
+		if err == nil || err.Error() != "thing stopped" {
+			t.Fatalf("Failed = %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no failure reported")
+	}
+}
+
+func TestGoroutineStopCancelsAndWaits(t *testing.T) {
+	var g Goroutine
+	g.Go(context.Background(), "thing", func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() })
+	if err := g.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-g.Failed():
+		t.Fatalf("a requested stop reported a failure: %v", err)
+	default:
+	}
+}

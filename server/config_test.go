@@ -1,0 +1,104 @@
+package server
+
+import (
+	"net"
+	"strings"
+	"testing"
+)
+
+func mustCIDR(t *testing.T, s string) *net.IPNet {
+	t.Helper()
+	_, n, err := net.ParseCIDR(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func validConfig(t *testing.T) Config {
+	return Config{
+		NodeName:    "Box-1",
+		NodeIP:      net.ParseIP("192.0.2.10").To4(),
+		ClusterCIDR: mustCIDR(t, "10.42.0.0/16"),
+		ServiceCIDR: mustCIDR(t, "10.43.0.0/16"),
+	}
+}
+
+func TestCompleteDefaults(t *testing.T) {
+	c := validConfig(t)
+	if err := c.Complete(); err != nil {
+		t.Fatal(err)
+	}
+	if c.NodeName != "box-1" {
+		t.Errorf("node name %q, want lower-cased", c.NodeName)
+	}
+	if c.ClusterDNS.String() != "10.43.0.10" {
+		t.Errorf("cluster DNS %s, want 10.43.0.10", c.ClusterDNS)
+	}
+	if c.DataDir != "/var/lib/kubox" || c.RunDir != "/run/kubox" || c.HTTPSPort != 6443 || c.EtcdClientPort != 2379 || c.KubeletPort != 10250 {
+		t.Errorf("defaults: %+v", c)
+	}
+	if p := c.Paths(); p.ContainerdSock != "/run/kubox/containerd/containerd.sock" || p.Lock != "/var/lib/kubox/kubox.lock" {
+		t.Errorf("paths: %+v", p)
+	}
+}
+
+func TestCompleteRejects(t *testing.T) {
+	cases := []struct {
+		name   string
+		change func(*Config)
+		want   string
+	}{
+		{"loopback node IP", func(c *Config) { c.NodeIP = net.ParseIP("127.0.0.1") }, "--node-ip"},
+		{"overlapping CIDRs", func(c *Config) { c.ServiceCIDR = mustCIDR(t, "10.42.128.0/20") }, "overlap"},
+		{"cluster CIDR too small", func(c *Config) { c.ClusterCIDR = mustCIDR(t, "10.42.0.0/25") }, "/24 or larger"},
+		{"IPv6 cluster CIDR", func(c *Config) { c.ClusterCIDR = mustCIDR(t, "fd00::/48") }, "IPv4"},
+		{"service CIDR too small", func(c *Config) { c.ServiceCIDR = mustCIDR(t, "10.43.0.0/30") }, "/28 or larger"},
+		{"DNS outside services", func(c *Config) { c.ClusterDNS = net.ParseIP("10.99.0.10").To4() }, "outside --service-cidr"},
+		{"bad port", func(c *Config) { c.HTTPSPort = 70000 }, "--https-port"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := validConfig(t)
+			tc.change(&c)
+			err := c.Complete()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Complete = %v, want an error mentioning %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error is not one line: %q", err)
+			}
+		})
+	}
+}
+
+func TestNthIP(t *testing.T) {
+	for _, tc := range []struct {
+		cidr string
+		n    int
+		want string
+	}{{"10.43.0.0/16", 1, "10.43.0.1"}, {"10.43.0.0/16", 10, "10.43.0.10"}, {"10.43.0.0/16", 300, "10.43.1.44"}} {
+		if got := NthIP(mustCIDR(t, tc.cidr), tc.n).String(); got != tc.want {
+			t.Errorf("NthIP(%s, %d) = %s, want %s", tc.cidr, tc.n, got, tc.want)
+		}
+	}
+}
+
+func TestLockIsExclusive(t *testing.T) {
+	path := t.TempDir() + "/kubox.lock"
+	l, err := AcquireLock(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// flock locks belong to the open file description: a second open in the
+	// same process conflicts just as another process would.
+	if _, err := AcquireLock(path); err == nil || !strings.Contains(err.Error(), "in use by another kubox") {
+		t.Fatalf("second lock: %v", err)
+	}
+	l.Release()
+	l2, err := AcquireLock(path)
+	if err != nil {
+		t.Fatalf("lock after release: %v", err)
+	}
+	l2.Release()
+}
