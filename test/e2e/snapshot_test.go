@@ -1,0 +1,423 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kubox/kubox/test/harness"
+)
+
+const (
+	snapLabel      = "kubox-e2e=snapshot"
+	snapSecretName = "snap-secret"
+	snapMarker     = "kubox-snapshot-plaintext-marker-4f1c"
+	restoredNode   = "snap-restored"
+)
+
+// kubox runs a kubox verb and returns stdout, stderr and the exit code.
+func kubox(t *testing.T, env harness.Env, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(env.Bin, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run kubox %v: %v", args, err)
+	}
+	return out.String(), errb.String(), code
+}
+
+func mustKubox(t *testing.T, env harness.Env, args ...string) string {
+	t.Helper()
+	out, errOut, code := kubox(t, env, args...)
+	if code != 0 {
+		t.Fatalf("kubox %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, out, errOut)
+	}
+	return out
+}
+
+// configMapsYAML renders ConfigMaps named prefix-<i> for i in [from, to).
+func configMapsYAML(prefix string, from, to int) string {
+	var b strings.Builder
+	for i := from; i < to; i++ {
+		fmt.Fprintf(&b, "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: %s-%03d\n  namespace: default\n  labels: {kubox-e2e: snapshot}\ndata:\n  v: \"%s %d\"\n", prefix, i, snapMarker, i)
+	}
+	return b.String()
+}
+
+func applyYAML(ctx context.Context, t *testing.T, n *harness.Node, name, yaml string) {
+	t.Helper()
+	p := filepath.Join(n.Root, name)
+	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Kubectl(ctx, "apply", "-f", p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func configMapNames(ctx context.Context, t *testing.T, n *harness.Node) []string {
+	t.Helper()
+	out, err := n.Kubectl(ctx, "get", "configmaps", "-n", "default", "-l", snapLabel, "-o", `jsonpath={range .items[*]}{.metadata.name}{"\n"}{end}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := strings.Fields(out)
+	sort.Strings(names)
+	return names
+}
+
+// dirState lists every path under dir with its size and mode: what "nothing
+// on disk changed" is checked against.
+func dirState(t *testing.T, dir string) string {
+	t.Helper()
+	var b strings.Builder
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		size := fi.Size()
+		if d.IsDir() {
+			size = 0
+		}
+		fmt.Fprintf(&b, "%s %v %d %d\n", p, fi.Mode(), size, fi.ModTime().UnixNano())
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+func siblings(t *testing.T, dir string) []string {
+	t.Helper()
+	des, err := os.ReadDir(filepath.Dir(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, de := range des {
+		names = append(names, de.Name())
+	}
+	return names
+}
+
+// waitNamedNodeReady waits until node name is Ready and node gone no longer
+// exists.
+func waitNamedNodeReady(ctx context.Context, t *testing.T, n *harness.Node, name, gone string) {
+	t.Helper()
+	var last string
+	for {
+		out, err := n.Kubectl(ctx, "get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}`)
+		if err == nil {
+			lines := strings.Fields(out)
+			ready := slices.Contains(lines, name+"=True")
+			stale := slices.ContainsFunc(lines, func(l string) bool { return strings.HasPrefix(l, gone+"=") })
+			if ready && !stale {
+				return
+			}
+			last = out
+		} else {
+			last = err.Error()
+		}
+		if done, exitErr := n.Exited(); done {
+			t.Fatalf("kubox exited before node %s was Ready: %v", name, exitErr)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("want node %s Ready and node %s gone; last: %s", name, gone, last)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// TestSnapshotRestore is the disaster-recovery story: snapshot a running
+// cluster, change it, lose the box, restore the snapshot into a fresh data
+// dir for a box with another name, and get exactly the snapshot's objects
+// back with the same CAs.
+func TestSnapshotRestore(t *testing.T) {
+	env := harness.Require(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+
+	n1 := harness.NewNode(t, env)
+	keyFile := filepath.Join(n1.Root, "backup.key")
+	otherKey := filepath.Join(n1.Root, "other.key")
+	snapDir := filepath.Join(n1.Root, "snapshots") // off the data dir, as on a USB stick
+	out := mustKubox(t, env, "snapshot", "key", "create", "--key-file", keyFile)
+	if !strings.Contains(out, keyFile) {
+		t.Errorf("key create does not say where the key is: %q", out)
+	}
+	if fi, err := os.Stat(keyFile); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v %v; want mode 0600", fi, err)
+	}
+	if _, errOut, code := kubox(t, env, "snapshot", "key", "create", "--key-file", keyFile); code == 0 || !strings.Contains(errOut, "refusing") {
+		t.Errorf("key create over an existing key: exit %d, %q; want a refusal", code, errOut)
+	}
+	mustKubox(t, env, "snapshot", "key", "create", "--key-file", otherKey)
+
+	n1.Start()
+	waitCtx, waitCancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer waitCancel()
+	if err := n1.WaitNodeReady(waitCtx); err != nil {
+		t.Fatal(err)
+	}
+	snapArgs := []string{"--data-dir", n1.DataDir, "--snapshot-dir", snapDir, "--key-file", keyFile}
+
+	// No key, no snapshot (unless asked for in plaintext).
+	if _, errOut, code := kubox(t, env, append([]string{"snapshot", "save", "--key-file", filepath.Join(n1.Root, "missing.key")}, snapArgs[:4]...)...); code == 0 || !strings.Contains(errOut, "insecure-plaintext") {
+		t.Errorf("save without a key: exit %d, %q; want a refusal naming --insecure-plaintext", code, errOut)
+	}
+
+	applyYAML(ctx, t, n1, "cms-a.yaml", configMapsYAML("cm", 0, 50))
+	if _, err := n1.Kubectl(ctx, "create", "secret", "generic", snapSecretName, "--from-literal=k="+snapMarker); err != nil {
+		t.Fatal(err)
+	}
+	want := configMapNames(ctx, t, n1)
+	if len(want) != 50 {
+		t.Fatalf("created 50 ConfigMaps, listed %d", len(want))
+	}
+
+	out = mustKubox(t, env, append([]string{"snapshot", "save", "--name", "e2e", "-o", "json"}, snapArgs...)...)
+	var saved struct {
+		Path, Node   string
+		Size         int64
+		EtcdRevision int64   `json:"etcd_revision"`
+		EtcdDBSize   int64   `json:"etcd_db_size"`
+		Duration     float64 `json:"duration_seconds"`
+	}
+	if err := json.Unmarshal([]byte(out), &saved); err != nil {
+		t.Fatalf("snapshot save -o json: %v\n%s", err, out)
+	}
+	t.Logf("snapshot %s: %d bytes (etcd db %d at revision %d) in %.3fs", saved.Path, saved.Size, saved.EtcdDBSize, saved.EtcdRevision, saved.Duration)
+	data, err := os.ReadFile(saved.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(data, []byte(snapMarker)) || bytes.Contains(data, []byte("BEGIN EC PRIVATE KEY")) {
+		t.Fatal("snapshot file holds plaintext")
+	}
+	if fi, _ := os.Stat(saved.Path); fi.Mode().Perm() != 0o600 {
+		t.Errorf("snapshot mode %v, want 0600", fi.Mode().Perm())
+	}
+	lsOut := mustKubox(t, env, append([]string{"snapshot", "ls", "-o", "json"}, snapArgs...)...)
+	if !strings.Contains(lsOut, filepath.Base(saved.Path)) {
+		t.Errorf("snapshot ls does not list %s:\n%s", saved.Path, lsOut)
+	}
+	if out := mustKubox(t, env, append([]string{"snapshot", "verify", saved.Path}, snapArgs...)...); !strings.Contains(out, "ok") {
+		t.Errorf("snapshot verify: %q", out)
+	}
+
+	// A running server's data dir is refused.
+	if _, errOut, code := kubox(t, env, "restore", "-q", "--snapshot", saved.Path, "--key-file", keyFile, "--data-dir", n1.DataDir); code == 0 || !strings.Contains(errOut, "in use") {
+		t.Errorf("restore onto a running server: exit %d, %q; want a refusal", code, errOut)
+	}
+
+	// Changes after the snapshot, which the restore must not bring back.
+	applyYAML(ctx, t, n1, "cms-b.yaml", configMapsYAML("late", 0, 10))
+	for i := 0; i < 5; i++ {
+		if _, err := n1.Kubectl(ctx, "delete", "configmap", fmt.Sprintf("cm-%03d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := configMapNames(ctx, t, n1); len(got) != 55 {
+		t.Fatalf("after changes: %d ConfigMaps, want 55", len(got))
+	}
+	if _, err := n1.Stop(30 * time.Second); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+
+	// Bad input: one line, non-zero exit, the data dir untouched.
+	truncated := filepath.Join(n1.Root, "truncated.kbsnap")
+	if err := os.WriteFile(truncated, data[:len(data)*2/3], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	notSnap := filepath.Join(n1.Root, "not-a-snapshot.kbsnap")
+	if err := os.WriteFile(notSnap, bytes.Repeat([]byte("not a snapshot\n"), 1000), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	flipped := filepath.Join(n1.Root, "flipped.kbsnap")
+	bad := bytes.Clone(data)
+	bad[len(bad)/2] ^= 0x01
+	if err := os.WriteFile(flipped, bad, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before, beforeSiblings := dirState(t, n1.DataDir), siblings(t, n1.DataDir)
+	for _, c := range []struct{ name, file, key, want string }{
+		{"wrong key", saved.Path, otherKey, "wrong backup key"},
+		{"truncated", truncated, keyFile, "corrupted or truncated"},
+		{"bit flip", flipped, keyFile, "corrupted or truncated"},
+		{"not a snapshot", notSnap, keyFile, "not a kubox snapshot"},
+		{"missing file", filepath.Join(n1.Root, "nope.kbsnap"), keyFile, "no such file"},
+	} {
+		stdout, errOut, code := kubox(t, env, "restore", "-q", "--snapshot", c.file, "--key-file", c.key, "--data-dir", n1.DataDir)
+		lines := strings.Split(strings.TrimSpace(stdout+errOut), "\n")
+		if code == 0 || len(lines) != 1 || !strings.Contains(lines[0], c.want) {
+			t.Errorf("restore, %s: exit %d, output %q; want one line saying %q and a non-zero exit", c.name, code, stdout+errOut, c.want)
+		} else {
+			t.Logf("restore, %s: %s", c.name, lines[0])
+		}
+		if after := dirState(t, n1.DataDir); after != before {
+			t.Fatalf("restore, %s: the data dir changed", c.name)
+		}
+		if s := siblings(t, n1.DataDir); !slices.Equal(s, beforeSiblings) {
+			t.Fatalf("restore, %s: files beside the data dir changed: %v, was %v", c.name, s, beforeSiblings)
+		}
+	}
+
+	// The replacement box: a fresh data dir and another node name.
+	n2 := harness.NewNode(t, env, "--node-name", restoredNode)
+	begin := time.Now()
+	out = mustKubox(t, env, "restore", "--snapshot", saved.Path, "--key-file", keyFile, "--data-dir", n2.DataDir, "--node-name", restoredNode)
+	t.Logf("restore took %s:\n%s", time.Since(begin).Round(time.Millisecond), out)
+	n2.Start()
+	waitCtx2, waitCancel2 := context.WithTimeout(ctx, 3*time.Minute)
+	defer waitCancel2()
+	waitNamedNodeReady(waitCtx2, t, n2, restoredNode, saved.Node)
+
+	if got := configMapNames(ctx, t, n2); !slices.Equal(got, want) {
+		t.Errorf("restored ConfigMaps differ from the snapshot's:\n got %v\nwant %v", got, want)
+	}
+	secret, err := n2.Kubectl(ctx, "get", "secret", snapSecretName, "-o", "jsonpath={.data.k}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dec, err := base64.StdEncoding.DecodeString(strings.TrimSpace(secret)); err != nil || string(dec) != snapMarker {
+		t.Errorf("restored Secret: %q (%v), want %q", dec, err, snapMarker)
+	}
+	// The old box's admin kubeconfig (its CA and client cert) works on the
+	// restored cluster.
+	if _, err := n1.Kubectl(ctx, "get", "configmap", "cm-010"); err != nil {
+		t.Errorf("old admin kubeconfig on the restored cluster: %v", err)
+	}
+	// Leaf certs were re-issued for the new node name.
+	pemData, err := os.ReadFile(filepath.Join(n2.DataDir, "pki", "etcd", "peer.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(pemData)
+	if block == nil {
+		t.Fatal("etcd peer cert: no PEM")
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(cert.DNSNames, restoredNode) {
+		t.Errorf("etcd peer cert SANs %v lack %s", cert.DNSNames, restoredNode)
+	}
+	if _, err := os.Stat(filepath.Join(n2.DataDir, "restore.json.done")); err != nil {
+		t.Errorf("restore marker not finished: %v", err)
+	}
+	if _, err := n2.Stop(30 * time.Second); err != nil {
+		t.Fatalf("stop restored node: %v", err)
+	}
+
+	// Restoring over an existing data dir moves it aside, never deletes it.
+	out = mustKubox(t, env, "restore", "-q", "--snapshot", saved.Path, "--key-file", keyFile, "--data-dir", n2.DataDir, "--node-name", restoredNode)
+	var moved string
+	for _, s := range siblings(t, n2.DataDir) {
+		if strings.HasPrefix(s, filepath.Base(n2.DataDir)+".old-") {
+			moved = filepath.Join(filepath.Dir(n2.DataDir), s)
+		}
+	}
+	if moved == "" || !strings.Contains(out, moved) {
+		t.Errorf("restore over a data dir: no %s.old-* kept (output %q)", n2.DataDir, out)
+	} else if _, err := os.Stat(filepath.Join(moved, "etcd")); err != nil {
+		t.Errorf("moved-aside data dir lacks etcd: %v", err)
+	}
+}
+
+// TestSnapshotSchedule: scheduled snapshots fire on their cron schedule, and
+// retention keeps the newest N scheduled ones and never a manual one.
+func TestSnapshotSchedule(t *testing.T) {
+	env := harness.Require(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	root := t.TempDir()
+	keyFile := filepath.Join(root, "backup.key")
+	snapDir := filepath.Join(root, "snapshots")
+	mustKubox(t, env, "snapshot", "key", "create", "--key-file", keyFile)
+	// Control plane only, on ports of its own: nothing here needs a kubelet.
+	n := harness.NewNode(t, env, "--disable-agent", "--snapshot-schedule", "@every 5s", "--snapshot-retention", "2",
+		"--snapshot-dir", snapDir, "--snapshot-key-file", keyFile,
+		"--https-port", "16443", "--etcd-client-port", "12379", "--etcd-peer-port", "12380", "--kubelet-port", "20250")
+	n.Start()
+	readyCtx, readyCancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer readyCancel()
+	if err := n.WaitReadyz(readyCtx); err != nil {
+		t.Fatal(err)
+	}
+	mustKubox(t, env, "snapshot", "save", "-q", "--name", "keep-me", "--data-dir", n.DataDir, "--snapshot-dir", snapDir, "--key-file", keyFile, "--etcd-client-port", "12379")
+
+	type entry struct {
+		File      string
+		Scheduled bool
+	}
+	list := func() []entry {
+		var es []entry
+		out := mustKubox(t, env, "snapshot", "ls", "-o", "json", "--snapshot-dir", snapDir)
+		if err := json.Unmarshal([]byte(out), &es); err != nil {
+			t.Fatalf("snapshot ls -o json: %v\n%s", err, out)
+		}
+		return es
+	}
+	savedLines := func() int {
+		log, _ := os.ReadFile(n.LogPath)
+		return strings.Count(string(log), "scheduled snapshot saved")
+	}
+	deadline := time.Now().Add(40 * time.Second)
+	for savedLines() < 3 && time.Now().Before(deadline) {
+		time.Sleep(time.Second)
+	}
+	if got := savedLines(); got < 3 {
+		t.Fatalf("%d scheduled snapshots in 40 s with @every 5s; want at least 3", got)
+	}
+	es := list()
+	var scheduled, manual int
+	for _, e := range es {
+		if e.Scheduled {
+			scheduled++
+		} else {
+			manual++
+		}
+	}
+	t.Logf("after %d scheduled snapshots: %d scheduled and %d manual files", savedLines(), scheduled, manual)
+	if scheduled != 2 || manual != 1 {
+		t.Errorf("snapshot dir holds %d scheduled and %d manual snapshots; want 2 (retention) and 1: %+v", scheduled, manual, es)
+	}
+	if out, err := n.Kubectl(ctx, "get", "events", "-n", "default", "--field-selector", "reason=SnapshotSaved", "-o", "name"); err != nil || strings.TrimSpace(out) == "" {
+		t.Errorf("no SnapshotSaved events: %q %v", out, err)
+	}
+	if out, err := n.Kubectl(ctx, "get", "--raw", "/metrics"); err != nil || !strings.Contains(out, `kubox_snapshot_scheduled_total{result="success"}`) {
+		t.Errorf("apiserver /metrics lacks kubox_snapshot_scheduled_total: %v", err)
+	}
+	// Every file left is a complete snapshot the key opens.
+	for _, e := range es {
+		mustKubox(t, env, "snapshot", "verify", "--key-file", keyFile, filepath.Join(snapDir, e.File))
+	}
+	if _, err := n.Stop(30 * time.Second); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+}
