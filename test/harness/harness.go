@@ -61,9 +61,38 @@ type Node struct {
 	exitErr error
 }
 
-// NewNode prepares dirs for a server and registers the host cleanup.
+// hostLock is held by every test process that runs nodes: nodes of separate
+// `go test` runs would fight over ports, the bridge and the kubelet's fixed
+// host paths, so such runs take turns. A process takes it once, on its first
+// node, and keeps it until it exits (flock locks end with the process).
+const hostLock = "/run/kubox-e2e.lock"
+
+var (
+	lockHostOnce sync.Once
+	lockHostErr  error
+)
+
+// lockHost blocks until this process holds the host lock.
+func lockHost(tb testing.TB) {
+	lockHostOnce.Do(func() {
+		f, err := os.OpenFile(hostLock, os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			lockHostErr = err
+			return
+		}
+		// f stays open for the life of the process: that is the lock.
+		lockHostErr = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+	})
+	if lockHostErr != nil {
+		tb.Fatalf("lock %s: %v", hostLock, lockHostErr)
+	}
+}
+
+// NewNode prepares dirs for a server and registers the host cleanup. It
+// waits for other test processes' nodes to finish first.
 func NewNode(tb testing.TB, env Env, extraArgs ...string) *Node {
 	tb.Helper()
+	lockHost(tb)
 	root, err := os.MkdirTemp("", "kubox-e2e-")
 	if err != nil {
 		tb.Fatal(err)
