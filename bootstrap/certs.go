@@ -37,6 +37,7 @@ type certSpec struct {
 	dnsNames     []string
 	ips          []net.IP
 	usages       []x509.ExtKeyUsage
+	lifetime     time.Duration // 0 = leafValidity
 }
 
 // newSerial returns a random positive 128-bit serial number; random serials
@@ -83,7 +84,13 @@ func signLeaf(ca *authority, spec certSpec, pub crypto.PublicKey, now time.Time)
 	if err != nil {
 		return nil, err
 	}
-	notAfter := now.Add(leafValidity)
+	lifetime, skew := leafValidity, clockSkew
+	if spec.lifetime > 0 {
+		// A short test lifetime must not be mostly backdating, or the cert
+		// would need renewal the moment it is issued.
+		lifetime, skew = spec.lifetime, min(clockSkew, spec.lifetime/10)
+	}
+	notAfter := now.Add(lifetime)
 	if notAfter.After(ca.cert.NotAfter) {
 		notAfter = ca.cert.NotAfter
 	}
@@ -93,7 +100,7 @@ func signLeaf(ca *authority, spec certSpec, pub crypto.PublicKey, now time.Time)
 			CommonName:   spec.commonName,
 			Organization: spec.organization,
 		},
-		NotBefore:             now.Add(-clockSkew).UTC(),
+		NotBefore:             now.Add(-skew).UTC(),
 		NotAfter:              notAfter.UTC(),
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           spec.usages,

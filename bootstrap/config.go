@@ -21,6 +21,9 @@ type Config struct {
 	APIServerURL        string           // server URL written into kubeconfigs, e.g. https://127.0.0.1:6443
 	AdminKubeconfigPath string           // if non-empty, an extra copy of the admin kubeconfig (0600, parent dir created 0755)
 	Now                 func() time.Time // nil = time.Now; for tests
+	// LeafLifetime overrides the 1-year lifetime of leaf certificates (0 =
+	// default). Tests use minutes to watch renewal happen.
+	LeafLifetime time.Duration
 }
 
 const defaultClusterDomain = "cluster.local"

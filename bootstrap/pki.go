@@ -107,6 +107,7 @@ func Ensure(ctx context.Context, cfg Config) (*PKI, error) {
 		return nil, err
 	}
 	for _, l := range leaves {
+		l.spec.lifetime = cfg.LeafLifetime
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
