@@ -70,6 +70,9 @@ const hostLock = "/run/kubox-e2e.lock"
 var (
 	lockHostOnce sync.Once
 	lockHostErr  error
+	// lockHostFile keeps the locked file reachable: an unreachable *os.File
+	// is closed by its finalizer, which would drop the lock.
+	lockHostFile *os.File
 )
 
 // lockHost blocks until this process holds the host lock.
@@ -80,7 +83,7 @@ func lockHost(tb testing.TB) {
 			lockHostErr = err
 			return
 		}
-		// f stays open for the life of the process: that is the lock.
+		lockHostFile = f
 		lockHostErr = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
 	})
 	if lockHostErr != nil {
