@@ -9,10 +9,12 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/kubox/kubox/embedded/kubelet"
 	"github.com/kubox/kubox/internal/configfile"
 	"github.com/kubox/kubox/server"
 )
@@ -27,6 +29,9 @@ type serverFlags struct {
 	httpsPort, etcdClientPort, etcdPeerPort, kubeletPort int
 	disableAgent, stopPodsOnExit                         bool
 	snapshot                                             snapshotServerFlags
+	cpuManagerPolicy, reservedCPUs                       string
+	systemReserved, kubeReserved                         string
+	certCheckInterval, testLeafCertLifetime              time.Duration
 }
 
 func (f *serverFlags) register(fs *pflag.FlagSet) {
@@ -46,6 +51,13 @@ func (f *serverFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.disableAgent, "disable-agent", false, "run the control plane only: no containerd, kubelet or pod network")
 	fs.BoolVar(&f.stopPodsOnExit, "stop-pods-on-exit", true, "stop every pod when kubox stops, so no container outlives it")
 	f.snapshot.register(fs)
+	fs.StringVar(&f.cpuManagerPolicy, "cpu-manager-policy", kubelet.CPUManagerNone, "kubelet CPU manager policy: none, or static (Guaranteed pods with whole CPUs get exclusive CPUs)")
+	fs.StringVar(&f.reservedCPUs, "reserved-cpus", "", "CPUs kept for the system and kubox, e.g. 0 or 0-1 (overrides the cpu of --system-reserved and --kube-reserved)")
+	fs.StringVar(&f.systemReserved, "system-reserved", "cpu=100m,memory=256Mi", "resources kept for the OS (name=quantity,...; none for nothing)")
+	fs.StringVar(&f.kubeReserved, "kube-reserved", "cpu=100m,memory=256Mi", "resources kept for kubox itself (name=quantity,...; none for nothing)")
+	fs.DurationVar(&f.certCheckInterval, "cert-check-interval", server.DefaultCertCheckInterval, "how often to look for certificates to renew (also at start)")
+	fs.DurationVar(&f.testLeafCertLifetime, "test-leaf-cert-lifetime", 0, "for tests: lifetime of newly issued leaf certificates (default one year)")
+	_ = fs.MarkHidden("test-leaf-cert-lifetime")
 }
 
 // config turns the raw values into a server.Config, with one-line errors.
@@ -59,6 +71,23 @@ func (f *serverFlags) config() (server.Config, error) {
 	}
 	f.snapshot.apply(&c)
 	var err error
+	c.CPUManagerPolicy, c.ReservedCPUs = f.cpuManagerPolicy, f.reservedCPUs
+	c.CertCheckInterval, c.LeafCertLifetime = f.certCheckInterval, f.testLeafCertLifetime
+	if err := kubelet.CheckPolicy(c.CPUManagerPolicy); err != nil {
+		return c, err
+	}
+	if err := kubelet.CheckReservedCPUs(c.ReservedCPUs); err != nil {
+		return c, err
+	}
+	if c.SystemReserved, err = kubelet.ParseReserved("system-reserved", f.systemReserved); err != nil {
+		return c, err
+	}
+	if c.KubeReserved, err = kubelet.ParseReserved("kube-reserved", f.kubeReserved); err != nil {
+		return c, err
+	}
+	if c.CertCheckInterval <= 0 {
+		return c, fmt.Errorf("--cert-check-interval %s: must be positive, e.g. 1h", c.CertCheckInterval)
+	}
 	if f.nodeIP != "" {
 		if c.NodeIP = net.ParseIP(f.nodeIP).To4(); c.NodeIP == nil {
 			return c, fmt.Errorf("--node-ip %q: not an IPv4 address", f.nodeIP)

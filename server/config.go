@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // Config is everything `kubox server` can be told.
@@ -41,6 +42,21 @@ type Config struct {
 	SnapshotKeyFile   string
 	// KuboxVersion is recorded in snapshot headers.
 	KuboxVersion string
+
+	// Certificate renewal: how often the running server looks for leaves
+	// to renew (default DefaultCertCheckInterval), and, for tests only, a
+	// short lifetime for the leaves it issues (0 = one year).
+	CertCheckInterval time.Duration
+	LeafCertLifetime  time.Duration
+
+	// CPU manager and reserved resources (see embedded/kubelet): policy
+	// "none" (default) or "static"; ReservedCPUs is a cpuset such as "0"
+	// or "0-1"; SystemReserved/KubeReserved map resource names (cpu,
+	// memory, ephemeral-storage, pid) to quantities.
+	CPUManagerPolicy string
+	ReservedCPUs     string
+	SystemReserved   map[string]string
+	KubeReserved     map[string]string
 }
 
 // Paths are the files and dirs kubox keeps under DataDir and RunDir.

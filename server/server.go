@@ -126,16 +126,7 @@ func (s *Server) apiURL() string {
 // build prepares files and assembles the components in start order.
 func (s *Server) build(ctx context.Context) error {
 	c, p := s.cfg, s.paths
-	pki, err := bootstrap.Ensure(ctx, bootstrap.Config{
-		Dir:                 p.PKI,
-		KubeconfigDir:       p.Kubeconfigs,
-		NodeName:            c.NodeName,
-		NodeIPs:             []net.IP{c.NodeIP},
-		ServiceCIDR:         c.ServiceCIDR,
-		ClusterDomain:       c.ClusterDomain,
-		APIServerURL:        s.apiURL(),
-		AdminKubeconfigPath: c.WriteKubeconfig,
-	})
+	pki, err := bootstrap.Ensure(ctx, c.PKIConfig())
 	if err != nil {
 		return fmt.Errorf("bootstrap PKI: %w", err)
 	}
@@ -190,7 +181,10 @@ func (s *Server) build(ctx context.Context) error {
 				RootDir: p.Kubelet, ConfigFile: p.KubeletConfig, Kubeconfig: pki.KubeletKubeconfig,
 				ClientCA: pki.ClientCACert, ServingCert: pki.KubeletServingCert, ServingKey: pki.KubeletServingKey,
 				CRIEndpoint: ctrd.Endpoint(), ClusterDNS: c.ClusterDNS, ClusterDomain: c.ClusterDomain,
-				Client: client,
+				Client:           client,
+				CPUManagerPolicy: c.CPUManagerPolicy, ReservedCPUs: c.ReservedCPUs,
+				SystemReserved: c.SystemReserved, KubeReserved: c.KubeReserved,
+				Log: s.log.With("component", "kubelet"),
 			}),
 			network.New(network.Config{
 				NodeName: c.NodeName, Client: client, ConfDir: p.CNIConf, IPAMDir: p.CNIIPAM,
@@ -199,6 +193,7 @@ func (s *Server) build(ctx context.Context) error {
 		)
 	}
 	comps = append(comps, s.backupComponent(pki, et.ClientURL()))
+	comps = append(comps, s.certComponent())
 	s.sup = &component.Supervisor{Components: comps, Log: s.log}
 	return nil
 }

@@ -6,6 +6,7 @@ package kubelet
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -44,6 +45,13 @@ type Config struct {
 	ClusterDomain string
 	// Client reads the Node for readiness.
 	Client kubernetes.Interface
+	// CPU manager policy ("none" or "static", see cpumanager.go), the
+	// cpuset reserved for the system, and reserved resources.
+	CPUManagerPolicy string
+	ReservedCPUs     string
+	SystemReserved   map[string]string
+	KubeReserved     map[string]string
+	Log              *slog.Logger // nil: slog.Default()
 }
 
 // Kubelet is the embedded kubelet.
@@ -92,12 +100,16 @@ func (k *Kubelet) Configuration() *kubeletv1beta1.KubeletConfiguration {
 	if k.cfg.ClusterDNS != nil {
 		c.ClusterDNS = []string{k.cfg.ClusterDNS.String()}
 	}
+	k.cpuManager(c)
 	return c
 }
 
 func (k *Kubelet) Init(ctx context.Context) error {
 	if err := os.MkdirAll(k.cfg.RootDir, 0o700); err != nil {
 		return fmt.Errorf("create kubelet root dir: %w", err)
+	}
+	if err := k.retireStaleCPUManagerState(); err != nil {
+		return err
 	}
 	data, err := yaml.Marshal(k.Configuration())
 	if err != nil {
