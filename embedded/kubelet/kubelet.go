@@ -13,7 +13,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
 	"k8s.io/client-go/kubernetes"
@@ -161,9 +160,6 @@ func (k *Kubelet) Ready(ctx context.Context) error {
 		_, err := k.cfg.Client.CoreV1().Nodes().Get(ctx, k.cfg.NodeName, metav1.GetOptions{})
 		if err == nil {
 			return nil
-		}
-		if !apierrors.IsNotFound(err) && ctx.Err() != nil {
-			return err
 		}
 		select {
 		case <-ctx.Done():
