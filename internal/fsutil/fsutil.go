@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // WriteFileAtomic replaces path with data, with the given mode. The parent
@@ -158,7 +160,7 @@ func MoveAside(path string, now time.Time) (string, error) {
 	base := path + ".old-" + strconv.FormatInt(now.Unix(), 10)
 	target := base
 	for i := 1; ; i++ {
-		err := linkNoClobber(path, target)
+		err := renameNoClobber(path, target)
 		if err == nil {
 			break
 		}
@@ -179,4 +181,23 @@ func MoveAside(path string, now time.Time) (string, error) {
 		return "", err
 	}
 	return target, nil
+}
+
+// renameNoClobber renames oldPath to newPath unless newPath exists. A real
+// rename matters to watchers: a process watching oldPath with inotify (the
+// apiserver's and kubelet's certificate file watchers) sees the file move
+// away and watches the new file at that path, whereas link-then-unlink
+// leaves it watching the old inode forever. File systems without
+// RENAME_NOREPLACE fall back to linkNoClobber.
+func renameNoClobber(oldPath, newPath string) error {
+	err := unix.Renameat2(unix.AT_FDCWD, oldPath, unix.AT_FDCWD, newPath, unix.RENAME_NOREPLACE)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.EEXIST):
+		return fmt.Errorf("%s: %w", newPath, fs.ErrExist)
+	case errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS):
+		return linkNoClobber(oldPath, newPath)
+	}
+	return &os.LinkError{Op: "rename", Old: oldPath, New: newPath, Err: err}
 }
