@@ -26,13 +26,17 @@ const kubeconfigName = "kubox"
 func (p *PKI) writeKubeconfigs(ctx context.Context, cfg Config, cluster *authority) error {
 	for _, k := range []struct {
 		name, path, cert, key string
+		embed                 bool
 	}{
-		{"admin", p.AdminKubeconfig, p.AdminCert, p.AdminKey},
-		{"controller-manager", p.ControllerManagerKubeconfig, p.ControllerManagerCert, p.ControllerManagerKey},
-		{"scheduler", p.SchedulerKubeconfig, p.SchedulerCert, p.SchedulerKey},
-		{"kubelet", p.KubeletKubeconfig, p.KubeletClientCert, p.KubeletClientKey},
+		// The admin kubeconfig is copied off the box: self-contained.
+		{"admin", p.AdminKubeconfig, p.AdminCert, p.AdminKey, true},
+		// Components read their client cert from the files, so client-go
+		// reloads it when kubox renews it, without a restart.
+		{"controller-manager", p.ControllerManagerKubeconfig, p.ControllerManagerCert, p.ControllerManagerKey, false},
+		{"scheduler", p.SchedulerKubeconfig, p.SchedulerCert, p.SchedulerKey, false},
+		{"kubelet", p.KubeletKubeconfig, p.KubeletClientCert, p.KubeletClientKey, false},
 	} {
-		data, err := buildKubeconfig(cfg.APIServerURL, cluster.certPEM, k.cert, k.key)
+		data, err := buildKubeconfig(cfg.APIServerURL, cluster.certPEM, k.cert, k.key, k.embed)
 		if err != nil {
 			return fmt.Errorf("build %s kubeconfig: %w", k.name, err)
 		}
@@ -53,9 +57,11 @@ func (p *PKI) writeKubeconfigs(ctx context.Context, cfg Config, cluster *authori
 	return nil
 }
 
-// buildKubeconfig returns a self-contained kubeconfig: CA, client cert and
-// key are embedded so the file can be copied off the box as is.
-func buildKubeconfig(server string, caPEM []byte, certPath, keyPath string) ([]byte, error) {
+// buildKubeconfig returns a kubeconfig with the CA embedded and the client
+// cert and key either embedded (embed: the file can be copied off the box as
+// is) or referenced by path (client-go then reloads them when they change,
+// and a renewal leaves the kubeconfig itself unchanged).
+func buildKubeconfig(server string, caPEM []byte, certPath, keyPath string, embed bool) ([]byte, error) {
 	certPEM, err := os.ReadFile(certPath)
 	if err != nil {
 		return nil, fmt.Errorf("read client certificate: %w", err)
@@ -69,9 +75,10 @@ func buildKubeconfig(server string, caPEM []byte, certPath, keyPath string) ([]b
 		Server:                   server,
 		CertificateAuthorityData: caPEM,
 	}
-	c.AuthInfos[kubeconfigName] = &clientcmdapi.AuthInfo{
-		ClientCertificateData: certPEM,
-		ClientKeyData:         keyPEM,
+	if embed {
+		c.AuthInfos[kubeconfigName] = &clientcmdapi.AuthInfo{ClientCertificateData: certPEM, ClientKeyData: keyPEM}
+	} else {
+		c.AuthInfos[kubeconfigName] = &clientcmdapi.AuthInfo{ClientCertificate: certPath, ClientKey: keyPath}
 	}
 	c.Contexts[kubeconfigName] = &clientcmdapi.Context{
 		Cluster:  kubeconfigName,

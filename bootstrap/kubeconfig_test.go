@@ -19,15 +19,16 @@ func TestKubeconfigs(t *testing.T) {
 	}
 
 	tests := []struct {
-		path string
-		cn   string
-		org  []string
+		path     string
+		cn       string
+		org      []string
+		embedded bool // self-contained, or referencing the cert files
 	}{
-		{p.AdminKubeconfig, "kubox-admin", []string{"system:masters"}},
-		{cfg.AdminKubeconfigPath, "kubox-admin", []string{"system:masters"}},
-		{p.ControllerManagerKubeconfig, "system:kube-controller-manager", nil},
-		{p.SchedulerKubeconfig, "system:kube-scheduler", nil},
-		{p.KubeletKubeconfig, "system:node:edge-1", []string{"system:nodes"}},
+		{p.AdminKubeconfig, "kubox-admin", []string{"system:masters"}, true},
+		{cfg.AdminKubeconfigPath, "kubox-admin", []string{"system:masters"}, true},
+		{p.ControllerManagerKubeconfig, "system:kube-controller-manager", nil, false},
+		{p.SchedulerKubeconfig, "system:kube-scheduler", nil, false},
+		{p.KubeletKubeconfig, "system:node:edge-1", []string{"system:nodes"}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.cn, func(t *testing.T) {
@@ -48,7 +49,21 @@ func TestKubeconfigs(t *testing.T) {
 			if string(cluster.CertificateAuthorityData) != string(caPEM) {
 				t.Error("CA data is not the cluster CA")
 			}
-			cert, err := parseCert(user.ClientCertificateData)
+			certPEM, keyPEM := user.ClientCertificateData, user.ClientKeyData
+			if !tt.embedded {
+				// Components must see renewed certs: the kubeconfig points at
+				// the files, so client-go reloads them.
+				if len(certPEM) != 0 || len(keyPEM) != 0 || user.ClientCertificate == "" || user.ClientKey == "" {
+					t.Fatalf("component kubeconfig must reference cert files, not embed them: %+v", user)
+				}
+				if certPEM, err = os.ReadFile(user.ClientCertificate); err != nil {
+					t.Fatal(err)
+				}
+				if keyPEM, err = os.ReadFile(user.ClientKey); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cert, err := parseCert(certPEM)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -59,19 +74,20 @@ func TestKubeconfigs(t *testing.T) {
 				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 				t.Errorf("client cert does not verify against the client CA: %v", err)
 			}
-			key, err := parseKey(user.ClientKeyData)
+			key, err := parseKey(keyPEM)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if !samePublicKey(cert.PublicKey, key.Public()) {
-				t.Error("embedded key does not match embedded cert")
+				t.Error("client key does not match client cert")
 			}
-			// It must be usable as a client config as is (self-contained).
+			// It must be usable as a client config as is.
 			rc, err := clientcmd.NewDefaultClientConfig(*kc, nil).ClientConfig()
 			if err != nil {
 				t.Fatalf("client config: %v", err)
 			}
-			if rc.Host != "https://127.0.0.1:6443" || len(rc.TLSClientConfig.CertData) == 0 || len(rc.TLSClientConfig.CAData) == 0 {
+			if rc.Host != "https://127.0.0.1:6443" || len(rc.TLSClientConfig.CAData) == 0 ||
+				(len(rc.TLSClientConfig.CertData) == 0 && rc.TLSClientConfig.CertFile == "") {
 				t.Errorf("rest config incomplete: host %q", rc.Host)
 			}
 		})
