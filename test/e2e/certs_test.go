@@ -147,11 +147,11 @@ func TestCertRenewal(t *testing.T) {
 	if _, err := n.Kubectl(ctx, "get", "nodes"); err != nil {
 		t.Fatal(err)
 	}
-	// Known gap: the in-process kubelet, controller-manager and scheduler
-	// keep the client cert they started with (their kubeconfigs embed it),
-	// so with minutes-long test certs the node goes NotReady once that
-	// first cert expires; with one-year certs they have four months after
-	// renewal for a restart. Logged, not asserted.
+	// The in-process kubelet, controller-manager and scheduler read their
+	// client certs from the files their kubeconfigs name; client-go
+	// re-reads them every 5 minutes, so with minutes-long test certs the
+	// node may be NotReady for a while around the first expiry (with
+	// one-year certs, renewal comes four months early). Logged, not asserted.
 	out, err := n.Kubectl(ctx, "get", "nodes", "-o", `jsonpath={.items[0].status.conditions[?(@.type=="Ready")].status}`)
 	t.Logf("node Ready after the first client certs expired: %q %v", out, err)
 	if _, err := n.Stop(30 * time.Second); err != nil {
