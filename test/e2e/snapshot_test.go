@@ -161,6 +161,7 @@ func TestSnapshotRestore(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 
+	host := harness.SnapshotHost()
 	n1 := harness.NewNode(t, env)
 	keyFile := filepath.Join(n1.Root, "backup.key")
 	otherKey := filepath.Join(n1.Root, "other.key")
@@ -190,6 +191,12 @@ func TestSnapshotRestore(t *testing.T) {
 		t.Errorf("save without a key: exit %d, %q; want a refusal naming --insecure-plaintext", code, errOut)
 	}
 
+	// A Deployment whose pods run on this box at snapshot time.
+	if err := n1.ImportImage(ctx, "busybox.tar"); err != nil {
+		t.Fatal(err)
+	}
+	applyYAML(ctx, t, n1, "web.yaml", webDeployment)
+	waitWebPods(ctx, t, n1, 2, time.Time{})
 	applyYAML(ctx, t, n1, "cms-a.yaml", configMapsYAML("cm", 0, 50))
 	if _, err := n1.Kubectl(ctx, "create", "secret", "generic", snapSecretName, "--from-literal=k="+snapMarker); err != nil {
 		t.Fatal(err)
@@ -286,7 +293,12 @@ func TestSnapshotRestore(t *testing.T) {
 		}
 	}
 
-	// The replacement box: a fresh data dir and another node name.
+	// The replacement box: a fresh data dir and another node name, on a host
+	// with nothing left of the old box (its pod bridge still holds the old
+	// box's pod CIDR, and the new node gets another one).
+	for _, e := range host.Restore(n1) {
+		t.Errorf("clean the host of the old box: %v", e)
+	}
 	n2 := harness.NewNode(t, env, "--node-name", restoredNode)
 	begin := time.Now()
 	out = mustKubox(t, env, "restore", "--snapshot", saved.Path, "--key-file", keyFile, "--data-dir", n2.DataDir, "--node-name", restoredNode)
@@ -329,6 +341,14 @@ func TestSnapshotRestore(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(n2.DataDir, "restore.json.done")); err != nil {
 		t.Errorf("restore marker not finished: %v", err)
+	}
+	// The old box's pods are garbage collected with its Node, and the
+	// Deployment runs again here (images are not in a snapshot: import).
+	if err := n2.ImportImage(ctx, "busybox.tar"); err != nil {
+		t.Fatal(err)
+	}
+	for _, ip := range waitWebPods(ctx, t, n2, 2, begin.Truncate(time.Second)) {
+		assertHTTP(t, ip)
 	}
 	if _, err := n2.Stop(30 * time.Second); err != nil {
 		t.Fatalf("stop restored node: %v", err)
