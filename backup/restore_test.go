@@ -109,7 +109,7 @@ func TestSaveRestore(t *testing.T) {
 	key := newKey(t)
 	snapDir := filepath.Join(root, "snapshots")
 	var steps []string
-	res, err := Save(ctx, SaveOptions{Etcd: ep, PKIDir: pkiDir, Dir: snapDir, Key: key, NodeName: "old-box", KuboxVersion: "test",
+	res, err := Save(ctx, SaveOptions{Etcd: ep, PKIDir: pkiDir, Dir: snapDir, Key: key, KuboxVersion: "test", // node name: etcd's member name
 		Progress: func(p Progress) { steps = append(steps, p.Step) }})
 	if err != nil {
 		t.Fatal(err)
@@ -120,7 +120,7 @@ func TestSaveRestore(t *testing.T) {
 	}
 	cli.Close()
 	stop()
-	if res.Header.EtcdRevision < 101 || res.Header.PKIFiles != len(files) || res.Header.Scheduled || res.Header.Name != "manual" {
+	if res.Header.NodeName != "old-box" || res.Header.EtcdRevision < 101 || res.Header.PKIFiles != len(files) || res.Header.Scheduled || res.Header.Name != "manual" {
 		t.Errorf("header %+v", res.Header)
 	}
 	if !slices.Contains(steps, "connect") || !slices.Contains(steps, "done") {

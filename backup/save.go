@@ -38,8 +38,11 @@ type SaveOptions struct {
 	Key               *Key
 	InsecurePlaintext bool
 
-	Name         string // "" = "manual" or "scheduled"
-	Scheduled    bool
+	Name      string // "" = "manual" or "scheduled"
+	Scheduled bool
+	// NodeName is recorded in the header; "" means the name of the etcd
+	// member that answers (kubox names it after its node), which is what a
+	// restore needs to find the old box's Node object.
 	NodeName     string
 	KuboxVersion string
 
@@ -146,6 +149,23 @@ func Save(ctx context.Context, opts SaveOptions) (SaveResult, error) {
 		return SaveResult{}, fmt.Errorf("save snapshot: start etcd snapshot: %w", err)
 	}
 	defer resp.Snapshot.Close()
+	node := opts.NodeName
+	if node == "" {
+		mctx, mcancel := context.WithTimeout(ctx, 10*time.Second)
+		members, err := cli.MemberList(mctx)
+		mcancel()
+		if err != nil {
+			return SaveResult{}, fmt.Errorf("save snapshot: etcd member list: %w", err)
+		}
+		for _, m := range members.Members {
+			if m.ID == status.Header.GetMemberId() {
+				node = m.Name
+			}
+		}
+		if node == "" {
+			return SaveResult{}, errors.New("save snapshot: cannot tell the node name from etcd: give one")
+		}
+	}
 	rev := status.Header.GetRevision()
 	if resp.Header != nil && resp.Header.Revision != 0 {
 		rev = resp.Header.Revision
@@ -173,7 +193,7 @@ func Save(ctx context.Context, opts SaveOptions) (SaveResult, error) {
 	entry, err := Write(ctx, opts.Dir, cr, WriteOptions{
 		Header: Header{
 			ClusterID:    clusterID,
-			NodeName:     opts.NodeName,
+			NodeName:     node,
 			EtcdRevision: rev,
 			KuboxVersion: opts.KuboxVersion,
 			Name:         opts.Name,

@@ -93,19 +93,6 @@ func loadNodeSettings(cmd *cobra.Command, configFile string) (*nodeSettings, err
 	return s, nil
 }
 
-// nodeName is the configured node name or, as kubox server does, the
-// lower-cased hostname.
-func (s *nodeSettings) nodeName() (string, error) {
-	if s.flags.nodeName != "" {
-		return strings.ToLower(s.flags.nodeName), nil
-	}
-	h, err := os.Hostname()
-	if err != nil {
-		return "", fmt.Errorf("read hostname: %w (set --node-name)", err)
-	}
-	return strings.ToLower(h), nil
-}
-
 func (s *nodeSettings) etcdEndpoint() backup.EtcdEndpoint {
 	dir := filepath.Join(s.dataDir, "pki", "etcd")
 	return backup.EtcdEndpoint{
@@ -141,7 +128,7 @@ come from the flags, else from the config file ` + defaultConfigFile + `
 	pf.String("snapshot-dir", "", "snapshot dir (default <data-dir>/snapshots)")
 	pf.String("key-file", backup.DefaultKeyFile, "backup key file")
 	pf.Int("etcd-client-port", 2379, "the node's etcd client port (on 127.0.0.1)")
-	pf.String("node-name", "", "node name recorded in the snapshot (default: as kubox server)")
+	pf.String("node-name", "", "node name recorded in the snapshot (default: the node's etcd member name)")
 	settings := func(cmd *cobra.Command) (*nodeSettings, error) { return loadNodeSettings(cmd, configFile) }
 
 	cmd.AddCommand(newSnapshotKeyCommand(settings), newSnapshotSaveCommand(settings), newSnapshotLsCommand(settings),
@@ -244,10 +231,9 @@ func newSnapshotSaveCommand(settings settingsFunc) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("%w (or give --insecure-plaintext to write an unencrypted snapshot)", err)
 			}
-			node, err := s.nodeName()
-			if err != nil {
-				return err
-			}
+			// Unless told, Save records the name of the etcd member, which
+			// kubox server names after its node (whatever flags it ran with).
+			node := strings.ToLower(s.flags.nodeName)
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			errw := cmd.ErrOrStderr()
