@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"filippo.io/age"
+
+	"github.com/kubox/kubox/internal/fsutil"
 )
 
 // maxKeyFileSize bounds how much of a key file is read: an identity file is
@@ -76,7 +78,7 @@ func WriteKeyFile(path string) (*Key, error) {
 	if err := os.MkdirAll(dir, modeDir); err != nil {
 		return nil, fmt.Errorf("write backup key %s: %w", path, err)
 	}
-	if err := writeNewFile(path, k.fileContent(time.Now())); err != nil {
+	if err := fsutil.WriteFileNew(path, k.fileContent(time.Now()), modeFile); err != nil {
 		return nil, fmt.Errorf("write backup key %s: %w", path, err)
 	}
 	return k, nil

@@ -14,6 +14,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/kubox/kubox/internal/fsutil"
 )
 
 // SchedulerConfig configures the backup component of kubox server.
@@ -90,7 +92,7 @@ func (s *Scheduler) Init(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("--snapshot-schedule is set but: %w", err)
 	}
-	if err := ensureDir(s.cfg.Dir); err != nil {
+	if err := fsutil.EnsureDir(s.cfg.Dir, modeDir); err != nil {
 		return fmt.Errorf("snapshot dir: %w", err)
 	}
 	s.sched, s.key = sched, key

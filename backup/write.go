@@ -65,7 +65,7 @@ func Write(ctx context.Context, dir string, db io.Reader, opts WriteOptions) (En
 		return Entry{}, fmt.Errorf("write snapshot: %w", err)
 	}
 
-	if err := ensureDir(dir); err != nil {
+	if err := fsutil.EnsureDir(dir, modeDir); err != nil {
 		return Entry{}, fmt.Errorf("write snapshot: %w", err)
 	}
 	tmp, err := os.CreateTemp(dir, tmpPattern)
@@ -98,6 +98,10 @@ func Write(ctx context.Context, dir string, db io.Reader, opts WriteOptions) (En
 		return Entry{}, fmt.Errorf("write snapshot in %s: %w", dir, err)
 	}
 	if err := tmp.Close(); err != nil {
+		return Entry{}, fmt.Errorf("write snapshot in %s: %w", dir, err)
+	}
+	// A cancelled save never publishes, even if the stream ended first.
+	if err := ctx.Err(); err != nil {
 		return Entry{}, fmt.Errorf("write snapshot in %s: %w", dir, err)
 	}
 	final, err := publishSnapshot(tmpName, dir, h)

@@ -76,7 +76,7 @@ func writeAtomic(path string, data []byte, mode fs.FileMode, overwrite bool) (er
 	if overwrite {
 		err = os.Rename(tmpName, path)
 	} else {
-		err = linkNoClobber(tmpName, path)
+		err = LinkNoClobber(tmpName, path)
 	}
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
@@ -88,10 +88,10 @@ func writeAtomic(path string, data []byte, mode fs.FileMode, overwrite bool) (er
 	return SyncDir(dir)
 }
 
-// linkNoClobber makes newPath name the same file as oldPath, failing if
-// newPath exists. A hard link is atomic and never replaces; file systems
+// LinkNoClobber makes newPath name the same file as oldPath, failing with an
+// error matching fs.ErrExist if newPath exists. A hard link is atomic and never replaces; file systems
 // without hard links fall back to check-then-rename.
-func linkNoClobber(oldPath, newPath string) error {
+func LinkNoClobber(oldPath, newPath string) error {
 	err := os.Link(oldPath, newPath)
 	if err == nil || errors.Is(err, fs.ErrExist) {
 		return err
@@ -197,7 +197,7 @@ func renameNoClobber(oldPath, newPath string) error {
 	case errors.Is(err, unix.EEXIST):
 		return fmt.Errorf("%s: %w", newPath, fs.ErrExist)
 	case errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS):
-		return linkNoClobber(oldPath, newPath)
+		return LinkNoClobber(oldPath, newPath)
 	}
 	return &os.LinkError{Op: "rename", Old: oldPath, New: newPath, Err: err}
 }
