@@ -239,8 +239,10 @@ func (c *Containerd) Stop(ctx context.Context) error {
 		case <-c.exited:
 		default:
 			podCtx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			// Best effort: a sandbox whose network teardown fails is still
+			// stopped, and what remains is killed below.
 			if err := c.StopPods(podCtx); err != nil {
-				errs = append(errs, err)
+				c.cfg.Log.Warn("not every pod stopped cleanly", "err", err)
 			}
 			cancel()
 		}
@@ -252,6 +254,11 @@ func (c *Containerd) Stop(ctx context.Context) error {
 		_ = c.cmd.Process.Kill()
 		<-c.exited
 		errs = append(errs, fmt.Errorf("containerd did not exit on SIGTERM; killed"))
+	}
+	if c.cfg.StopPodsOnExit {
+		if n := killLeftoverShims(c.cfg.Socket); n > 0 {
+			c.cfg.Log.Warn("killed shims and containers left after containerd stopped", "processes", n)
+		}
 	}
 	return errors.Join(errs...)
 }

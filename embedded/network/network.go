@@ -99,6 +99,11 @@ func (n *Network) Ready(ctx context.Context) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+	if dropped, err := dropStaleBridge(n.cfg.BridgeName, podCIDR); err != nil {
+		return err
+	} else if dropped {
+		n.cfg.Log.Info("deleted bridge from an earlier pod CIDR", "bridge", n.cfg.BridgeName, "podCIDR", podCIDR)
+	}
 	data, backend, err := n.conflist(podCIDR)
 	if err != nil {
 		return err

@@ -1,0 +1,57 @@
+package containerd
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// A fake shim: a shell whose command line names the socket, with a child
+// standing in for the container.
+func TestKillLeftoverShimsKillsShimAndContainer(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "containerd.sock")
+	pidFile := filepath.Join(t.TempDir(), "child.pid")
+	cmd := exec.Command("/bin/sh", "-c", `sleep 60 & echo $! > "$2"; wait`, "-address", sock, pidFile)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	var child int
+	for i := 0; i < 100 && child == 0; i++ {
+		data, _ := os.ReadFile(pidFile)
+		child, _ = strconv.Atoi(strings.TrimSpace(string(data)))
+		time.Sleep(20 * time.Millisecond)
+	}
+	if child == 0 {
+		t.Fatal("fake container did not start")
+	}
+	other := filepath.Join(t.TempDir(), "other.sock")
+	if n := killLeftoverShims(other); n != 0 {
+		t.Fatalf("killed %d processes of another containerd", n)
+	}
+	if n := killLeftoverShims(sock); n < 2 {
+		t.Fatalf("killed %d processes, want the shim and its container", n)
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("fake shim still running")
+	}
+	for i := 0; i < 100; i++ {
+		if err := syscall.Kill(child, 0); err != nil {
+			return
+		}
+		// A killed child of a dead shell is reaped by init; wait for it.
+		if stat, err := os.ReadFile("/proc/" + strconv.Itoa(child) + "/stat"); err == nil && strings.Contains(string(stat), ") Z ") {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("fake container still running")
+}
