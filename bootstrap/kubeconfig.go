@@ -1,11 +1,8 @@
 package bootstrap
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -95,16 +92,12 @@ func buildKubeconfig(server string, caPEM []byte, certPath, keyPath string, embe
 // syncFile makes path hold data (0600): rewritten atomically if it differs,
 // untouched if it is already identical.
 func syncFile(ctx context.Context, path string, data []byte) error {
-	old, err := os.ReadFile(path)
-	switch {
-	case err == nil && bytes.Equal(old, data):
-		return tightenMode(path, modePrivate)
-	case err != nil && !errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("read %s: %w", path, err)
-	}
-	if err := fsutil.WriteFileAtomic(path, data, modePrivate); err != nil {
+	wrote, err := fsutil.WriteFileIfChanged(path, data, modePrivate)
+	if err != nil {
 		return err
 	}
-	slog.InfoContext(ctx, "bootstrap: wrote kubeconfig", "path", path)
+	if wrote {
+		slog.InfoContext(ctx, "bootstrap: wrote kubeconfig", "path", path)
+	}
 	return nil
 }

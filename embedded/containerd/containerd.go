@@ -85,7 +85,8 @@ func (c *Containerd) Init(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return fsutil.WriteFileIfChanged(c.cfg.ConfigFile, data, 0o600)
+	_, err = fsutil.WriteFileIfChanged(c.cfg.ConfigFile, data, 0o600)
+	return err
 }
 
 func (c *Containerd) Start(ctx context.Context) error {

@@ -114,7 +114,7 @@ func (k *Kubelet) Init(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("render kubelet configuration: %w", err)
 	}
-	if err := fsutil.WriteFileIfChanged(k.cfg.ConfigFile, data, 0o600); err != nil {
+	if _, err := fsutil.WriteFileIfChanged(k.cfg.ConfigFile, data, 0o600); err != nil {
 		return fmt.Errorf("write kubelet configuration: %w", err)
 	}
 	loader, err := configfiles.NewFsLoader(&utilfs.DefaultFs{}, k.cfg.ConfigFile)

@@ -108,7 +108,7 @@ func (n *Network) Ready(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := fsutil.WriteFileIfChanged(n.ConfFile(), data, 0o600); err != nil {
+	if _, err := fsutil.WriteFileIfChanged(n.ConfFile(), data, 0o600); err != nil {
 		return fmt.Errorf("write CNI config: %w", err)
 	}
 	n.cfg.Log.Info("pod network configured", "podCIDR", podCIDR, "bridge", n.cfg.BridgeName, "masquerade", backend)

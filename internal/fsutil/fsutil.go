@@ -30,18 +30,29 @@ func WriteFileNew(path string, data []byte, mode fs.FileMode) error {
 }
 
 // WriteFileIfChanged writes like WriteFileAtomic (creating the parent dir
-// 0700), but leaves the file alone, same mtime, when it already holds data
-// with the given mode.
-func WriteFileIfChanged(path string, data []byte, mode fs.FileMode) error {
-	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm() == mode.Perm() {
-		if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
-			return nil
+// 0700) and reports whether it wrote. A file that already holds data is left
+// alone, same mtime, only given mode if its mode differs.
+func WriteFileIfChanged(path string, data []byte, mode fs.FileMode) (bool, error) {
+	old, err := os.ReadFile(path)
+	switch {
+	case err == nil && bytes.Equal(old, data):
+		fi, err := os.Stat(path)
+		if err != nil {
+			return false, fmt.Errorf("stat %s: %w", path, err)
 		}
+		if fi.Mode().Perm() != mode.Perm() {
+			if err := os.Chmod(path, mode); err != nil {
+				return false, fmt.Errorf("set mode of %s: %w", path, err)
+			}
+		}
+		return false, nil
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return false, fmt.Errorf("read %s: %w", path, err)
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+		return false, fmt.Errorf("write %s: %w", path, err)
 	}
-	return WriteFileAtomic(path, data, mode)
+	return true, WriteFileAtomic(path, data, mode)
 }
 
 func writeAtomic(path string, data []byte, mode fs.FileMode, overwrite bool) (err error) {
