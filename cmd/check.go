@@ -65,7 +65,7 @@ func (e errChecksFailed) Error() string { return e.msg }
 
 func newCheckCommand() *cobra.Command {
 	var configFile, output, procRoot, sysRoot string
-	shared := []string{"data-dir", "https-port", "etcd-client-port", "etcd-peer-port", "kubelet-port", "node-ip", "disable-agent"}
+	shared := []string{"data-dir", "https-port", "etcd-client-port", "etcd-peer-port", "kubelet-port", "node-ip", "disable-agent", "proxy-mode", "ipvs-scheduler"}
 	cmd := &cobra.Command{
 		Use:   "check",
 		Short: "Check that this host can run kubox: kernel, cgroups, network, ports, disk, memory, clock, certificates",
@@ -90,6 +90,7 @@ Ports and the data dir come from the flags, else from the config file
 				ProcRoot: procRoot, SysRoot: sysRoot, DataDir: f.dataDir,
 				ServerRunning:  serverRunning(f.dataDir),
 				CapSysResource: server.HasCapSysResource,
+				ProxyMode:      f.proxy.mode, IPVSScheduler: f.proxy.scheduler,
 			}
 			peerHost := ""
 			if f.nodeIP != "" {
@@ -138,6 +139,8 @@ Ports and the data dir come from the flags, else from the config file
 	fl.Int("kubelet-port", 10250, "kubelet API port")
 	fl.String("node-ip", "", "this node's IPv4 address")
 	fl.Bool("disable-agent", false, "control plane only: the kubelet port is not needed")
+	fl.String("proxy-mode", "auto", "service proxy mode to check for: auto, ipvs, nftables or iptables")
+	fl.String("ipvs-scheduler", "rr", "IPVS scheduler to check for")
 	// For tests: fake /proc and /sys trees.
 	fl.StringVar(&procRoot, "proc-root", "/proc", "where /proc is")
 	fl.StringVar(&sysRoot, "sys-root", "/sys", "where /sys is")

@@ -29,6 +29,7 @@ type serverFlags struct {
 	httpsPort, etcdClientPort, etcdPeerPort, kubeletPort int
 	disableAgent, stopPodsOnExit                         bool
 	snapshot                                             snapshotServerFlags
+	proxy                                                proxyServerFlags
 	cpuManagerPolicy, reservedCPUs                       string
 	systemReserved, kubeReserved                         string
 	certCheckInterval, testLeafCertLifetime              time.Duration
@@ -51,6 +52,7 @@ func (f *serverFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.disableAgent, "disable-agent", false, "run the control plane only: no containerd, kubelet or pod network")
 	fs.BoolVar(&f.stopPodsOnExit, "stop-pods-on-exit", true, "stop every pod when kubox stops, so no container outlives it")
 	f.snapshot.register(fs)
+	f.proxy.register(fs)
 	fs.StringVar(&f.cpuManagerPolicy, "cpu-manager-policy", kubelet.CPUManagerNone, "kubelet CPU manager policy: none, or static (Guaranteed pods with whole CPUs get exclusive CPUs)")
 	fs.StringVar(&f.reservedCPUs, "reserved-cpus", "", "CPUs kept for the system and kubox, e.g. 0 or 0-1 (overrides the cpu of --system-reserved and --kube-reserved)")
 	fs.StringVar(&f.systemReserved, "system-reserved", "cpu=100m,memory=256Mi", "resources kept for the OS (name=quantity,...; none for nothing)")
@@ -70,6 +72,7 @@ func (f *serverFlags) config() (server.Config, error) {
 		KuboxVersion: version,
 	}
 	f.snapshot.apply(&c)
+	f.proxy.apply(&c)
 	var err error
 	c.CPUManagerPolicy, c.ReservedCPUs = f.cpuManagerPolicy, f.reservedCPUs
 	c.CertCheckInterval, c.LeafCertLifetime = f.certCheckInterval, f.testLeafCertLifetime

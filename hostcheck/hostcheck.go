@@ -23,6 +23,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kubox/kubox/proxy/mode"
 )
 
 // Status is the verdict of one check.
@@ -60,6 +62,12 @@ type Config struct {
 	// ServerRunning: a kubox server holds the data dir, so its ports being
 	// in use is expected.
 	ServerRunning bool
+	// ProxyMode and IPVSScheduler are kubox server's proxy-mode and
+	// ipvs-scheduler: the proxy mode line reports what the server would
+	// choose with them. Empty means auto and rr.
+	ProxyMode     string
+	IPVSScheduler string
+	ModulesDir    string // default /lib/modules/<release>
 
 	LookPath       func(string) (string, error)                     // default exec.LookPath
 	ProbeKernel    func(nftPath string) map[string]error            // default ProbeKernel: link types and nf_tables in a throwaway netns
@@ -112,9 +120,8 @@ func Run(cfg Config) []Result {
 	rs = append(rs, cfg.overlay())
 	nft := cfg.nftables(nftPath, probe)
 	rs = append(rs, nft)
-	ipvs, hasIPVS := cfg.ipvs()
-	rs = append(rs, ipvs)
-	rs = append(rs, proxyMode(hasIPVS, nft.Status == OK))
+	rs = append(rs, cfg.ipvs())
+	rs = append(rs, cfg.proxyMode(nft.Status == OK))
 	rs = append(rs, cfg.links(probe)...)
 	rs = append(rs, cfg.ports()...)
 	rs = append(rs, cfg.disk())
@@ -374,31 +381,39 @@ func (c *Config) nftables(nftPath string, probe map[string]error) Result {
 }
 
 // ipvs reports whether the kernel has IPVS, loaded or as a module file.
-func (c *Config) ipvs() (Result, bool) {
+func (c *Config) ipvs() Result {
 	r := Result{Name: "ip_vs", Status: OK}
 	if _, err := os.Stat(c.proc("net/ip_vs")); err == nil || c.hasModule("ip_vs") {
 		r.Message = "present"
-		return r, true
+		return r
 	}
 	r.Message = "not present (the service proxy uses nftables)"
-	return r, false
+	return r
 }
 
-// ProxyMode is the service proxy mode kubox chooses: IPVS where the kernel
-// has ip_vs, nftables otherwise.
-func ProxyMode(hasIPVS bool) string {
-	if hasIPVS {
-		return "ipvs"
+// proxyMode reports the service proxy mode kubox server would run with the
+// configured proxy-mode, by the same selection the server makes.
+func (c *Config) proxyMode(nftOK bool) Result {
+	r := Result{Name: "proxy mode"}
+	req, err := mode.Parse(c.ProxyMode)
+	if err == nil {
+		err = mode.CheckScheduler(c.IPVSScheduler)
 	}
-	return "nftables"
-}
-
-func proxyMode(hasIPVS, nftOK bool) Result {
-	r := Result{Name: "proxy mode", Status: OK, Message: ProxyMode(hasIPVS)}
-	if !hasIPVS && !nftOK {
-		r.Status = Fail
-		r.Message = "none: the kernel has neither ip_vs nor working nftables"
-		r.Fix = "load ip_vs (modprobe ip_vs) or nf_tables, and install the nft tool"
+	if err != nil {
+		r.Status, r.Message, r.Fix = Fail, err.Error(), "fix proxy-mode / ipvs-scheduler in the config file"
+		return r
+	}
+	host := mode.Detect(mode.Probe{ProcRoot: c.ProcRoot, SysRoot: c.SysRoot, ModulesDir: c.ModulesDir, LookPath: c.LookPath})
+	choice, err := mode.Select(req, c.IPVSScheduler, host)
+	switch {
+	case err != nil:
+		r.Status, r.Message = Fail, err.Error()
+		r.Fix = "load ip_vs (modprobe ip_vs) or nf_tables, install the nft tool, or set proxy-mode to a mode this host has"
+	case choice.Mode == mode.NFTables && !nftOK:
+		r.Status, r.Message = Fail, choice.String()+", but the kernel refuses nftables"
+		r.Fix = "modprobe nf_tables, or use a kernel with CONFIG_NF_TABLES"
+	default:
+		r.Status, r.Message = OK, choice.String()
 	}
 	return r
 }

@@ -27,8 +27,9 @@ func fakeHost(t *testing.T, files map[string]string) Config {
 	}
 	return Config{
 		ProcRoot: filepath.Join(root, "proc"), SysRoot: filepath.Join(root, "sys"),
-		DataDir:  "/nonexistent/kubox",
-		LookPath: func(string) (string, error) { return "/usr/sbin/nft", nil },
+		ModulesDir: filepath.Join(root, "modules"),
+		DataDir:    "/nonexistent/kubox",
+		LookPath:   func(string) (string, error) { return "/usr/sbin/nft", nil },
 		ProbeKernel: func(string) map[string]error {
 			return map[string]error{"bridge": nil, "veth": nil, "vxlan": nil, "nf_tables": nil}
 		},
@@ -87,7 +88,7 @@ func TestHybridHostWithoutIPVS(t *testing.T) {
 	if m := rs["cgroups"].Message; !strings.HasPrefix(m, "hybrid") || !strings.Contains(m, "cpuset memory pids") {
 		t.Errorf("cgroups message %q", m)
 	}
-	if rs["proxy mode"].Message != "nftables" || !strings.HasPrefix(rs["ip_vs"].Message, "not present") {
+	if rs["proxy mode"].Message != "nftables: kernel has no ip_vs" || !strings.HasPrefix(rs["ip_vs"].Message, "not present") {
 		t.Errorf("proxy %q, ip_vs %q", rs["proxy mode"].Message, rs["ip_vs"].Message)
 	}
 	if Failed(Run(cfg)) {
@@ -103,12 +104,37 @@ func TestCgroupV2AndIPVS(t *testing.T) {
 	files["proc/self/mountinfo"] = "30 25 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n"
 	files["sys/fs/cgroup/cgroup.controllers"] = "cpuset cpu io memory hugetlb pids rdma misc\n"
 	files["proc/net/ip_vs"] = "IP Virtual Server version 1.2.1\n"
+	files["sys/module/ip_vs_rr/refcnt"] = "1\n"
 	rs := byName(Run(fakeHost(t, files)))
 	if r := rs["cgroups"]; r.Status != OK || !strings.HasPrefix(r.Message, "v2 at /sys/fs/cgroup") {
 		t.Errorf("cgroups: %+v", r)
 	}
-	if r := rs["proxy mode"]; r.Message != "ipvs" {
+	if r := rs["proxy mode"]; r.Status != OK || r.Message != "ipvs: /proc/net/ip_vs present, with the rr scheduler" {
 		t.Errorf("proxy mode: %+v", r)
+	}
+	// The same host with a scheduler it lacks: auto falls back to nftables
+	// and says why, forcing ipvs fails with what to do.
+	cfg := fakeHost(t, files)
+	cfg.IPVSScheduler = "sh"
+	if r := byName(Run(cfg))["proxy mode"]; r.Status != OK || !strings.HasPrefix(r.Message, "nftables: kernel has ip_vs but not its sh scheduler") {
+		t.Errorf("proxy mode with sh: %+v", r)
+	}
+	cfg.ProxyMode = "ipvs"
+	if r := byName(Run(cfg))["proxy mode"]; r.Status != Fail || !strings.Contains(r.Message, "modprobe ip_vs ip_vs_sh") {
+		t.Errorf("forced ipvs with sh: %+v", r)
+	}
+}
+
+func TestForcedIPVSWithoutIPVS(t *testing.T) {
+	cfg := fakeHost(t, hybrid)
+	cfg.ProxyMode = "ipvs"
+	r := byName(Run(cfg))["proxy mode"]
+	if r.Status != Fail || !strings.HasPrefix(r.Message, "proxy mode ipvs: kernel has no ip_vs;") || r.Fix == "" {
+		t.Errorf("forced ipvs on a host without ip_vs: %+v", r)
+	}
+	cfg.ProxyMode = "bogus"
+	if r := byName(Run(cfg))["proxy mode"]; r.Status != Fail || !strings.Contains(r.Message, "--proxy-mode") {
+		t.Errorf("bad proxy-mode: %+v", r)
 	}
 }
 

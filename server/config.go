@@ -57,6 +57,9 @@ type Config struct {
 	ReservedCPUs     string
 	SystemReserved   map[string]string
 	KubeReserved     map[string]string
+
+	// Proxy configures the service proxy (see proxy.go).
+	Proxy ProxySettings
 }
 
 // Paths are the files and dirs kubox keeps under DataDir and RunDir.
@@ -162,7 +165,7 @@ func (c *Config) Complete() error {
 	if c.KubeletPort == 0 {
 		c.KubeletPort = 10250
 	}
-	return nil
+	return c.Proxy.complete()
 }
 
 // NthIP returns the n-th address of a range (the network address is the 0th).

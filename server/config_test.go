@@ -4,6 +4,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 )
 
 func mustCIDR(t *testing.T, s string) *net.IPNet {
@@ -101,4 +102,33 @@ func TestLockIsExclusive(t *testing.T) {
 		t.Fatalf("lock after release: %v", err)
 	}
 	l2.Release()
+}
+
+func TestCompleteProxy(t *testing.T) {
+	c := validConfig(t)
+	if err := c.Complete(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Proxy.Mode != "auto" || c.Proxy.IPVSScheduler != "rr" || c.Proxy.SyncPeriod.String() != "30s" {
+		t.Errorf("proxy defaults: %+v", c.Proxy)
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(*ProxySettings)
+		want   string
+	}{
+		{"mode", func(p *ProxySettings) { p.Mode = "ebpf" }, "--proxy-mode \"ebpf\": must be auto, ipvs, nftables or iptables"},
+		{"scheduler", func(p *ProxySettings) { p.IPVSScheduler = "mh" }, "--ipvs-scheduler \"mh\""},
+		{"sync", func(p *ProxySettings) { p.SyncPeriod = -time.Second }, "--proxy-sync-period"},
+		{"min sync", func(p *ProxySettings) { p.MinSyncPeriod = time.Hour }, "--proxy-min-sync-period"},
+		{"nodeport addresses", func(p *ProxySettings) { p.NodePortAddresses = []string{"eth0"} }, "--nodeport-addresses \"eth0\""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := validConfig(t)
+			tc.change(&c.Proxy)
+			if err := c.Complete(); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+		})
+	}
 }

@@ -174,6 +174,10 @@ func (s *Server) build(ctx context.Context) error {
 			StopPodsOnExit:      c.StopPodsOnExit,
 			Log:                 s.log.With("component", "containerd"),
 		})
+		// The proxy comes before the kubelet, so Services work when pods start.
+		if px := s.proxyComponent(client); px != nil {
+			comps = append(comps, px)
+		}
 		comps = append(comps,
 			ctrd,
 			kubelet.New(kubelet.Config{
