@@ -283,3 +283,10 @@ func (n *Node) Pid() int {
 	}
 	return n.cmd.Process.Pid
 }
+
+// LockHost waits for this process to hold the host lock, for tests and
+// benchmarks that change the host's networking without running a node.
+func LockHost(tb testing.TB) {
+	tb.Helper()
+	lockHost(tb)
+}

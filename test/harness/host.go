@@ -26,13 +26,15 @@ type Host struct {
 }
 
 var (
-	// Changed by the kubelet and by kubox's pod network.
-	watchedSysctls = []string{"net/ipv4/ip_forward", "vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops"}
+	// Changed by the kubelet, kubox's pod network and the service proxy.
+	watchedSysctls = []string{"net/ipv4/ip_forward", "vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops",
+		"net/bridge/bridge-nf-call-iptables"}
 	// Created by the kubelet outside its root dir.
 	watchedPaths = []string{"/var/lib/kubelet", "/var/log/pods", "/var/log/containers"}
-	// The kubelet's iptables canaries.
-	watchedChains = []string{"KUBE-FIREWALL", "KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT"}
-	cgroupNames   = []string{"kubepods", "kubepods.slice"}
+	// The kubelet's iptables canaries and the service proxy's chains (the
+	// iptables and ipvs modes): every KUBE-* chain.
+	watchedChainPrefix = "KUBE-"
+	cgroupNames        = []string{"kubepods", "kubepods.slice"}
 )
 
 // SnapshotHost records the host state that Restore puts back.
@@ -84,14 +86,19 @@ func (h *Host) Restore(n *Node) []error {
 			}
 		}
 	}
+	// New chains may jump to each other: unlink and flush them all first.
+	var newChains [][]string
 	for c := range iptablesChains() {
 		if !h.chains[c] {
 			parts := strings.Split(c, "/")
+			newChains = append(newChains, parts)
 			removeJumps(parts[0], parts[1], parts[2])
 			_ = exec.Command(parts[0], "-w", "-t", parts[1], "-F", parts[2]).Run()
-			if out, err := exec.Command(parts[0], "-w", "-t", parts[1], "-X", parts[2]).CombinedOutput(); err != nil {
-				errs = append(errs, fmt.Errorf("%s -t %s -X %s: %v: %s", parts[0], parts[1], parts[2], err, out))
-			}
+		}
+	}
+	for _, parts := range newChains {
+		if out, err := exec.Command(parts[0], "-w", "-t", parts[1], "-X", parts[2]).CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("%s -t %s -X %s: %v: %s", parts[0], parts[1], parts[2], err, out))
 		}
 	}
 	for _, p := range watchedPaths {
@@ -255,12 +262,8 @@ func iptablesChains() map[string]bool {
 			}
 			for _, line := range strings.Split(string(out), "\n") {
 				f := strings.Fields(line)
-				if len(f) == 2 && f[0] == "-N" {
-					for _, c := range watchedChains {
-						if f[1] == c {
-							m[bin+"/"+table+"/"+c] = true
-						}
-					}
+				if len(f) == 2 && f[0] == "-N" && strings.HasPrefix(f[1], watchedChainPrefix) {
+					m[bin+"/"+table+"/"+f[1]] = true
 				}
 			}
 		}
