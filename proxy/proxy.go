@@ -146,8 +146,7 @@ type Proxy struct {
 
 	mu       sync.Mutex
 	cancel   context.CancelFunc
-	done     chan struct{} // closed when the sync loop and informers are stopped
-	failed   chan error
+	done     chan struct{} // closed when the sync loop has returned
 	backend  *backend
 	informed []interface{ Shutdown() }
 	events   events.EventBroadcaster
@@ -156,7 +155,7 @@ type Proxy struct {
 // New returns the component for cfg.
 func New(cfg Config) *Proxy {
 	cfg.defaults()
-	return &Proxy{cfg: cfg, failed: make(chan error, 1)}
+	return &Proxy{cfg: cfg}
 }
 
 func (p *Proxy) Name() string { return "proxy" }
@@ -302,9 +301,6 @@ func (p *Proxy) Ready(ctx context.Context) error {
 	}
 	return nil
 }
-
-// Failed never yields: a failing sync is retried by the proxier.
-func (p *Proxy) Failed() <-chan error { return p.failed }
 
 // Synced reports the time of the last successful sync of the rules.
 func (p *Proxy) Synced() time.Time {
