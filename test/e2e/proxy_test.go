@@ -96,11 +96,16 @@ func TestProxyNFTables(t *testing.T) {
 	waitHTTP(t, svcURL, true, "ClusterIP after scaling back to 2")
 	waitPodHTTP(ctx, t, n, "client", svcAddr, true)
 
-	// Deleting the Service removes its rules.
+	// Deleting the Service removes its rules. (The proxier flushes the
+	// Service's chains at once and deletes the empty chains at a later
+	// sync, as upstream does.)
+	if len(serviceRules(nft(t, "list", "table", "ip", "kube-proxy"), "default/web/", clusterIP)) == 0 {
+		t.Fatal("found no rules of the Service before deleting it")
+	}
 	kubectl(ctx, t, n, "delete", "svc", "web")
 	waitFor(t, "the Service's rules to go", func() (bool, string) {
-		rules := nft(t, "list", "table", "ip", "kube-proxy")
-		return !strings.Contains(rules, clusterIP) && !strings.Contains(rules, "default/web"), rules
+		left := serviceRules(nft(t, "list", "table", "ip", "kube-proxy"), "default/web/", clusterIP)
+		return len(left) == 0, strings.Join(left, "\n")
 	})
 
 	// A stop without cleanup leaves the rules (Services of surviving pods
@@ -263,6 +268,28 @@ func nft(t *testing.T, args ...string) string {
 		t.Fatalf("nft %v: %v: %s", args, err, out)
 	}
 	return string(out)
+}
+
+// serviceRules returns the rules of an nft table listing that belong to a
+// Service: those in chains whose name contains chainPart, and any line that
+// names ip.
+func serviceRules(listing, chainPart, ip string) []string {
+	var out []string
+	chain := ""
+	for _, l := range strings.Split(listing, "\n") {
+		l = strings.TrimSpace(l)
+		switch {
+		case strings.HasPrefix(l, "chain ") && strings.HasSuffix(l, "{"):
+			chain = strings.TrimSuffix(strings.TrimPrefix(l, "chain "), " {")
+		case l == "}":
+			chain = ""
+		case strings.Contains(l, ip+" ") || strings.Contains(l, ip+"/") || strings.HasSuffix(l, ip):
+			out = append(out, l)
+		case l != "" && strings.Contains(chain, chainPart):
+			out = append(out, chain+": "+l)
+		}
+	}
+	return out
 }
 
 func nftTableExists(t *testing.T, family, name string) bool {
