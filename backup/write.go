@@ -146,7 +146,7 @@ func newHeader(opts WriteOptions) (Header, error) {
 	if h.NodeName == "" {
 		return Header{}, errors.New("header needs a node name")
 	}
-	h.EtcdDBSize, h.EtcdDBSHA256, h.PKISize, h.PKIFiles = 0, "", 0, 0
+	h.EtcdDBSize, h.EtcdDBBLAKE2b, h.EtcdDBSHA256, h.PKISize, h.PKIFiles = 0, "", "", 0, 0
 	if err := h.checkStrings(); err != nil {
 		return Header{}, err
 	}
@@ -187,7 +187,7 @@ func writeBody(ctx context.Context, f *os.File, start int, db io.Reader, pki []p
 		return 0, err
 	}
 	h.PKIFiles = len(pki)
-	if h.EtcdDBSize, h.EtcdDBSHA256, err = writeDB(ctx, tw, db, mtime); err != nil {
+	if h.EtcdDBSize, h.EtcdDBBLAKE2b, err = writeDB(ctx, tw, db, mtime); err != nil {
 		return 0, err
 	}
 	// The header is final now: bind it into the body.
