@@ -20,6 +20,7 @@ import (
 	"github.com/kubox/kubox/embedded/component"
 	"github.com/kubox/kubox/embedded/containerd"
 	"github.com/kubox/kubox/embedded/controllers"
+	"github.com/kubox/kubox/embedded/csrapprover"
 	"github.com/kubox/kubox/embedded/etcd"
 	"github.com/kubox/kubox/embedded/kubelet"
 	"github.com/kubox/kubox/embedded/network"
@@ -179,11 +180,12 @@ func (s *Server) build(ctx context.Context) error {
 			comps = append(comps, px)
 		}
 		comps = append(comps,
+			csrapprover.New(csrapprover.Config{Client: client, Nodes: s.ownNodes, Log: s.log.With("component", "csr-approver")}),
 			ctrd,
 			kubelet.New(kubelet.Config{
 				NodeName: c.NodeName, NodeIP: c.NodeIP, Port: c.KubeletPort,
 				RootDir: p.Kubelet, ConfigFile: p.KubeletConfig, Kubeconfig: pki.KubeletKubeconfig,
-				ClientCA: pki.ClientCACert, ServingCert: pki.KubeletServingCert, ServingKey: pki.KubeletServingKey,
+				ClientCA:    pki.ClientCACert, // serving cert: requested from the cluster CA, approved by csr-approver
 				CRIEndpoint: ctrd.Endpoint(), ClusterDNS: c.ClusterDNS, ClusterDomain: c.ClusterDomain,
 				Client:           client,
 				CPUManagerPolicy: c.CPUManagerPolicy, ReservedCPUs: c.ReservedCPUs,
@@ -200,6 +202,12 @@ func (s *Server) build(ctx context.Context) error {
 	comps = append(comps, s.certComponent())
 	s.sup = &component.Supervisor{Components: comps, Log: s.log}
 	return nil
+}
+
+// ownNodes are the nodes whose kubelet serving certificates kubox
+// approves: this box.
+func (s *Server) ownNodes() []csrapprover.Node {
+	return []csrapprover.Node{{Name: s.cfg.NodeName, IPs: []net.IP{s.cfg.NodeIP}}}
 }
 
 func adminClient(kubeconfig string) (kubernetes.Interface, error) {
