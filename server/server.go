@@ -13,6 +13,7 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/component-base/metrics/legacyregistry"
 
 	"github.com/kubox/kubox/bootstrap"
 	"github.com/kubox/kubox/embedded/apiserver"
@@ -23,6 +24,7 @@ import (
 	"github.com/kubox/kubox/embedded/csrapprover"
 	"github.com/kubox/kubox/embedded/etcd"
 	"github.com/kubox/kubox/embedded/kubelet"
+	"github.com/kubox/kubox/embedded/metrics"
 	"github.com/kubox/kubox/embedded/network"
 	"github.com/kubox/kubox/embedded/scheduler"
 	"github.com/kubox/kubox/internal/mounts"
@@ -200,6 +202,13 @@ func (s *Server) build(ctx context.Context) error {
 	}
 	comps = append(comps, s.backupComponent(pki, et.ClientURL()))
 	comps = append(comps, s.certComponent())
+	if c.MetricsAddress != "none" && c.MetricsAddress != "" {
+		comps = append(comps, metrics.New(metrics.Config{
+			Address:  c.MetricsAddress,
+			CertFile: pki.APIServerCert, KeyFile: pki.APIServerKey, ClientCAFile: pki.ClientCACert,
+			Gatherer: legacyregistry.DefaultGatherer, Log: s.log.With("component", "metrics"),
+		}))
+	}
 	s.sup = &component.Supervisor{Components: comps, Log: s.log}
 	return nil
 }

@@ -510,6 +510,8 @@ func TestSnapshotSchedule(t *testing.T) {
 	if out, err := n.Kubectl(ctx, "get", "--raw", "/metrics"); err != nil || !strings.Contains(out, `kubox_snapshot_scheduled_total{result="success"}`) {
 		t.Errorf("apiserver /metrics lacks kubox_snapshot_scheduled_total: %v", err)
 	}
+	assertMetricsEndpoint(t, n, "https://127.0.0.1:10259/metrics",
+		`kubox_snapshot_scheduled_total{result="success"}`, `kubox_certificate_expiry_seconds{cert="apiserver"}`)
 	// Every file left is a complete snapshot the key opens.
 	for _, e := range es {
 		mustKubox(t, env, "snapshot", "verify", "--key-file", keyFile, filepath.Join(snapDir, e.File))
