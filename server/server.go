@@ -133,6 +133,10 @@ func (s *Server) build(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("bootstrap PKI: %w", err)
 	}
+	signerCert, err := pki.SignerCertFile()
+	if err != nil {
+		return err
+	}
 	et := etcd.New(etcd.Config{
 		Name: c.NodeName, DataDir: p.Etcd, NodeIP: c.NodeIP,
 		ClientPort: c.EtcdClientPort, PeerPort: c.EtcdPeerPort,
@@ -153,7 +157,7 @@ func (s *Server) build(ctx context.Context) error {
 		et, api,
 		controllers.New(controllers.Config{
 			Kubeconfig: pki.ControllerManagerKubeconfig, ClusterCIDR: c.ClusterCIDR.String(), ServiceCIDR: c.ServiceCIDR.String(),
-			ClusterSigningCert: pki.CACert, ClusterSigningKey: pki.CAKey, RootCA: pki.CACert, SAKey: pki.ServiceAccountKey,
+			ClusterSigningCert: signerCert, ClusterSigningKey: pki.CAKey, RootCA: pki.CACert, SAKey: pki.ServiceAccountKey,
 		}),
 		scheduler.New(scheduler.Config{Kubeconfig: pki.SchedulerKubeconfig}),
 	}
