@@ -48,7 +48,7 @@
 //
 // followed by the tar end-of-archive marker and nothing else.
 //
-// The header carries the db's size and BLAKE2b-256 (SHA-256 in format
+// The header carries the db's size and BLAKE3-256 (SHA-256 in format
 // version 1, which readers still accept), which are known only once the
 // whole etcd stream has gone by, and Write never buffers the stream. So Write
 // reserves room for the header, streams the body, fills the header in, and

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/blake2b"
+	"github.com/zeebo/blake3"
 )
 
 // fixedKeyFile is a test-only key, fixed so that the committed fuzz seeds
@@ -125,7 +125,7 @@ func verifyBytes(data []byte, key *Key) (Header, error) {
 	return readSnapshot(bytes.NewReader(data), key, discard{})
 }
 
-func blake2bHex(b []byte) string {
-	s := blake2b.Sum256(b)
+func blake3Hex(b []byte) string {
+	s := blake3.Sum256(b)
 	return hex.EncodeToString(s[:])
 }
