@@ -200,7 +200,7 @@ aside (<name>.crt.old-<time>), never deleted.
 On a running kubox server, the server re-issues them within seconds and the
 components that reload from files pick them up (see README); otherwise they
 are re-issued here, as the next start would. Names are those of
-'kubox certs check' (apiserver, kubelet-serving, etcd/server, admin, ...).`,
+'kubox certs check' (apiserver, etcd/server, admin, ...).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			full, err := loadServerFlags(cmd, *configFile, "data-dir")
