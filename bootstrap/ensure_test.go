@@ -199,8 +199,8 @@ func TestServingSANs(t *testing.T) {
 		path string
 		want []string
 	}{
-		"etcd server":     {p.EtcdServerCert, []string{"localhost", "127.0.0.1", "::1", "edge-1", "192.168.50.10", "fd00::10"}},
-		"etcd peer":       {p.EtcdPeerCert, []string{"edge-1", "192.168.50.10", "fd00::10", "localhost", "127.0.0.1"}},
+		"etcd server": {p.EtcdServerCert, []string{"localhost", "127.0.0.1", "::1", "edge-1", "192.168.50.10", "fd00::10"}},
+		"etcd peer":   {p.EtcdPeerCert, []string{"edge-1", "192.168.50.10", "fd00::10", "localhost", "127.0.0.1"}},
 	}
 	for name, c := range cases {
 		cert := readCert(t, c.path)
