@@ -3,7 +3,6 @@ package backup
 import (
 	"archive/tar"
 	"bytes"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"hash"
@@ -18,7 +17,7 @@ func readArchive(r io.Reader, prefix []byte, h Header, s sink) error {
 	cr := &countingReader{r: r}
 	tr := tar.NewReader(cr)
 	names := newPKINames()
-	dbHash := sha256.New()
+	dbHash, wantDB := h.dbDigest()
 	var (
 		pkiFiles, parts int
 		pkiSize, dbSize int64
@@ -105,8 +104,8 @@ func readArchive(r io.Reader, prefix []byte, h Header, s sink) error {
 		return mismatchf("PKI has %d files and %d bytes, header says %d and %d", pkiFiles, pkiSize, h.PKIFiles, h.PKISize)
 	case dbSize != h.EtcdDBSize:
 		return mismatchf("etcd db has %d bytes, header says %d", dbSize, h.EtcdDBSize)
-	case hex.EncodeToString(dbHash.Sum(nil)) != h.EtcdDBSHA256:
-		return mismatchf("etcd db SHA-256 differs from the header's")
+	case hex.EncodeToString(dbHash.Sum(nil)) != wantDB:
+		return mismatchf("etcd db digest differs from the header's")
 	}
 	return nil
 }

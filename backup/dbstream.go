@@ -3,23 +3,24 @@ package backup
 import (
 	"archive/tar"
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"sync"
 	"time"
+
+	"github.com/zeebo/blake3"
 )
 
 // writeDB copies the etcd stream into numbered parts of dbPartSize and
-// returns its size and hex SHA-256. Reading the next part (waiting on etcd),
+// returns its size and hex BLAKE3-256. Reading the next part (waiting on etcd),
 // hashing and compressing run at the same time, so a snapshot costs about
 // the slowest of the three rather than their sum; memory stays at two parts.
 func writeDB(ctx context.Context, tw *tar.Writer, db io.Reader, mtime time.Time) (int64, string, error) {
 	parts, stop := readParts(db)
 	defer stop()
-	hash := sha256.New()
+	hash := blake3.New()
 	var total int64
 	for part := 0; ; part++ {
 		var p dbPart

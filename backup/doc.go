@@ -29,7 +29,7 @@
 //
 //	offset  size  content
 //	0       9     magic "KUBOXSNAP"
-//	9       1     format version, 1
+//	9       1     format version, 2 (1 is still read)
 //	10      4     header length N, big-endian uint32, at most 64 KiB
 //	14      N     header: a JSON object (see Header), padded with spaces
 //	14+N    ...   body
@@ -48,7 +48,8 @@
 //
 // followed by the tar end-of-archive marker and nothing else.
 //
-// The header carries the db's size and SHA-256, which are known only once the
+// The header carries the db's size and BLAKE3-256 (SHA-256 in format
+// version 1, which readers still accept), which are known only once the
 // whole etcd stream has gone by, and Write never buffers the stream. So Write
 // reserves room for the header, streams the body, fills the header in, and
 // ends the body with the digest of the final header bytes (magic, version,
@@ -57,7 +58,7 @@
 // authenticates the body in 64 KiB chunks with a marked final chunk, so bit
 // flips, reordering and truncation of the body are detected; the reader also
 // insists on the tar end marker, the end of the zstd stream, the part
-// numbering, and the sizes and SHA-256 recorded in the header.
+// numbering, and the sizes and digest recorded in the header.
 //
 // The etcd db is split into parts because a tar entry must declare its size
 // before its data, and the size of etcd's snapshot stream is not known in

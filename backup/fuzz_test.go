@@ -80,10 +80,11 @@ func TestWriteFuzzSeeds(t *testing.T) {
 }
 
 // TestCommittedSeedsStillRead keeps the committed valid seeds readable: they
-// are files made by an earlier build, so this is also a format
-// compatibility check.
+// are files made by earlier builds (v1-*: format version 1, with SHA-256),
+// so this is also a format compatibility check.
 func TestCommittedSeedsStillRead(t *testing.T) {
-	for name, key := range map[string]*Key{"valid-encrypted": fixedKey(t), "valid-plaintext": nil} {
+	for name, key := range map[string]*Key{"valid-encrypted": fixedKey(t), "valid-plaintext": nil,
+		"v1-valid-encrypted": fixedKey(t), "v1-valid-plaintext": nil} {
 		raw, err := os.ReadFile(filepath.Join("testdata", "fuzz", "FuzzReadSnapshot", name))
 		if err != nil {
 			t.Fatal(err)

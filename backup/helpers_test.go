@@ -3,11 +3,14 @@ package backup
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/zeebo/blake3"
 )
 
 // fixedKeyFile is a test-only key, fixed so that the committed fuzz seeds
@@ -120,4 +123,9 @@ func smallSnapshot(t testing.TB, key *Key) []byte {
 // verifyBytes runs the reader on data, as Verify does on a file.
 func verifyBytes(data []byte, key *Key) (Header, error) {
 	return readSnapshot(bytes.NewReader(data), key, discard{})
+}
+
+func blake3Hex(b []byte) string {
+	s := blake3.Sum256(b)
+	return hex.EncodeToString(s[:])
 }

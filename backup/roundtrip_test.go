@@ -43,7 +43,7 @@ func TestRoundTrip(t *testing.T) {
 	}
 	h := e.Header
 	if h.FormatVersion != FormatVersion || h.Encryption != EncryptionAge || h.Recipient != key.Recipient() ||
-		h.EtcdDBSize != int64(len(db)) || h.EtcdDBSHA256 != hexSum(db) || h.PKISize != pkiSize ||
+		h.EtcdDBSize != int64(len(db)) || h.EtcdDBBLAKE3 != blake3Hex(db) || h.EtcdDBSHA256 != "" || h.PKISize != pkiSize ||
 		h.PKIFiles != len(content) || h.EtcdRevision != 12345 || h.Name != "before-upgrade" {
 		t.Errorf("header not filled in as expected: %+v", h)
 	}

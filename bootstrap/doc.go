@@ -21,7 +21,6 @@
 //	front-proxy-client.crt, front-proxy-client.key   CN front-proxy-client
 //	apiserver.crt, apiserver.key                     apiserver serving cert
 //	apiserver-kubelet-client.crt, .key               apiserver -> kubelet client cert
-//	kubelet-serving.crt, kubelet-serving.key         kubelet serving cert
 //	kubelet-client.crt, kubelet-client.key           CN system:node:<node name>
 //	controller-manager.crt, controller-manager.key   CN system:kube-controller-manager
 //	scheduler.crt, scheduler.key                     CN system:kube-scheduler

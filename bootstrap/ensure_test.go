@@ -111,7 +111,6 @@ func TestCAsAndLeaves(t *testing.T) {
 		org                 []string
 	}{
 		{"apiserver", p.APIServerCert, p.APIServerKey, p.CACert, []x509.ExtKeyUsage{server}, "kube-apiserver", nil},
-		{"kubelet serving", p.KubeletServingCert, p.KubeletServingKey, p.CACert, []x509.ExtKeyUsage{server}, "system:node:edge-1", []string{"system:nodes"}},
 		{"etcd server", p.EtcdServerCert, p.EtcdServerKey, p.EtcdServerCACert, []x509.ExtKeyUsage{server, client}, "edge-1", nil},
 		{"etcd peer", p.EtcdPeerCert, p.EtcdPeerKey, p.EtcdPeerCACert, []x509.ExtKeyUsage{server, client}, "edge-1", nil},
 		{"etcd client", p.EtcdClientCert, p.EtcdClientKey, p.EtcdServerCACert, []x509.ExtKeyUsage{client}, "kube-apiserver-etcd-client", nil},
@@ -200,9 +199,8 @@ func TestServingSANs(t *testing.T) {
 		path string
 		want []string
 	}{
-		"etcd server":     {p.EtcdServerCert, []string{"localhost", "127.0.0.1", "::1", "edge-1", "192.168.50.10", "fd00::10"}},
-		"etcd peer":       {p.EtcdPeerCert, []string{"edge-1", "192.168.50.10", "fd00::10", "localhost", "127.0.0.1"}},
-		"kubelet serving": {p.KubeletServingCert, []string{"edge-1", "192.168.50.10", "fd00::10", "localhost", "127.0.0.1"}},
+		"etcd server": {p.EtcdServerCert, []string{"localhost", "127.0.0.1", "::1", "edge-1", "192.168.50.10", "fd00::10"}},
+		"etcd peer":   {p.EtcdPeerCert, []string{"edge-1", "192.168.50.10", "fd00::10", "localhost", "127.0.0.1"}},
 	}
 	for name, c := range cases {
 		cert := readCert(t, c.path)
@@ -230,7 +228,7 @@ func TestSecondEnsureChangesNothing(t *testing.T) {
 	cfg := testConfig(t)
 	mustEnsure(t, cfg)
 	before := snapshot(t, cfg.Dir, cfg.KubeconfigDir, cfg.AdminKubeconfigPath)
-	if len(before) < 40 {
+	if len(before) < 38 {
 		t.Fatalf("only %d files after Ensure", len(before))
 	}
 
@@ -316,7 +314,7 @@ func TestNodeIPChangeReissuesServingCerts(t *testing.T) {
 
 	serving := map[string]string{
 		p.APIServerCert: p.APIServerKey, p.EtcdServerCert: p.EtcdServerKey,
-		p.EtcdPeerCert: p.EtcdPeerKey, p.KubeletServingCert: p.KubeletServingKey,
+		p.EtcdPeerCert: p.EtcdPeerKey,
 	}
 	suffix := ".old-" + strconv.FormatInt(later.Unix(), 10)
 	for crt, key := range serving {
@@ -516,7 +514,7 @@ func TestCerts(t *testing.T) {
 	}
 	want := []string{"admin", "apiserver", "apiserver-kubelet-client", "ca", "client-ca", "controller-manager",
 		"etcd/client", "etcd/peer", "etcd/peer-ca", "etcd/server", "etcd/server-ca", "front-proxy-client",
-		"kubelet-client", "kubelet-serving", "request-header-ca", "scheduler"}
+		"kubelet-client", "request-header-ca", "scheduler"}
 	if !slices.Equal(names, want) {
 		t.Fatalf("Certs names = %v, want %v", names, want)
 	}

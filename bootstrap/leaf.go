@@ -95,6 +95,9 @@ func ensureLeaf(ctx context.Context, l leaf, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("issue %s certificate: %w", l.name, err)
 	}
+	if certPEM, err = transitionChain(l.ca, certPEM); err != nil {
+		return fmt.Errorf("issue %s certificate: %w", l.name, err)
+	}
 	if err := fsutil.WriteFileNew(l.certPath, certPEM, modeCert); err != nil {
 		return fmt.Errorf("issue %s certificate: %w", l.name, err)
 	}

@@ -13,7 +13,7 @@ import (
 type PKI struct {
 	Dir string
 
-	CACert, CAKey                                         string // cluster CA: signs serving certs (apiserver, kubelet serving)
+	CACert, CAKey                                         string // cluster CA: signs serving certs (apiserver; kubelets' via the controller-manager)
 	ClientCACert, ClientCAKey                             string // client CA: signs every client cert
 	RequestHeaderCACert, RequestHeaderCAKey               string
 	FrontProxyClientCert, FrontProxyClientKey             string // CN front-proxy-client, signed by request-header CA
@@ -25,7 +25,6 @@ type PKI struct {
 	ServiceAccountKey, ServiceAccountPub                  string // ECDSA P-256 key pair (PEM) for service-account tokens
 	APIServerCert, APIServerKey                           string // apiserver serving cert
 	APIServerKubeletClientCert, APIServerKubeletClientKey string // CN kube-apiserver-kubelet-client, O system:masters
-	KubeletServingCert, KubeletServingKey                 string // signed by cluster CA; SANs node name + node IPs + localhost/127.0.0.1
 	KubeletClientCert, KubeletClientKey                   string // CN system:node:<NodeName>, O system:nodes
 	ControllerManagerCert, ControllerManagerKey           string // CN system:kube-controller-manager
 	SchedulerCert, SchedulerKey                           string // CN system:kube-scheduler
@@ -59,7 +58,6 @@ func layout(dir, kubeconfigDir string) *PKI {
 		ServiceAccountKey: f("sa.key"), ServiceAccountPub: f("sa.pub"),
 		APIServerCert: f("apiserver.crt"), APIServerKey: f("apiserver.key"),
 		APIServerKubeletClientCert: f("apiserver-kubelet-client.crt"), APIServerKubeletClientKey: f("apiserver-kubelet-client.key"),
-		KubeletServingCert: f("kubelet-serving.crt"), KubeletServingKey: f("kubelet-serving.key"),
 		KubeletClientCert: f("kubelet-client.crt"), KubeletClientKey: f("kubelet-client.key"),
 		ControllerManagerCert: f("controller-manager.crt"), ControllerManagerKey: f("controller-manager.key"),
 		SchedulerCert: f("scheduler.crt"), SchedulerKey: f("scheduler.key"),
@@ -99,6 +97,9 @@ func Ensure(ctx context.Context, cfg Config) (*PKI, error) {
 
 	cas, err := p.ensureAuthorities(ctx, now)
 	if err != nil {
+		return nil, err
+	}
+	if err := p.retireKubeletServing(ctx, now); err != nil {
 		return nil, err
 	}
 

@@ -23,7 +23,7 @@ import (
 // one is missing, the next Ensure re-issues that leaf.
 func (p *PKI) LeafCertFiles() []string {
 	return []string{
-		p.APIServerCert, p.APIServerKey, p.KubeletServingCert, p.KubeletServingKey,
+		p.APIServerCert, p.APIServerKey,
 		p.EtcdServerCert, p.EtcdServerKey, p.EtcdPeerCert, p.EtcdPeerKey, p.EtcdClientCert, p.EtcdClientKey,
 		p.FrontProxyClientCert, p.FrontProxyClientKey, p.APIServerKubeletClientCert, p.APIServerKubeletClientKey,
 		p.KubeletClientCert, p.KubeletClientKey, p.ControllerManagerCert, p.ControllerManagerKey,

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -35,14 +37,14 @@ func TestShortLifetimeRenewal(t *testing.T) {
 	// Two minutes on, less than a third (66s) is left: every leaf renews,
 	// no CA does, and the kubeconfigs carry the new client certs.
 	now = now.Add(2*time.Minute + 10*time.Second)
-	if d := Due(certs, now); len(d) != 11 {
-		t.Fatalf("due after 2m10s: %d leaves, want 11", len(d))
+	if d := Due(certs, now); len(d) != 10 {
+		t.Fatalf("due after 2m10s: %d leaves, want 10", len(d))
 	}
 	_, renewed, err := Renew(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(renewed) != 11 || slices.Contains(renewed, "ca") {
+	if len(renewed) != 10 || slices.Contains(renewed, "ca") {
 		t.Fatalf("renewed %v", renewed)
 	}
 	after, _ := p.Certs()
@@ -95,4 +97,22 @@ func certByName(t *testing.T, certs []CertInfo, name string) CertInfo {
 	}
 	t.Fatalf("no certificate %q", name)
 	return CertInfo{}
+}
+
+// TestRetireKubeletServing: a kubelet serving cert of an earlier kubox is
+// moved aside (kept), not left to expire unrenewed.
+func TestRetireKubeletServing(t *testing.T) {
+	cfg := testConfig(t)
+	p := mustEnsure(t, cfg)
+	stale := filepath.Join(p.Dir, "kubelet-serving.crt")
+	if err := os.WriteFile(stale, []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustEnsure(t, cfg)
+	if _, err := os.Stat(stale); err == nil {
+		t.Error("kubelet-serving.crt still in place")
+	}
+	if old := oldFiles(t, p.Dir); len(old) != 1 || !strings.HasPrefix(filepath.Base(old[0]), "kubelet-serving.crt.old-") {
+		t.Errorf("moved aside: %v", old)
+	}
 }

@@ -38,10 +38,6 @@ func (p *PKI) leaves(cfg Config, cas *authorities) ([]leaf, error) {
 	return []leaf{
 		{name: "apiserver", ca: cas.cluster, certPath: p.APIServerCert, keyPath: p.APIServerKey, spec: certSpec{
 			commonName: "kube-apiserver", dnsNames: dedupNames(apiDNS), ips: dedupIPs(apiIPs), usages: server}},
-		{name: "kubelet serving", ca: cas.cluster, certPath: p.KubeletServingCert, keyPath: p.KubeletServingKey, spec: certSpec{
-			commonName: nodeSubject, organization: []string{"system:nodes"},
-			dnsNames: dedupNames([]string{node, "localhost"}),
-			ips:      dedupIPs(append(slices.Clone(cfg.NodeIPs), loopback4)), usages: server}},
 		// etcd's gRPC gateway dials the server with the server's own cert, so
 		// the server cert needs client auth too (as kubeadm issues it).
 		{name: "etcd server", ca: cas.etcdServer, certPath: p.EtcdServerCert, keyPath: p.EtcdServerKey, spec: certSpec{

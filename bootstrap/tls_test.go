@@ -37,7 +37,6 @@ func TestMutualTLS(t *testing.T) {
 	}{
 		{"kubectl -> apiserver", p.APIServerCert, p.APIServerKey, p.ClientCACert, p.AdminCert, p.AdminKey, p.CACert, "kubernetes.default.svc"},
 		{"kubelet -> apiserver by node IP", p.APIServerCert, p.APIServerKey, p.ClientCACert, p.KubeletClientCert, p.KubeletClientKey, p.CACert, "192.168.50.10"},
-		{"apiserver -> kubelet", p.KubeletServingCert, p.KubeletServingKey, p.ClientCACert, p.APIServerKubeletClientCert, p.APIServerKubeletClientKey, p.CACert, "edge-1"},
 		{"apiserver -> etcd", p.EtcdServerCert, p.EtcdServerKey, p.EtcdServerCACert, p.EtcdClientCert, p.EtcdClientKey, p.EtcdServerCACert, "127.0.0.1"},
 		{"etcd gateway -> etcd", p.EtcdServerCert, p.EtcdServerKey, p.EtcdServerCACert, p.EtcdServerCert, p.EtcdServerKey, p.EtcdServerCACert, "localhost"},
 		{"etcd peer -> etcd peer", p.EtcdPeerCert, p.EtcdPeerKey, p.EtcdPeerCACert, p.EtcdPeerCert, p.EtcdPeerKey, p.EtcdPeerCACert, "192.168.50.10"},

@@ -120,13 +120,14 @@ func newCertsCommand() *cobra.Command {
 
 A running kubox server renews every leaf certificate by itself once less
 than a third of its lifetime is left (it looks at start and every
---cert-check-interval, default 1h). CAs (10 years) are not rotated.
+--cert-check-interval, default 1h). CAs (10 years) are rotated only on
+request, with rotate-ca.
 The data dir comes from --data-dir, else from ` + defaultConfigFile + `.`,
 	}
 	pf := cmd.PersistentFlags()
 	pf.StringVarP(&configFile, "config", "c", defaultConfigFile, "kubox config file (YAML; the keys of 'kubox server')")
 	pf.String("data-dir", "/var/lib/kubox", "kubox data dir")
-	cmd.AddCommand(newCertsCheckCommand(&configFile), newCertsRotateCommand(&configFile))
+	cmd.AddCommand(newCertsCheckCommand(&configFile), newCertsRotateCommand(&configFile), newCertsRotateCACommand(&configFile))
 	return cmd
 }
 
@@ -199,7 +200,7 @@ aside (<name>.crt.old-<time>), never deleted.
 On a running kubox server, the server re-issues them within seconds and the
 components that reload from files pick them up (see README); otherwise they
 are re-issued here, as the next start would. Names are those of
-'kubox certs check' (apiserver, kubelet-serving, etcd/server, admin, ...).`,
+'kubox certs check' (apiserver, etcd/server, admin, ...).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			full, err := loadServerFlags(cmd, *configFile, "data-dir")

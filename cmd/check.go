@@ -108,6 +108,11 @@ Ports and the data dir come from the flags, else from the config file
 			if !f.disableAgent {
 				cfg.Ports = append(cfg.Ports, hostcheck.Port{Port: f.kubeletPort, What: "kubelet", Flag: "--kubelet-port"})
 			}
+			if host, port, err := net.SplitHostPort(f.metricsAddress); err == nil {
+				if n, err := strconv.Atoi(port); err == nil && n != 0 {
+					cfg.Ports = append(cfg.Ports, hostcheck.Port{Host: host, Port: n, What: "kubox metrics", Flag: "--metrics-address"})
+				}
+			}
 			results := hostcheck.Run(cfg)
 			results = append(results, certExpiryCheck(filepath.Join(f.dataDir, "pki")))
 			if output == "json" {

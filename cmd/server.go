@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/kubox/kubox/embedded/kubelet"
+	"github.com/kubox/kubox/embedded/metrics"
 	"github.com/kubox/kubox/internal/configfile"
 	"github.com/kubox/kubox/server"
 )
@@ -33,6 +34,7 @@ type serverFlags struct {
 	cpuManagerPolicy, reservedCPUs                       string
 	systemReserved, kubeReserved                         string
 	certCheckInterval, testLeafCertLifetime              time.Duration
+	metricsAddress                                       string
 }
 
 func (f *serverFlags) register(fs *pflag.FlagSet) {
@@ -60,6 +62,7 @@ func (f *serverFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.certCheckInterval, "cert-check-interval", server.DefaultCertCheckInterval, "how often to look for certificates to renew (also at start)")
 	fs.DurationVar(&f.testLeafCertLifetime, "test-leaf-cert-lifetime", 0, "for tests: lifetime of newly issued leaf certificates (default one year)")
 	_ = fs.MarkHidden("test-leaf-cert-lifetime")
+	fs.StringVar(&f.metricsAddress, "metrics-address", metrics.DefaultAddress, "host:port of kubox's metrics endpoint (HTTPS, client certificate from the cluster's client CA required); none turns it off")
 }
 
 // config turns the raw values into a server.Config, with one-line errors.
@@ -76,6 +79,12 @@ func (f *serverFlags) config() (server.Config, error) {
 	var err error
 	c.CPUManagerPolicy, c.ReservedCPUs = f.cpuManagerPolicy, f.reservedCPUs
 	c.CertCheckInterval, c.LeafCertLifetime = f.certCheckInterval, f.testLeafCertLifetime
+	c.MetricsAddress = f.metricsAddress
+	if c.MetricsAddress != "none" {
+		if _, port, err := net.SplitHostPort(c.MetricsAddress); err != nil || port == "" {
+			return c, fmt.Errorf("--metrics-address %q: want host:port such as %s, or none", c.MetricsAddress, metrics.DefaultAddress)
+		}
+	}
 	if err := kubelet.CheckPolicy(c.CPUManagerPolicy); err != nil {
 		return c, err
 	}

@@ -56,7 +56,8 @@ var registerCertMetrics sync.Once
 // rotate`). What picks the new files up:
 //   - apiserver serving cert and front-proxy client cert: the apiserver
 //     watches those files and reloads them;
-//   - kubelet serving cert: the kubelet reloads it (ReloadKubeletServerCertificateFile, on by default);
+//   - the kubelet's serving cert is not kubox's: the kubelet requests and
+//     renews it through a CSR (see embedded/csrapprover);
 //   - etcd server/peer certs and the apiserver's etcd client cert: etcd's TLS
 //     config reads the files on every new handshake;
 //   - the admin kubeconfig (and its copy) is rewritten; kubectl reads it per run;

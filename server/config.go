@@ -48,6 +48,9 @@ type Config struct {
 	// short lifetime for the leaves it issues (0 = one year).
 	CertCheckInterval time.Duration
 	LeafCertLifetime  time.Duration
+	// MetricsAddress is host:port of kubox's own metrics endpoint (TLS,
+	// client certs from the client CA); "none" turns it off.
+	MetricsAddress string
 
 	// CPU manager and reserved resources (see embedded/kubelet): policy
 	// "none" (default) or "static"; ReservedCPUs is a cpuset such as "0"

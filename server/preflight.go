@@ -58,6 +58,11 @@ func (c *Config) ports() []port {
 	if !c.DisableAgent {
 		ps = append(ps, port{"", "kubelet", "--kubelet-port", c.KubeletPort})
 	}
+	if host, p, err := net.SplitHostPort(c.MetricsAddress); err == nil {
+		if n, err := strconv.Atoi(p); err == nil && n != 0 {
+			ps = append(ps, port{host, "kubox metrics", "--metrics-address", n})
+		}
+	}
 	return ps
 }
 

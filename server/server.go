@@ -13,6 +13,7 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/component-base/metrics/legacyregistry"
 
 	"github.com/kubox/kubox/bootstrap"
 	"github.com/kubox/kubox/embedded/apiserver"
@@ -20,8 +21,10 @@ import (
 	"github.com/kubox/kubox/embedded/component"
 	"github.com/kubox/kubox/embedded/containerd"
 	"github.com/kubox/kubox/embedded/controllers"
+	"github.com/kubox/kubox/embedded/csrapprover"
 	"github.com/kubox/kubox/embedded/etcd"
 	"github.com/kubox/kubox/embedded/kubelet"
+	"github.com/kubox/kubox/embedded/metrics"
 	"github.com/kubox/kubox/embedded/network"
 	"github.com/kubox/kubox/embedded/scheduler"
 	"github.com/kubox/kubox/internal/mounts"
@@ -130,6 +133,10 @@ func (s *Server) build(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("bootstrap PKI: %w", err)
 	}
+	signerCert, err := pki.SignerCertFile()
+	if err != nil {
+		return err
+	}
 	et := etcd.New(etcd.Config{
 		Name: c.NodeName, DataDir: p.Etcd, NodeIP: c.NodeIP,
 		ClientPort: c.EtcdClientPort, PeerPort: c.EtcdPeerPort,
@@ -150,7 +157,7 @@ func (s *Server) build(ctx context.Context) error {
 		et, api,
 		controllers.New(controllers.Config{
 			Kubeconfig: pki.ControllerManagerKubeconfig, ClusterCIDR: c.ClusterCIDR.String(), ServiceCIDR: c.ServiceCIDR.String(),
-			ClusterSigningCert: pki.CACert, ClusterSigningKey: pki.CAKey, RootCA: pki.CACert, SAKey: pki.ServiceAccountKey,
+			ClusterSigningCert: signerCert, ClusterSigningKey: pki.CAKey, RootCA: pki.CACert, SAKey: pki.ServiceAccountKey,
 		}),
 		scheduler.New(scheduler.Config{Kubeconfig: pki.SchedulerKubeconfig}),
 	}
@@ -179,11 +186,12 @@ func (s *Server) build(ctx context.Context) error {
 			comps = append(comps, px)
 		}
 		comps = append(comps,
+			csrapprover.New(csrapprover.Config{Client: client, Nodes: s.ownNodes, Log: s.log.With("component", "csr-approver")}),
 			ctrd,
 			kubelet.New(kubelet.Config{
 				NodeName: c.NodeName, NodeIP: c.NodeIP, Port: c.KubeletPort,
 				RootDir: p.Kubelet, ConfigFile: p.KubeletConfig, Kubeconfig: pki.KubeletKubeconfig,
-				ClientCA: pki.ClientCACert, ServingCert: pki.KubeletServingCert, ServingKey: pki.KubeletServingKey,
+				ClientCA:    pki.ClientCACert, // serving cert: requested from the cluster CA, approved by csr-approver
 				CRIEndpoint: ctrd.Endpoint(), ClusterDNS: c.ClusterDNS, ClusterDomain: c.ClusterDomain,
 				Client:           client,
 				CPUManagerPolicy: c.CPUManagerPolicy, ReservedCPUs: c.ReservedCPUs,
@@ -198,8 +206,21 @@ func (s *Server) build(ctx context.Context) error {
 	}
 	comps = append(comps, s.backupComponent(pki, et.ClientURL()))
 	comps = append(comps, s.certComponent())
+	if c.MetricsAddress != "none" && c.MetricsAddress != "" {
+		comps = append(comps, metrics.New(metrics.Config{
+			Address:  c.MetricsAddress,
+			CertFile: pki.APIServerCert, KeyFile: pki.APIServerKey, ClientCAFile: pki.ClientCACert,
+			Gatherer: legacyregistry.DefaultGatherer, Log: s.log.With("component", "metrics"),
+		}))
+	}
 	s.sup = &component.Supervisor{Components: comps, Log: s.log}
 	return nil
+}
+
+// ownNodes are the nodes whose kubelet serving certificates kubox
+// approves: this box.
+func (s *Server) ownNodes() []csrapprover.Node {
+	return []csrapprover.Node{{Name: s.cfg.NodeName, IPs: []net.IP{s.cfg.NodeIP}}}
 }
 
 func adminClient(kubeconfig string) (kubernetes.Interface, error) {

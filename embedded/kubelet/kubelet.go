@@ -30,13 +30,17 @@ import (
 
 // Config holds what kubox decides for the kubelet.
 type Config struct {
-	NodeName      string
-	NodeIP        net.IP
-	Port          int    // kubelet API (TLS); default 10250
-	RootDir       string // the kubelet's --root-dir
-	ConfigFile    string // where kubox writes the KubeletConfiguration
-	Kubeconfig    string
-	ClientCA      string // verifies clients of the kubelet API (the apiserver)
+	NodeName   string
+	NodeIP     net.IP
+	Port       int    // kubelet API (TLS); default 10250
+	RootDir    string // the kubelet's --root-dir
+	ConfigFile string // where kubox writes the KubeletConfiguration
+	Kubeconfig string
+	ClientCA   string // verifies clients of the kubelet API (the apiserver)
+	// ServingCert and ServingKey are the kubelet's serving certificate
+	// files. Empty: the kubelet requests its serving certificate from the
+	// cluster CA with a CertificateSigningRequest (serverTLSBootstrap),
+	// keeps it in <RootDir>/pki and renews it itself; Ready then waits for it.
 	ServingCert   string
 	ServingKey    string
 	CRIEndpoint   string // unix:///run/kubox/containerd/containerd.sock
@@ -92,8 +96,8 @@ func (k *Kubelet) Configuration() *kubeletv1beta1.KubeletConfiguration {
 		ClusterDomain:            k.cfg.ClusterDomain,
 		TLSCertFile:              k.cfg.ServingCert,
 		TLSPrivateKeyFile:        k.cfg.ServingKey,
-		RotateCertificates:       false, // kubox issues and renews the kubelet's certificates
-		ServerTLSBootstrap:       false,
+		RotateCertificates:       false, // kubox issues and renews the kubelet's client certificate
+		ServerTLSBootstrap:       k.cfg.ServingCert == "",
 		StaticPodPath:            "",
 	}
 	if k.cfg.ClusterDNS != nil {
@@ -154,16 +158,37 @@ func (k *Kubelet) Start(ctx context.Context) error {
 	return nil
 }
 
-// Ready waits for the kubelet to register its Node.
+// ServingCertFile is where the kubelet keeps the serving certificate it
+// got through a CertificateSigningRequest.
+func (k *Kubelet) ServingCertFile() string {
+	return filepath.Join(k.cfg.RootDir, "pki", "kubelet-server-current.pem")
+}
+
+// Ready waits for the kubelet to register its Node and, with a requested
+// serving certificate, for that certificate: until then the kubelet
+// cannot serve kubectl logs/exec.
 func (k *Kubelet) Ready(ctx context.Context) error {
 	for {
 		_, err := k.cfg.Client.CoreV1().Nodes().Get(ctx, k.cfg.NodeName, metav1.GetOptions{})
 		if err == nil {
-			return nil
+			break
 		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("node %s not registered: %w", k.cfg.NodeName, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if k.cfg.ServingCert != "" {
+		return nil
+	}
+	for {
+		if _, err := os.Stat(k.ServingCertFile()); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("kubelet has no serving certificate (its CertificateSigningRequest was not approved and signed; see kubectl get csr): %w", ctx.Err())
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -101,6 +101,7 @@ func TestSingleNode(t *testing.T) {
 	if _, err := n.Kubectl(ctx, "logs", "deploy/web"); err != nil {
 		t.Errorf("kubectl logs: %v", err)
 	}
+	assertKubeletServingCSR(ctx, t, n)
 
 	took, err := n.Stop(30 * time.Second)
 	if err != nil {

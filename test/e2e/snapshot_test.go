@@ -18,6 +18,12 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
 	"github.com/kubox/kubox/test/harness"
 )
 
@@ -53,13 +59,53 @@ func mustKubox(t *testing.T, env harness.Env, args ...string) string {
 	return out
 }
 
-// configMapsYAML renders ConfigMaps named prefix-<i> for i in [from, to).
-func configMapsYAML(prefix string, from, to int) string {
-	var b strings.Builder
-	for i := from; i < to; i++ {
-		fmt.Fprintf(&b, "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: %s-%03d\n  namespace: default\n  labels: {kubox-e2e: snapshot}\ndata:\n  v: \"%s %d\"\n", prefix, i, snapMarker, i)
+// snapConfigMaps is how many ConfigMaps the snapshot holds.
+const snapConfigMaps = 500
+
+// createConfigMaps creates ConfigMaps named prefix-<i> for i in [from, to)
+// with client-go, several at a time (a kubectl apply of 500 takes long).
+func createConfigMaps(ctx context.Context, t *testing.T, n *harness.Node, prefix string, from, to int) {
+	t.Helper()
+	rc, err := clientcmd.BuildConfigFromFlags("", n.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return b.String()
+	rc.QPS, rc.Burst = 200, 400
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g errgroup.Group
+	g.SetLimit(8)
+	for i := from; i < to; i++ {
+		cm := &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-%03d", prefix, i), Labels: map[string]string{"kubox-e2e": "snapshot"}},
+			Data:       map[string]string{"v": fmt.Sprintf("%s %d", snapMarker, i)},
+		}
+		g.Go(func() error {
+			_, err := cs.CoreV1().ConfigMaps("default").Create(ctx, cm, metav1.CreateOptions{})
+			if err != nil {
+				return fmt.Errorf("create ConfigMap %s: %w", cm.Name, err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// firstDiff names the first name in only one of two sorted lists.
+func firstDiff(got, want []string) string {
+	for i := 0; i < len(got) || i < len(want); i++ {
+		switch {
+		case i >= len(got):
+			return "missing " + want[i]
+		case i >= len(want) || got[i] != want[i]:
+			return "unexpected " + got[i]
+		}
+	}
+	return "none"
 }
 
 func applyYAML(ctx context.Context, t *testing.T, n *harness.Node, name, yaml string) {
@@ -197,13 +243,15 @@ func TestSnapshotRestore(t *testing.T) {
 	}
 	applyYAML(ctx, t, n1, "web.yaml", webDeployment)
 	waitWebPods(ctx, t, n1, 2, time.Time{})
-	applyYAML(ctx, t, n1, "cms-a.yaml", configMapsYAML("cm", 0, 50))
+	begin := time.Now()
+	createConfigMaps(ctx, t, n1, "cm", 0, snapConfigMaps)
+	t.Logf("created %d ConfigMaps in %s", snapConfigMaps, time.Since(begin).Round(time.Millisecond))
 	if _, err := n1.Kubectl(ctx, "create", "secret", "generic", snapSecretName, "--from-literal=k="+snapMarker); err != nil {
 		t.Fatal(err)
 	}
 	want := configMapNames(ctx, t, n1)
-	if len(want) != 50 {
-		t.Fatalf("created 50 ConfigMaps, listed %d", len(want))
+	if len(want) != snapConfigMaps {
+		t.Fatalf("created %d ConfigMaps, listed %d", snapConfigMaps, len(want))
 	}
 
 	out = mustKubox(t, env, append([]string{"snapshot", "save", "--name", "e2e", "-o", "json"}, snapArgs...)...)
@@ -242,14 +290,14 @@ func TestSnapshotRestore(t *testing.T) {
 	}
 
 	// Changes after the snapshot, which the restore must not bring back.
-	applyYAML(ctx, t, n1, "cms-b.yaml", configMapsYAML("late", 0, 10))
+	createConfigMaps(ctx, t, n1, "late", 0, 10)
 	for i := 0; i < 5; i++ {
 		if _, err := n1.Kubectl(ctx, "delete", "configmap", fmt.Sprintf("cm-%03d", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if got := configMapNames(ctx, t, n1); len(got) != 55 {
-		t.Fatalf("after changes: %d ConfigMaps, want 55", len(got))
+	if got := configMapNames(ctx, t, n1); len(got) != snapConfigMaps+5 {
+		t.Fatalf("after changes: %d ConfigMaps, want %d", len(got), snapConfigMaps+5)
 	}
 	if _, err := n1.Stop(30 * time.Second); err != nil {
 		t.Fatalf("stop: %v", err)
@@ -293,23 +341,35 @@ func TestSnapshotRestore(t *testing.T) {
 		}
 	}
 
-	// The replacement box: a fresh data dir and another node name, on a host
-	// with nothing left of the old box (its pod bridge still holds the old
-	// box's pod CIDR, and the new node gets another one).
+	// The replacement box: a fresh data dir, another hostname and another
+	// IP (a network namespace of its own), on a host with nothing left of
+	// the old box (its pod bridge still holds the old box's pod CIDR, and
+	// the new node gets another one).
 	for _, e := range host.Restore(n1) {
 		t.Errorf("clean the host of the old box: %v", e)
 	}
-	n2 := harness.NewNode(t, env, "--node-name", restoredNode)
-	begin := time.Now()
-	out = mustKubox(t, env, "restore", "--snapshot", saved.Path, "--key-file", keyFile, "--data-dir", n2.DataDir, "--node-name", restoredNode)
+	ns := harness.NewNetns(t, "kubox-e2e-restore", 1)
+	n2 := harness.NewNode(t, env)
+	n2.InNetns(ns, restoredNode)
+	begin = time.Now()
+	out, err = n2.Kubox(ctx, "restore", "--snapshot", saved.Path, "--key-file", keyFile, "--data-dir", n2.DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("restore took %s:\n%s", time.Since(begin).Round(time.Millisecond), out)
+	if !strings.Contains(out, "node "+restoredNode+" ("+ns.IP+")") {
+		t.Errorf("restore does not name this box's hostname %s and IP %s: %q", restoredNode, ns.IP, out)
+	}
 	n2.Start()
 	waitCtx2, waitCancel2 := context.WithTimeout(ctx, 3*time.Minute)
 	defer waitCancel2()
 	waitNamedNodeReady(waitCtx2, t, n2, restoredNode, saved.Node)
+	if ip, err := n2.Kubectl(ctx, "get", "node", restoredNode, "-o", `jsonpath={.status.addresses[?(@.type=="InternalIP")].address}`); err != nil || ip != ns.IP {
+		t.Errorf("restored node's InternalIP %q (%v), want the new box's %s", ip, err, ns.IP)
+	}
 
 	if got := configMapNames(ctx, t, n2); !slices.Equal(got, want) {
-		t.Errorf("restored ConfigMaps differ from the snapshot's:\n got %v\nwant %v", got, want)
+		t.Errorf("restored ConfigMaps differ from the snapshot's: got %d, want %d; first difference %s", len(got), len(want), firstDiff(got, want))
 	}
 	secret, err := n2.Kubectl(ctx, "get", "secret", snapSecretName, "-o", "jsonpath={.data.k}")
 	if err != nil {
@@ -318,10 +378,22 @@ func TestSnapshotRestore(t *testing.T) {
 	if dec, err := base64.StdEncoding.DecodeString(strings.TrimSpace(secret)); err != nil || string(dec) != snapMarker {
 		t.Errorf("restored Secret: %q (%v), want %q", dec, err, snapMarker)
 	}
-	// The old box's admin kubeconfig (its CA and client cert) works on the
-	// restored cluster.
-	if _, err := n1.Kubectl(ctx, "get", "configmap", "cm-010"); err != nil {
-		t.Errorf("old admin kubeconfig on the restored cluster: %v", err)
+	// The old box's admin kubeconfig (its CA and client cert), pointed at
+	// the new box's IP, works on the restored cluster from another host:
+	// the apiserver's serving cert was re-issued for the new IP by the old CA.
+	oldKC, err := os.ReadFile(n1.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	movedKC := filepath.Join(n1.Root, "old-admin-new-ip.kubeconfig")
+	if !bytes.Contains(oldKC, []byte("https://127.0.0.1:6443")) {
+		t.Fatalf("old admin kubeconfig does not name https://127.0.0.1:6443:\n%s", oldKC)
+	}
+	if err := os.WriteFile(movedKC, bytes.ReplaceAll(oldKC, []byte("https://127.0.0.1:6443"), []byte("https://"+ns.IP+":6443")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.CommandContext(ctx, env.Kubectl, "--kubeconfig", movedKC, "get", "configmap", "cm-010", "-o", "jsonpath={.data.v}").CombinedOutput(); err != nil || !strings.Contains(string(out), snapMarker) {
+		t.Errorf("old admin kubeconfig against the new IP %s: %v: %s", ns.IP, err, out)
 	}
 	// Leaf certs were re-issued for the new node name.
 	pemData, err := os.ReadFile(filepath.Join(n2.DataDir, "pki", "etcd", "peer.crt"))
@@ -347,6 +419,9 @@ func TestSnapshotRestore(t *testing.T) {
 	if err := n2.ImportImage(ctx, "busybox.tar"); err != nil {
 		t.Fatal(err)
 	}
+	if out, err := exec.Command("ip", "route", "add", "10.42.0.0/16", "via", ns.IP, "dev", ns.HostLink).CombinedOutput(); err != nil {
+		t.Fatalf("route pod network to the new box: %v: %s", err, out) // goes with the veth
+	}
 	for _, ip := range waitWebPods(ctx, t, n2, 2, begin.Truncate(time.Second)) {
 		assertHTTP(t, ip)
 	}
@@ -355,7 +430,9 @@ func TestSnapshotRestore(t *testing.T) {
 	}
 
 	// Restoring over an existing data dir moves it aside, never deletes it.
-	out = mustKubox(t, env, "restore", "-q", "--snapshot", saved.Path, "--key-file", keyFile, "--data-dir", n2.DataDir, "--node-name", restoredNode)
+	if out, err = n2.Kubox(ctx, "restore", "-q", "--snapshot", saved.Path, "--key-file", keyFile, "--data-dir", n2.DataDir); err != nil {
+		t.Fatal(err)
+	}
 	var moved string
 	for _, s := range siblings(t, n2.DataDir) {
 		if strings.HasPrefix(s, filepath.Base(n2.DataDir)+".old-") {
@@ -433,6 +510,8 @@ func TestSnapshotSchedule(t *testing.T) {
 	if out, err := n.Kubectl(ctx, "get", "--raw", "/metrics"); err != nil || !strings.Contains(out, `kubox_snapshot_scheduled_total{result="success"}`) {
 		t.Errorf("apiserver /metrics lacks kubox_snapshot_scheduled_total: %v", err)
 	}
+	assertMetricsEndpoint(t, n, "https://127.0.0.1:10259/metrics",
+		`kubox_snapshot_scheduled_total{result="success"}`, `kubox_certificate_expiry_seconds{cert="apiserver"}`)
 	// Every file left is a complete snapshot the key opens.
 	for _, e := range es {
 		mustKubox(t, env, "snapshot", "verify", "--key-file", keyFile, filepath.Join(snapDir, e.File))

@@ -54,6 +54,10 @@ type Node struct {
 	Kubeconfig string
 	LogPath    string
 	Args       []string
+	// Netns and Hostname, when set (InNetns), are the network namespace and
+	// hostname the server, its kubectl and its kubox verbs run with.
+	Netns    *Netns
+	Hostname string
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -124,6 +128,21 @@ func NewNode(tb testing.TB, env Env, extraArgs ...string) *Node {
 	return n
 }
 
+// InNetns makes the node a box of its own: the server, n.Kubectl and
+// n.Kubox run in network namespace ns, with hostname if not "".
+func (n *Node) InNetns(ns *Netns, hostname string) {
+	n.Netns, n.Hostname = ns, hostname
+}
+
+// argv is the command line that runs bin with args for this node.
+func (n *Node) argv(bin string, args ...string) []string {
+	argv := append([]string{bin}, args...)
+	if n.Netns != nil {
+		argv = n.Netns.Command(n.Hostname, argv...)
+	}
+	return argv
+}
+
 // Start runs kubox server in the background.
 func (n *Node) Start() {
 	n.tb.Helper()
@@ -131,7 +150,8 @@ func (n *Node) Start() {
 	if err != nil {
 		n.tb.Fatal(err)
 	}
-	cmd := exec.Command(n.env.Bin, n.Args...)
+	argv := n.argv(n.env.Bin, n.Args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -211,7 +231,8 @@ func (n *Node) Processes() []int {
 
 // Kubectl runs the real kubectl against this node.
 func (n *Node) Kubectl(ctx context.Context, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, n.env.Kubectl, append([]string{"--kubeconfig", n.Kubeconfig}, args...)...)
+	argv := n.argv(n.env.Kubectl, append([]string{"--kubeconfig", n.Kubeconfig}, args...)...)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
@@ -222,7 +243,8 @@ func (n *Node) Kubectl(ctx context.Context, args ...string) (string, error) {
 
 // Kubox runs another verb of the kubox binary.
 func (n *Node) Kubox(ctx context.Context, args ...string) (string, error) {
-	out, err := exec.CommandContext(ctx, n.env.Bin, args...).CombinedOutput()
+	argv := n.argv(n.env.Bin, args...)
+	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("kubox %s: %v: %s", strings.Join(args, " "), err, out)
 	}
