@@ -54,6 +54,11 @@ type Node struct {
 	Kubeconfig string
 	LogPath    string
 	Args       []string
+	// Netns, if set, is the network namespace the server and the commands
+	// run against it (kubectl, other kubox verbs) run in.
+	Netns string
+	// Env is added to the server's environment (e.g. KUBOX_TOKEN).
+	Env []string
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -131,7 +136,8 @@ func (n *Node) Start() {
 	if err != nil {
 		n.tb.Fatal(err)
 	}
-	cmd := exec.Command(n.env.Bin, n.Args...)
+	cmd := n.command(context.Background(), n.env.Bin, n.Args...)
+	cmd.Env = append(os.Environ(), n.Env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -211,7 +217,7 @@ func (n *Node) Processes() []int {
 
 // Kubectl runs the real kubectl against this node.
 func (n *Node) Kubectl(ctx context.Context, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, n.env.Kubectl, append([]string{"--kubeconfig", n.Kubeconfig}, args...)...)
+	cmd := n.command(ctx, n.env.Kubectl, append([]string{"--kubeconfig", n.Kubeconfig}, args...)...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
@@ -220,9 +226,58 @@ func (n *Node) Kubectl(ctx context.Context, args ...string) (string, error) {
 	return out.String(), nil
 }
 
+// command runs bin in the node's network namespace, if it has one.
+func (n *Node) command(ctx context.Context, bin string, args ...string) *exec.Cmd {
+	if n.Netns == "" {
+		return exec.CommandContext(ctx, bin, args...)
+	}
+	// nsenter, not `ip netns exec`: that one mounts a fresh /sys, which
+	// hides the cgroup mounts the kubelet needs.
+	return exec.CommandContext(ctx, "nsenter", append([]string{"--net=/run/netns/" + n.Netns, "--", bin}, args...)...)
+}
+
+// WaitExit waits up to timeout for the server to end and returns its exit error.
+func (n *Node) WaitExit(timeout time.Duration) (bool, error) {
+	n.mu.Lock()
+	exited := n.exited
+	n.mu.Unlock()
+	if exited == nil {
+		return false, nil
+	}
+	select {
+	case <-exited:
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		n.cmd = nil
+		return true, n.exitErr
+	case <-time.After(timeout):
+		return false, nil
+	}
+}
+
+// WaitAPIReady polls the apiserver's /readyz through kubectl.
+func (n *Node) WaitAPIReady(ctx context.Context) error {
+	var last error
+	for {
+		_, err := n.Kubectl(ctx, "get", "--raw", "/readyz")
+		if err == nil {
+			return nil
+		}
+		last = err
+		if done, exitErr := n.Exited(); done {
+			return fmt.Errorf("kubox exited before its apiserver was ready: %v", exitErr)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("apiserver not ready: %w (last: %v)", ctx.Err(), last)
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+}
+
 // Kubox runs another verb of the kubox binary.
 func (n *Node) Kubox(ctx context.Context, args ...string) (string, error) {
-	out, err := exec.CommandContext(ctx, n.env.Bin, args...).CombinedOutput()
+	out, err := n.command(ctx, n.env.Bin, args...).CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("kubox %s: %v: %s", strings.Join(args, " "), err, out)
 	}

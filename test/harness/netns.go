@@ -1,0 +1,84 @@
+package harness
+
+import (
+	"fmt"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// Network is a set of network namespaces, one per "host", joined by a
+// bridge that lives in a namespace of its own: several kubox boxes on one
+// machine, with nothing added to the host's own network.
+type Network struct {
+	Namespaces []string // one per host
+	IPs        []string // each host's address on the bridge
+	Prefix     string
+}
+
+// NewNetwork creates n hosts named <prefix>-1..n on subnet 10.99.0.0/24
+// (host i gets 10.99.0.i) and removes them all when the test ends.
+func NewNetwork(tb testing.TB, prefix string, n int) *Network {
+	tb.Helper()
+	net := &Network{Prefix: prefix}
+	sw := prefix + "-sw"
+	tb.Cleanup(func() { net.Delete(tb) })
+	net.Delete(tb) // leftovers of an interrupted run
+	run := func(args ...string) {
+		tb.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			tb.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	run("netns", "add", sw)
+	run("-n", sw, "link", "add", "br0", "type", "bridge")
+	run("-n", sw, "link", "set", "br0", "up")
+	for i := 1; i <= n; i++ {
+		ns := fmt.Sprintf("%s-%d", prefix, i)
+		ip := fmt.Sprintf("10.99.0.%d", i)
+		run("netns", "add", ns)
+		run("-n", ns, "link", "set", "lo", "up")
+		port := fmt.Sprintf("p%d", i)
+		run("-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", sw)
+		run("-n", sw, "link", "set", port, "master", "br0")
+		run("-n", sw, "link", "set", port, "up")
+		run("-n", ns, "addr", "add", ip+"/24", "dev", "eth0")
+		run("-n", ns, "link", "set", "eth0", "up")
+		run("-n", ns, "route", "add", "default", "dev", "eth0")
+		net.Namespaces = append(net.Namespaces, ns)
+		net.IPs = append(net.IPs, ip)
+	}
+	return net
+}
+
+// Delete removes every namespace of the network (and with them their links).
+func (n *Network) Delete(tb testing.TB) {
+	out, _ := exec.Command("ip", "netns", "list").Output()
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || !strings.HasPrefix(f[0], n.Prefix+"-") {
+			continue
+		}
+		for _, pid := range netnsPids(f[0]) {
+			killPid(pid)
+		}
+		if out, err := exec.Command("ip", "netns", "delete", f[0]).CombinedOutput(); err != nil {
+			tb.Errorf("cleanup: ip netns delete %s: %v: %s", f[0], err, out)
+		}
+	}
+}
+
+func netnsPids(ns string) []int {
+	out, _ := exec.Command("ip", "netns", "pids", ns).Output()
+	var pids []int
+	for _, f := range strings.Fields(string(out)) {
+		var pid int
+		if _, err := fmt.Sscan(f, &pid); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func killPid(pid int) { _ = syscall.Kill(pid, syscall.SIGKILL) }
