@@ -35,6 +35,7 @@ type serverFlags struct {
 	systemReserved, kubeReserved                         string
 	certCheckInterval, testLeafCertLifetime              time.Duration
 	join, token, tokenFile                               string
+	kubeletCgroupRoot                                    string
 }
 
 func (f *serverFlags) register(fs *pflag.FlagSet) {
@@ -56,6 +57,8 @@ func (f *serverFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.join, "join", "", "join the cluster of the box whose apiserver is at this URL, e.g. https://10.0.0.1:6443 (with --token)")
 	fs.StringVar(&f.token, "token", "", "join token from `kubox token create` (also --token-file or $KUBOX_TOKEN, which keep it out of the process list)")
 	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the join token")
+	fs.StringVar(&f.kubeletCgroupRoot, "kubelet-cgroup-root", "", "for tests running several boxes on one machine: the cgroup under which this box's pod cgroups go")
+	_ = fs.MarkHidden("kubelet-cgroup-root")
 	f.snapshot.register(fs)
 	f.proxy.register(fs)
 	fs.StringVar(&f.cpuManagerPolicy, "cpu-manager-policy", kubelet.CPUManagerNone, "kubelet CPU manager policy: none, or static (Guaranteed pods with whole CPUs get exclusive CPUs)")
@@ -83,6 +86,7 @@ func (f *serverFlags) config() (server.Config, error) {
 		return c, err
 	}
 	c.JoinURL = f.join
+	c.KubeletCgroupRoot = f.kubeletCgroupRoot
 	c.CPUManagerPolicy, c.ReservedCPUs = f.cpuManagerPolicy, f.reservedCPUs
 	c.CertCheckInterval, c.LeafCertLifetime = f.certCheckInterval, f.testLeafCertLifetime
 	if err := kubelet.CheckPolicy(c.CPUManagerPolicy); err != nil {

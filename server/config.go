@@ -64,6 +64,10 @@ type Config struct {
 
 	// Proxy configures the service proxy (see proxy.go).
 	Proxy ProxySettings
+
+	// KubeletCgroupRoot puts this box's pod cgroups under that cgroup; for
+	// several boxes on one test machine (see embedded/kubelet).
+	KubeletCgroupRoot string
 }
 
 // Paths are the files and dirs kubox keeps under DataDir and RunDir.

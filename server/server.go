@@ -227,12 +227,14 @@ func (s *Server) build(ctx context.Context) error {
 				Client:           client,
 				CPUManagerPolicy: c.CPUManagerPolicy, ReservedCPUs: c.ReservedCPUs,
 				SystemReserved: c.SystemReserved, KubeReserved: c.KubeReserved,
-				Log: s.log.With("component", "kubelet"),
+				CgroupRoot: c.KubeletCgroupRoot,
+				Log:        s.log.With("component", "kubelet"),
 			}),
 			network.New(network.Config{
 				NodeName: c.NodeName, Client: client, ConfDir: p.CNIConf, IPAMDir: p.CNIIPAM,
 				Log: s.log.With("component", "network"),
 			}),
+			network.NewRoutes(network.RoutesConfig{NodeName: c.NodeName, Client: client, Log: s.log.With("component", "pod-routes")}),
 		)
 	}
 	comps = append(comps, s.backupComponent(pki, et.ClientURL()))

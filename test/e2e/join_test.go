@@ -56,6 +56,12 @@ func sortStrings(s []string) {
 	}
 }
 
+// cgroupRoot keeps each box's pod cgroups apart: a kubelet deletes the pod
+// cgroups it does not know about.
+func cgroupRoot(box string) string {
+	return "--kubelet-cgroup-root=/" + harness.CgroupRootPrefix + box
+}
+
 func boxArgs(name, ip string, extra ...string) []string {
 	return append([]string{"--node-name", name, "--node-ip", ip}, extra...)
 }
@@ -127,7 +133,7 @@ func TestJoinThreeBoxes(t *testing.T) {
 	network := harness.NewNetwork(t, "kbxe2e", 3)
 	ns, ip := network.Namespaces, network.IPs
 
-	box1 := harness.NewNode(t, env, boxArgs("box1", ip[0])...)
+	box1 := harness.NewNode(t, env, boxArgs("box1", ip[0], cgroupRoot("box1"))...)
 	box1.Netns = ns[0]
 	box1.Start()
 	wctx, wcancel := context.WithTimeout(ctx, 3*time.Minute)
@@ -197,7 +203,7 @@ func TestJoinThreeBoxes(t *testing.T) {
 	}
 
 	// Box 2: the token from the environment; joins as a learner.
-	box2 := harness.NewNode(t, env, boxArgs("box2", ip[1], "--disable-agent", "--join", joinURL)...)
+	box2 := harness.NewNode(t, env, boxArgs("box2", ip[1], cgroupRoot("box2"), "--join", joinURL)...)
 	box2.Netns, box2.Env = ns[1], []string{"KUBOX_TOKEN=" + tok}
 	begin := time.Now()
 	box2.Start()
@@ -220,7 +226,7 @@ func TestJoinThreeBoxes(t *testing.T) {
 
 	// Box 3: join and token from its config file; joins as a voter and box2
 	// is promoted.
-	box3 := harness.NewNode(t, env, boxArgs("box3", ip[2], "--disable-agent")...)
+	box3 := harness.NewNode(t, env, boxArgs("box3", ip[2], cgroupRoot("box3"))...)
 	box3.Netns = ns[2]
 	cfgFile := filepath.Join(box3.Root, "config.yaml")
 	if err := os.WriteFile(cfgFile, []byte(fmt.Sprintf("join: %s\ntoken: %s\n", joinURL, tok)), 0o600); err != nil {
@@ -237,12 +243,24 @@ func TestJoinThreeBoxes(t *testing.T) {
 	if got := describe(members(ctx, t, box1)); got != "box1=voter,box2=voter,box3=voter" {
 		t.Fatalf("after box3's join etcd has %s, want three voters", got)
 	}
+	// Three nodes Ready, seen through each box's own apiserver.
 	for _, b := range []*harness.Node{box1, box2, box3} {
-		out, err := b.Kubectl(ctx, "get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status} {end}`)
-		if err != nil || !strings.Contains(out, "box1=True") {
-			t.Fatalf("kubectl get nodes through %s: %v %q", b.Netns, err, out)
+		var out string
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			out, err = b.Kubectl(ctx, "get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status} {end}`)
+			if err == nil && strings.TrimSpace(out) == "box1=True box2=True box3=True" || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(time.Second)
+		}
+		if strings.TrimSpace(out) != "box1=True box2=True box3=True" {
+			t.Fatalf("kubectl get nodes through %s: %v %q, want three Ready nodes", b.Netns, err, out)
 		}
 	}
+
+	// A pod on box 1 reaches a pod on box 3 by its pod IP.
+	podToPod(ctx, t, box1, box3)
 
 	// 200 ConfigMaps through box 1.
 	if _, err := box1.Kubectl(ctx, "create", "namespace", "load"); err != nil {
@@ -358,4 +376,48 @@ func TestJoinThreeBoxes(t *testing.T) {
 	if got := describe(members(ctx, t, box1)); got != "box1=voter,box2=voter" {
 		t.Fatalf("after the join without quorum etcd has %s, want box1=voter,box2=voter", got)
 	}
+}
+
+const podTemplate = `apiVersion: v1
+kind: Pod
+metadata: {name: %s, namespace: default}
+spec:
+  nodeName: %s
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: localhost/kubox-test/busybox:1
+    imagePullPolicy: Never
+`
+
+// podToPod runs a web pod on to and checks that a pod on from fetches its
+// page by pod IP, across the boxes' pod routes.
+func podToPod(ctx context.Context, t *testing.T, from, to *harness.Node) {
+	t.Helper()
+	for _, n := range []*harness.Node{from, to} {
+		if err := n.ImportImage(ctx, "busybox.tar"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	manifest := fmt.Sprintf(podTemplate, "web-far", "box3") + "---\n" + fmt.Sprintf(podTemplate, "client-near", "box1")
+	mf := filepath.Join(from.Root, "pods.yaml")
+	if err := os.WriteFile(mf, []byte(manifest), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := from.Kubectl(ctx, "apply", "-f", mf); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := from.Kubectl(ctx, "wait", "--for=condition=Ready", "pod/web-far", "pod/client-near", "--timeout=120s"); err != nil {
+		out, _ := from.Kubectl(ctx, "get", "pods", "-o", "wide")
+		t.Fatalf("%v\n%s", err, out)
+	}
+	ip, err := from.Kubectl(ctx, "get", "pod", "web-far", "-o", "jsonpath={.status.podIP}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := from.Kubectl(ctx, "exec", "client-near", "--", "wget", "-qO-", "-T", "5", "http://"+ip+":8080/")
+	if err != nil || !strings.Contains(out, "kubox-test ok") {
+		t.Fatalf("pod on box1 fetching http://%s:8080/ on box3: %q %v", ip, out, err)
+	}
+	t.Logf("pod on box1 reached pod %s on box3", ip)
 }
