@@ -70,7 +70,7 @@ func boxArgs(name, ip string, extra ...string) []string {
 // it printed and that it left nothing behind on the joining box.
 func refusedJoin(ctx context.Context, t *testing.T, env harness.Env, ns, ip, want string, setup func(n *harness.Node), args ...string) {
 	t.Helper()
-	n := harness.NewNode(t, env, append(boxArgs("joiner", ip, "--disable-agent"), args...)...)
+	n := harness.NewNodeWith(t, env, harness.NodeOptions{NoHostRestore: true}, append(boxArgs("joiner", ip, "--disable-agent"), args...)...)
 	n.Netns = ns
 	if setup != nil {
 		setup(n)
@@ -233,6 +233,13 @@ func TestJoinThreeBoxes(t *testing.T) {
 		t.Fatal(err)
 	}
 	box3.Args = append(box3.Args, "--config", cfgFile)
+	// Runs first among the cleanups: no kubelet may still run while the
+	// boxes' host cleanups remove pod cgroups.
+	t.Cleanup(func() {
+		for _, b := range []*harness.Node{box3, box2, box1} {
+			b.Kill()
+		}
+	})
 	box3.Start()
 	wctx, wcancel = context.WithTimeout(ctx, 3*time.Minute)
 	err = box3.WaitAPIReady(wctx)

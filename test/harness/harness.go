@@ -100,6 +100,21 @@ func lockHost(tb testing.TB) {
 // waits for other test processes' nodes to finish first.
 func NewNode(tb testing.TB, env Env, extraArgs ...string) *Node {
 	tb.Helper()
+	return NewNodeWith(tb, env, NodeOptions{}, extraArgs...)
+}
+
+// NodeOptions change what NewNode sets up.
+type NodeOptions struct {
+	// NoHostRestore skips recording and restoring the host's state (pod
+	// cgroups, sysctls, links, ...) for a node that starts no agent, such
+	// as a join that must be refused: its cleanup would otherwise kill the
+	// pods of other nodes still running in the test.
+	NoHostRestore bool
+}
+
+// NewNodeWith is NewNode with options.
+func NewNodeWith(tb testing.TB, env Env, opts NodeOptions, extraArgs ...string) *Node {
+	tb.Helper()
 	lockHost(tb)
 	root, err := os.MkdirTemp("", "kubox-e2e-")
 	if err != nil {
@@ -119,8 +134,14 @@ func NewNode(tb testing.TB, env Env, extraArgs ...string) *Node {
 			n.DumpLog(200)
 		}
 		n.Kill()
-		for _, e := range host.Restore(n) {
-			tb.Errorf("cleanup: %v", e)
+		if opts.NoHostRestore {
+			for _, pid := range n.Processes() {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		} else {
+			for _, e := range host.Restore(n) {
+				tb.Errorf("cleanup: %v", e)
+			}
 		}
 		if err := os.RemoveAll(root); err != nil {
 			tb.Errorf("cleanup: remove %s: %v", root, err)

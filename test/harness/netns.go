@@ -1,11 +1,16 @@
 package harness
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"os/exec"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // Network is a set of network namespaces, one per "host", joined by a
@@ -82,3 +87,55 @@ func netnsPids(ns string) []int {
 }
 
 func killPid(pid int) { _ = syscall.Kill(pid, syscall.SIGKILL) }
+
+// DialContext returns a dialer whose connections are made inside network
+// namespace ns, for clients in the test process (which stays in the host's
+// namespace): one goroutine, locked to a thread that entered ns, makes every
+// socket; the connections then work from any goroutine.
+func DialContext(tb testing.TB, ns string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	tb.Helper()
+	type result struct {
+		conn net.Conn
+		err  error
+	}
+	type request struct {
+		ctx           context.Context
+		network, addr string
+		res           chan result
+	}
+	reqs := make(chan request)
+	ready := make(chan error, 1)
+	go func() {
+		// Never unlocked: the thread is in another namespace, so when this
+		// goroutine ends the runtime discards the thread.
+		runtime.LockOSThread()
+		fd, err := unix.Open("/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err == nil {
+			err = unix.Setns(fd, unix.CLONE_NEWNET)
+			unix.Close(fd)
+		}
+		ready <- err
+		if err != nil {
+			return
+		}
+		for r := range reqs {
+			var d net.Dialer
+			c, err := d.DialContext(r.ctx, r.network, r.addr)
+			r.res <- result{c, err}
+		}
+	}()
+	if err := <-ready; err != nil {
+		tb.Fatalf("enter netns %s: %v", ns, err)
+	}
+	tb.Cleanup(func() { close(reqs) })
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		r := request{ctx, network, addr, make(chan result, 1)}
+		select {
+		case reqs <- r:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		res := <-r.res
+		return res.conn, res.err
+	}
+}
