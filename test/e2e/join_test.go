@@ -217,6 +217,14 @@ func TestJoinThreeBoxes(t *testing.T) {
 	if got := describe(members(ctx, t, box1)); got != "box1=voter,box2=learner" {
 		t.Fatalf("after box2's join etcd has %s, want box1=voter,box2=learner", got)
 	}
+	// The learner's own etcd answers no membership calls; the verbs fall
+	// back to the members it joined.
+	if got := describe(members(ctx, t, box2)); got != "box1=voter,box2=learner" {
+		t.Fatalf("etcd members through the learner box2: %s", got)
+	}
+	if out, err := box1.Kubox(ctx, "etcd", "promote", "box1", "--data-dir", box1.DataDir); err == nil || !strings.Contains(out, "already a voter") {
+		t.Errorf("etcd promote of a voter: %v %s", err, out)
+	}
 	if log, _ := os.ReadFile(box2.LogPath); !strings.Contains(string(log), "non-voting etcd learner") {
 		t.Errorf("box2 did not say it joined as a learner")
 	}
