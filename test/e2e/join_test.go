@@ -430,7 +430,8 @@ func podToPod(ctx context.Context, t *testing.T, from, to *harness.Node) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := from.Kubectl(ctx, "exec", "client-near", "--", "wget", "-qO-", "-T", "5", "http://"+ip+":8080/")
+	// busybox-static's wget crashes (static glibc), so plain HTTP over nc.
+	out, err := from.Kubectl(ctx, "exec", "client-near", "--", "sh", "-c", `printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 5 `+ip+` 8080`)
 	if err != nil || !strings.Contains(out, "kubox-test ok") {
 		t.Fatalf("pod on box1 fetching http://%s:8080/ on box3: %q %v", ip, out, err)
 	}
