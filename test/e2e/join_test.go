@@ -132,6 +132,11 @@ func TestJoinThreeBoxes(t *testing.T) {
 	defer cancel()
 	network := harness.NewNetwork(t, "kbxe2e", 3)
 	ns, ip := network.Namespaces, network.IPs
+	last := time.Now()
+	phase := func(what string) {
+		t.Logf("%-40s %s", what, time.Since(last).Round(100*time.Millisecond))
+		last = time.Now()
+	}
 
 	box1 := harness.NewNode(t, env, boxArgs("box1", ip[0], cgroupRoot("box1"))...)
 	box1.Netns = ns[0]
@@ -142,6 +147,7 @@ func TestJoinThreeBoxes(t *testing.T) {
 		t.Fatal(err)
 	}
 	wcancel()
+	phase("box1 Node Ready")
 	joinURL := "https://" + net.JoinHostPort(ip[0], "6443")
 
 	newToken := func(ttl string) string {
@@ -202,6 +208,7 @@ func TestJoinThreeBoxes(t *testing.T) {
 		return
 	}
 
+	phase("refusals")
 	// Box 2: the token from the environment; joins as a learner.
 	box2 := harness.NewNode(t, env, boxArgs("box2", ip[1], cgroupRoot("box2"), "--join", joinURL)...)
 	box2.Netns, box2.Env = ns[1], []string{"KUBOX_TOKEN=" + tok}
@@ -232,6 +239,7 @@ func TestJoinThreeBoxes(t *testing.T) {
 		t.Errorf("box2's log contains the token secret")
 	}
 
+	phase("box2 joined")
 	// Box 3: join and token from its config file; joins as a voter and box2
 	// is promoted.
 	box3 := harness.NewNode(t, env, boxArgs("box3", ip[2], cgroupRoot("box3"))...)
@@ -258,6 +266,7 @@ func TestJoinThreeBoxes(t *testing.T) {
 	if got := describe(members(ctx, t, box1)); got != "box1=voter,box2=voter,box3=voter" {
 		t.Fatalf("after box3's join etcd has %s, want three voters", got)
 	}
+	phase("box3 joined")
 	// Three nodes Ready, seen through each box's own apiserver.
 	for _, b := range []*harness.Node{box1, box2, box3} {
 		var out string
@@ -274,9 +283,11 @@ func TestJoinThreeBoxes(t *testing.T) {
 		}
 	}
 
+	phase("three nodes Ready")
 	// A pod on box 1 reaches a pod on box 3 by its pod IP.
 	podToPod(ctx, t, box1, box3)
 
+	phase("pod to pod")
 	// 200 ConfigMaps through box 1.
 	if _, err := box1.Kubectl(ctx, "create", "namespace", "load"); err != nil {
 		t.Fatal(err)
@@ -293,6 +304,7 @@ func TestJoinThreeBoxes(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	phase("200 ConfigMaps")
 	// SIGKILL box 2; keep writing through box 3 for 10 s.
 	box2.Kill()
 	var acked []string
@@ -325,6 +337,7 @@ func TestJoinThreeBoxes(t *testing.T) {
 		}
 	}
 
+	phase("box2 killed, writes, reads")
 	// Box 2 comes back (same args, so --join again: it must just restart).
 	box2.Start()
 	wctx, wcancel = context.WithTimeout(ctx, 3*time.Minute)
@@ -353,6 +366,7 @@ func TestJoinThreeBoxes(t *testing.T) {
 		t.Fatalf("after box2's restart etcd has %s", got)
 	}
 
+	phase("box2 back and caught up")
 	// A second token for the quorum-loss case below, made while writes work.
 	tok2 := newToken("1h")
 
@@ -377,6 +391,7 @@ func TestJoinThreeBoxes(t *testing.T) {
 		t.Errorf("node remove of the box itself succeeded: %s", out)
 	}
 
+	phase("node remove")
 	// No quorum: box 2 down, box 1 alone of two voters. A join is refused
 	// and adds no member.
 	box2.Kill()
@@ -391,6 +406,7 @@ func TestJoinThreeBoxes(t *testing.T) {
 	if got := describe(members(ctx, t, box1)); got != "box1=voter,box2=voter" {
 		t.Fatalf("after the join without quorum etcd has %s, want box1=voter,box2=voter", got)
 	}
+	phase("join refused without quorum, box2 back")
 }
 
 const podTemplate = `apiVersion: v1
