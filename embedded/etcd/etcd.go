@@ -142,11 +142,20 @@ func (e *Etcd) Start(ctx context.Context) error {
 			}
 		case <-srv.Server.StopNotify():
 			if ctx.Err() == nil {
-				e.failed <- errors.New("etcd server stopped")
+				e.failed <- e.stopReason(srv)
 			}
 		}
 	}()
 	return nil
+}
+
+// stopReason says why etcd stopped by itself; the common case on a
+// multi-box cluster is that this member was removed (`kubox node remove`).
+func (e *Etcd) stopReason(srv *embed.Etcd) error {
+	if srv.Server.Cluster().Member(srv.Server.MemberID()) == nil {
+		return fmt.Errorf("this box's etcd member was removed from the cluster (kubox node remove): to join again, move %s aside and join with a new token", e.cfg.DataDir)
+	}
+	return errors.New("etcd server stopped")
 }
 
 func (e *Etcd) Ready(ctx context.Context) error {

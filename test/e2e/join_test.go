@@ -381,6 +381,8 @@ func TestJoinThreeBoxes(t *testing.T) {
 	}
 	if done, _ := box3.WaitExit(60 * time.Second); !done {
 		t.Errorf("box3's kubox still runs a minute after its removal")
+	} else if log, _ := os.ReadFile(box3.LogPath); !strings.Contains(string(log), "etcd member was removed from the cluster") {
+		t.Errorf("box3 did not say that it was removed")
 	}
 	for i, b := range []*harness.Node{box1, box2} {
 		if _, err := b.Kubectl(ctx, "create", "configmap", "-n", "load", fmt.Sprintf("after-remove-%d", i)); err != nil {
