@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -35,6 +36,8 @@ type serverFlags struct {
 	systemReserved, kubeReserved                         string
 	certCheckInterval, testLeafCertLifetime              time.Duration
 	metricsAddress                                       string
+	join, token, tokenFile                               string
+	kubeletCgroupRoot                                    string
 }
 
 func (f *serverFlags) register(fs *pflag.FlagSet) {
@@ -53,6 +56,11 @@ func (f *serverFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&f.kubeletPort, "kubelet-port", 10250, "kubelet API port")
 	fs.BoolVar(&f.disableAgent, "disable-agent", false, "run the control plane only: no containerd, kubelet or pod network")
 	fs.BoolVar(&f.stopPodsOnExit, "stop-pods-on-exit", true, "stop every pod when kubox stops, so no container outlives it")
+	fs.StringVar(&f.join, "join", "", "join the cluster of the box whose apiserver is at this URL, e.g. https://10.0.0.1:6443 (with --token)")
+	fs.StringVar(&f.token, "token", "", "join token from `kubox token create` (also --token-file or $KUBOX_TOKEN, which keep it out of the process list)")
+	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the join token")
+	fs.StringVar(&f.kubeletCgroupRoot, "kubelet-cgroup-root", "", "for tests running several boxes on one machine: the cgroup under which this box's pod cgroups go")
+	_ = fs.MarkHidden("kubelet-cgroup-root")
 	f.snapshot.register(fs)
 	f.proxy.register(fs)
 	fs.StringVar(&f.cpuManagerPolicy, "cpu-manager-policy", kubelet.CPUManagerNone, "kubelet CPU manager policy: none, or static (Guaranteed pods with whole CPUs get exclusive CPUs)")
@@ -77,6 +85,11 @@ func (f *serverFlags) config() (server.Config, error) {
 	f.snapshot.apply(&c)
 	f.proxy.apply(&c)
 	var err error
+	if c.Token, err = f.joinToken(); err != nil {
+		return c, err
+	}
+	c.JoinURL = f.join
+	c.KubeletCgroupRoot = f.kubeletCgroupRoot
 	c.CPUManagerPolicy, c.ReservedCPUs = f.cpuManagerPolicy, f.reservedCPUs
 	c.CertCheckInterval, c.LeafCertLifetime = f.certCheckInterval, f.testLeafCertLifetime
 	c.MetricsAddress = f.metricsAddress
@@ -117,6 +130,23 @@ func (f *serverFlags) config() (server.Config, error) {
 		}
 	}
 	return c, c.Complete()
+}
+
+// joinToken picks the token from --token, --token-file or $KUBOX_TOKEN.
+func (f *serverFlags) joinToken() (string, error) {
+	switch {
+	case f.token != "":
+		return f.token, nil
+	case f.tokenFile != "":
+		data, err := os.ReadFile(f.tokenFile)
+		if err != nil {
+			return "", fmt.Errorf("--token-file: %w", err)
+		}
+		return strings.TrimSpace(string(data)), nil
+	case f.join != "":
+		return os.Getenv("KUBOX_TOKEN"), nil
+	}
+	return "", nil
 }
 
 func newServerCommand() *cobra.Command {

@@ -123,6 +123,9 @@ func (r *certRenewer) renew(ctx context.Context) {
 		}
 		return
 	}
+	if err := p.WriteServingChain(); err != nil {
+		r.log.Error("refresh the apiserver serving chain", "err", err)
+	}
 	certs, err := p.Certs()
 	if err != nil {
 		r.log.Error("read certificates", "err", err)

@@ -29,6 +29,10 @@ type Config struct {
 	EtcdPeerPort    int
 	KubeletPort     int
 	DisableAgent    bool // control plane only: no containerd, kubelet or pod network
+	// JoinURL is the apiserver of a running box to join (https://BOX1:6443);
+	// Token the join token (`kubox token create`). A secret: never logged.
+	JoinURL string
+	Token   string
 	// StopPodsOnExit stops every pod when kubox stops, so nothing outlives it.
 	StopPodsOnExit bool
 
@@ -63,6 +67,10 @@ type Config struct {
 
 	// Proxy configures the service proxy (see proxy.go).
 	Proxy ProxySettings
+
+	// KubeletCgroupRoot puts this box's pod cgroups under that cgroup; for
+	// several boxes on one test machine (see embedded/kubelet).
+	KubeletCgroupRoot string
 }
 
 // Paths are the files and dirs kubox keeps under DataDir and RunDir.
@@ -155,6 +163,9 @@ func (c *Config) Complete() error {
 		if *p < 0 || *p > 65535 {
 			return fmt.Errorf("--%s %d: not a TCP port", name, *p)
 		}
+	}
+	if (c.JoinURL == "") != (c.Token == "") {
+		return errors.New("--join and --token go together: give both (the token from `kubox token create` on a running box), or neither")
 	}
 	if c.HTTPSPort == 0 {
 		c.HTTPSPort = 6443

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -43,6 +44,8 @@ type Server struct {
 	log   *slog.Logger
 	lock  *Lock
 	sup   *component.Supervisor
+	// join is set while a fresh join is under way, to undo it on failure.
+	join *joinResult
 }
 
 // New returns a server for a completed cfg.
@@ -79,6 +82,9 @@ func (s *Server) Release() { s.lock.Release() }
 func (s *Server) Run(ctx context.Context) error {
 	begin := time.Now()
 	if err := s.build(ctx); err != nil {
+		if s.join != nil {
+			s.undoJoin(s.join)
+		}
 		return err
 	}
 	runCtx, cancelRun := context.WithCancel(context.Background())
@@ -86,6 +92,9 @@ func (s *Server) Run(ctx context.Context) error {
 	startCtx, cancelStart := context.WithTimeout(ctx, StartTimeout)
 	err := s.sup.Start(startCtx, runCtx)
 	cancelStart()
+	if err != nil && s.join != nil {
+		s.undoJoin(s.join)
+	}
 	if err != nil && ctx.Err() != nil {
 		// Asked to stop while starting: a normal stop, not a failure.
 		s.log.Info("stopping before start completed", "reason", context.Cause(ctx))
@@ -129,6 +138,14 @@ func (s *Server) apiURL() string {
 // build prepares files and assembles the components in start order.
 func (s *Server) build(ctx context.Context) error {
 	c, p := s.cfg, s.paths
+	var join *joinResult
+	if c.JoinURL != "" {
+		var err error
+		if join, err = s.prepareJoin(ctx); err != nil {
+			return err
+		}
+		s.join = join
+	}
 	pki, err := bootstrap.Ensure(ctx, c.PKIConfig())
 	if err != nil {
 		return fmt.Errorf("bootstrap PKI: %w", err)
@@ -137,37 +154,59 @@ func (s *Server) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	et := etcd.New(etcd.Config{
+	if err := pki.WriteServingChain(); err != nil {
+		return err
+	}
+	etcdCfg := etcd.Config{
 		Name: c.NodeName, DataDir: p.Etcd, NodeIP: c.NodeIP,
 		ClientPort: c.EtcdClientPort, PeerPort: c.EtcdPeerPort,
 		ServerCACert: pki.EtcdServerCACert, ServerCert: pki.EtcdServerCert, ServerKey: pki.EtcdServerKey,
 		PeerCACert: pki.EtcdPeerCACert, PeerCert: pki.EtcdPeerCert, PeerKey: pki.EtcdPeerKey,
-	})
+	}
+	var etcdServers []string
+	if join != nil {
+		etcdCfg.InitialCluster, etcdCfg.ClusterState = join.initialCluster, "existing"
+		etcdServers = join.etcdServers
+		if !join.promote {
+			s.log.Info("joined as a non-voting etcd learner (hot standby): two voters would tolerate no loss; " +
+				"join a third box (this one is then promoted) or run `kubox etcd promote`")
+		}
+	} else if c.JoinURL != "" {
+		etcdServers = s.restartEtcdServers(ctx, pki)
+	}
+	et := etcd.New(etcdCfg)
+	if len(etcdServers) == 0 {
+		etcdServers = []string{et.ClientURL()}
+	}
 	api := apiserver.New(apiserver.Config{
-		NodeIP: c.NodeIP, Port: c.HTTPSPort, ServiceCIDR: c.ServiceCIDR.String(), EtcdURL: et.ClientURL(),
+		NodeIP: c.NodeIP, Port: c.HTTPSPort, ServiceCIDR: c.ServiceCIDR.String(), EtcdURL: strings.Join(etcdServers, ","),
 		ClusterCA: pki.CACert, ClientCA: pki.ClientCACert, RequestCA: pki.RequestHeaderCACert,
 		ProxyCert: pki.FrontProxyClientCert, ProxyKey: pki.FrontProxyClientKey,
-		ServingCert: pki.APIServerCert, ServingKey: pki.APIServerKey,
+		ServingCert: pki.ServingChainFile(), ServingKey: pki.APIServerKey,
 		EtcdCA: pki.EtcdServerCACert, EtcdCert: pki.EtcdClientCert, EtcdKey: pki.EtcdClientKey,
 		KubeletCert: pki.APIServerKubeletClientCert, KubeletKey: pki.APIServerKubeletClientKey,
 		SAKey: pki.ServiceAccountKey, SAPub: pki.ServiceAccountPub, Encryption: pki.EncryptionConfig,
 		AdminCert: pki.AdminCert, AdminKey: pki.AdminKey, Log: s.log.With("component", "apiserver"),
 	})
-	comps := []component.Component{
-		et, api,
+	client, err := adminClient(pki.AdminKubeconfig)
+	if err != nil {
+		return err
+	}
+	comps := []component.Component{et}
+	if join != nil && join.promote {
+		comps = append(comps, &promoter{res: join, log: s.log.With("component", "etcd-promote")})
+	}
+	comps = append(comps, api,
+		&publisher{client: client, pkiDir: p.PKI, settings: c.clusterSettings(), log: s.log.With("component", "join-bundle")},
 		controllers.New(controllers.Config{
 			Kubeconfig: pki.ControllerManagerKubeconfig, ClusterCIDR: c.ClusterCIDR.String(), ServiceCIDR: c.ServiceCIDR.String(),
 			ClusterSigningCert: signerCert, ClusterSigningKey: pki.CAKey, RootCA: pki.CACert, SAKey: pki.ServiceAccountKey,
 		}),
 		scheduler.New(scheduler.Config{Kubeconfig: pki.SchedulerKubeconfig}),
-	}
+	)
 	if !c.DisableAgent {
 		if err := assets.Install(p.Bin); err != nil {
 			return fmt.Errorf("install runtime binaries into %s: %w", p.Bin, err)
-		}
-		client, err := adminClient(pki.AdminKubeconfig)
-		if err != nil {
-			return err
 		}
 		ctrd := containerd.New(containerd.Config{
 			Binary: p.Bin + "/containerd",
@@ -196,12 +235,14 @@ func (s *Server) build(ctx context.Context) error {
 				Client:           client,
 				CPUManagerPolicy: c.CPUManagerPolicy, ReservedCPUs: c.ReservedCPUs,
 				SystemReserved: c.SystemReserved, KubeReserved: c.KubeReserved,
-				Log: s.log.With("component", "kubelet"),
+				CgroupRoot: c.KubeletCgroupRoot,
+				Log:        s.log.With("component", "kubelet"),
 			}),
 			network.New(network.Config{
 				NodeName: c.NodeName, Client: client, ConfDir: p.CNIConf, IPAMDir: p.CNIIPAM,
 				Log: s.log.With("component", "network"),
 			}),
+			network.NewRoutes(network.RoutesConfig{NodeName: c.NodeName, Client: client, Log: s.log.With("component", "pod-routes")}),
 		)
 	}
 	comps = append(comps, s.backupComponent(pki, et.ClientURL()))

@@ -22,7 +22,7 @@ type Config struct {
 	Name       string // member name, the node name
 	DataDir    string // created 0700
 	NodeIP     net.IP // peer listener address (joins use it)
-	ClientPort int    // on 127.0.0.1; default 2379
+	ClientPort int    // on 127.0.0.1 and NodeIP; default 2379
 	PeerPort   int    // on NodeIP; default 2380
 
 	ServerCACert, ServerCert, ServerKey string // client listener: server cert, CA of allowed clients
@@ -86,8 +86,14 @@ func (e *Etcd) embedConfig() (*embed.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.ListenClientUrls = []url.URL{*clientURL}
-	c.AdvertiseClientUrls = []url.URL{*clientURL}
+	// Other boxes (their joins, learners' apiservers, kubox etcd/node
+	// verbs) reach this member on the node IP; local clients on loopback.
+	nodeClientURL, err := url.Parse("https://" + net.JoinHostPort(e.cfg.NodeIP.String(), strconv.Itoa(e.cfg.ClientPort)))
+	if err != nil {
+		return nil, err
+	}
+	c.ListenClientUrls = []url.URL{*clientURL, *nodeClientURL}
+	c.AdvertiseClientUrls = []url.URL{*nodeClientURL}
 	c.ListenPeerUrls = []url.URL{*peerURL}
 	c.AdvertisePeerUrls = []url.URL{*peerURL}
 	// No metrics listener beyond the client one: every listener is mTLS.
@@ -136,11 +142,20 @@ func (e *Etcd) Start(ctx context.Context) error {
 			}
 		case <-srv.Server.StopNotify():
 			if ctx.Err() == nil {
-				e.failed <- errors.New("etcd server stopped")
+				e.failed <- e.stopReason(srv)
 			}
 		}
 	}()
 	return nil
+}
+
+// stopReason says why etcd stopped by itself; the common case on a
+// multi-box cluster is that this member was removed (`kubox node remove`).
+func (e *Etcd) stopReason(srv *embed.Etcd) error {
+	if srv.Server.Cluster().Member(srv.Server.MemberID()) == nil {
+		return fmt.Errorf("this box's etcd member was removed from the cluster (kubox node remove): to join again, move %s aside and join with a new token", e.cfg.DataDir)
+	}
+	return errors.New("etcd server stopped")
 }
 
 func (e *Etcd) Ready(ctx context.Context) error {

@@ -54,7 +54,11 @@ type Config struct {
 	ReservedCPUs     string
 	SystemReserved   map[string]string
 	KubeReserved     map[string]string
-	Log              *slog.Logger // nil: slog.Default()
+	// CgroupRoot, if set, puts the kubelet's pod cgroups under this cgroup
+	// instead of the root (several kubox boxes on one test machine must not
+	// share "kubepods": each kubelet deletes pod cgroups it does not know).
+	CgroupRoot string
+	Log        *slog.Logger // nil: slog.Default()
 }
 
 // Kubelet is the embedded kubelet.
@@ -103,6 +107,9 @@ func (k *Kubelet) Configuration() *kubeletv1beta1.KubeletConfiguration {
 	if k.cfg.ClusterDNS != nil {
 		c.ClusterDNS = []string{k.cfg.ClusterDNS.String()}
 	}
+	if k.cfg.CgroupRoot != "" {
+		c.CgroupRoot = k.cfg.CgroupRoot
+	}
 	k.cpuManager(c)
 	return c
 }
@@ -112,6 +119,9 @@ func (k *Kubelet) Init(ctx context.Context) error {
 		return fmt.Errorf("create kubelet root dir: %w", err)
 	}
 	if err := k.retireStaleCPUManagerState(); err != nil {
+		return err
+	}
+	if err := ensureCgroupRoot(k.cfg.CgroupRoot); err != nil {
 		return err
 	}
 	data, err := yaml.Marshal(k.Configuration())

@@ -54,10 +54,13 @@ type Node struct {
 	Kubeconfig string
 	LogPath    string
 	Args       []string
-	// Netns and Hostname, when set (InNetns), are the network namespace and
-	// hostname the server, its kubectl and its kubox verbs run with.
-	Netns    *Netns
+	// Netns, if set, is the name of the network namespace the server and
+	// the commands run against it (kubectl, other kubox verbs) run in;
+	// Hostname, if set too, the hostname they see (a UTS namespace of their own).
+	Netns    string
 	Hostname string
+	// Env is added to the server's environment (e.g. KUBOX_TOKEN).
+	Env []string
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -99,6 +102,21 @@ func lockHost(tb testing.TB) {
 // waits for other test processes' nodes to finish first.
 func NewNode(tb testing.TB, env Env, extraArgs ...string) *Node {
 	tb.Helper()
+	return NewNodeWith(tb, env, NodeOptions{}, extraArgs...)
+}
+
+// NodeOptions change what NewNode sets up.
+type NodeOptions struct {
+	// NoHostRestore skips recording and restoring the host's state (pod
+	// cgroups, sysctls, links, ...) for a node that starts no agent, such
+	// as a join that must be refused: its cleanup would otherwise kill the
+	// pods of other nodes still running in the test.
+	NoHostRestore bool
+}
+
+// NewNodeWith is NewNode with options.
+func NewNodeWith(tb testing.TB, env Env, opts NodeOptions, extraArgs ...string) *Node {
+	tb.Helper()
 	lockHost(tb)
 	root, err := os.MkdirTemp("", "kubox-e2e-")
 	if err != nil {
@@ -118,8 +136,14 @@ func NewNode(tb testing.TB, env Env, extraArgs ...string) *Node {
 			n.DumpLog(200)
 		}
 		n.Kill()
-		for _, e := range host.Restore(n) {
-			tb.Errorf("cleanup: %v", e)
+		if opts.NoHostRestore {
+			for _, pid := range n.Processes() {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		} else {
+			for _, e := range host.Restore(n) {
+				tb.Errorf("cleanup: %v", e)
+			}
 		}
 		if err := os.RemoveAll(root); err != nil {
 			tb.Errorf("cleanup: remove %s: %v", root, err)
@@ -131,16 +155,7 @@ func NewNode(tb testing.TB, env Env, extraArgs ...string) *Node {
 // InNetns makes the node a box of its own: the server, n.Kubectl and
 // n.Kubox run in network namespace ns, with hostname if not "".
 func (n *Node) InNetns(ns *Netns, hostname string) {
-	n.Netns, n.Hostname = ns, hostname
-}
-
-// argv is the command line that runs bin with args for this node.
-func (n *Node) argv(bin string, args ...string) []string {
-	argv := append([]string{bin}, args...)
-	if n.Netns != nil {
-		argv = n.Netns.Command(n.Hostname, argv...)
-	}
-	return argv
+	n.Netns, n.Hostname = ns.Name, hostname
 }
 
 // Start runs kubox server in the background.
@@ -150,8 +165,8 @@ func (n *Node) Start() {
 	if err != nil {
 		n.tb.Fatal(err)
 	}
-	argv := n.argv(n.env.Bin, n.Args...)
-	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd := n.command(context.Background(), n.env.Bin, n.Args...)
+	cmd.Env = append(os.Environ(), n.Env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -231,8 +246,7 @@ func (n *Node) Processes() []int {
 
 // Kubectl runs the real kubectl against this node.
 func (n *Node) Kubectl(ctx context.Context, args ...string) (string, error) {
-	argv := n.argv(n.env.Kubectl, append([]string{"--kubeconfig", n.Kubeconfig}, args...)...)
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd := n.command(ctx, n.env.Kubectl, append([]string{"--kubeconfig", n.Kubeconfig}, args...)...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
@@ -241,10 +255,59 @@ func (n *Node) Kubectl(ctx context.Context, args ...string) (string, error) {
 	return out.String(), nil
 }
 
+// command runs bin in the node's network namespace, if it has one.
+func (n *Node) command(ctx context.Context, bin string, args ...string) *exec.Cmd {
+	if n.Netns == "" {
+		return exec.CommandContext(ctx, bin, args...)
+	}
+	// nsenter, not `ip netns exec`: that one mounts a fresh /sys, which
+	// hides the cgroup mounts the kubelet needs.
+	argv := (&Netns{Name: n.Netns}).Command(n.Hostname, append([]string{bin}, args...)...)
+	return exec.CommandContext(ctx, argv[0], argv[1:]...)
+}
+
+// WaitExit waits up to timeout for the server to end and returns its exit error.
+func (n *Node) WaitExit(timeout time.Duration) (bool, error) {
+	n.mu.Lock()
+	exited := n.exited
+	n.mu.Unlock()
+	if exited == nil {
+		return false, nil
+	}
+	select {
+	case <-exited:
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		n.cmd = nil
+		return true, n.exitErr
+	case <-time.After(timeout):
+		return false, nil
+	}
+}
+
+// WaitAPIReady polls the apiserver's /readyz through kubectl.
+func (n *Node) WaitAPIReady(ctx context.Context) error {
+	var last error
+	for {
+		_, err := n.Kubectl(ctx, "get", "--raw", "/readyz")
+		if err == nil {
+			return nil
+		}
+		last = err
+		if done, exitErr := n.Exited(); done {
+			return fmt.Errorf("kubox exited before its apiserver was ready: %v", exitErr)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("apiserver not ready: %w (last: %v)", ctx.Err(), last)
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+}
+
 // Kubox runs another verb of the kubox binary.
 func (n *Node) Kubox(ctx context.Context, args ...string) (string, error) {
-	argv := n.argv(n.env.Bin, args...)
-	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
+	out, err := n.command(ctx, n.env.Bin, args...).CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("kubox %s: %v: %s", strings.Join(args, " "), err, out)
 	}

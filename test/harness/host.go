@@ -34,8 +34,14 @@ var (
 	// The kubelet's iptables canaries and the service proxy's chains (the
 	// iptables and ipvs modes): every KUBE-* chain.
 	watchedChainPrefix = "KUBE-"
-	cgroupNames        = []string{"kubepods", "kubepods.slice"}
+	// Pod cgroups at the root, and under the per-box roots of tests that run
+	// several kubelets (CgroupRootPrefix).
+	cgroupNames = []string{"kubepods", "kubepods.slice", CgroupRootPrefix + "*"}
 )
+
+// CgroupRootPrefix starts the name of every per-box cgroup root a test
+// gives kubox (--kubelet-cgroup-root /<prefix><box>); cleanup removes them.
+const CgroupRootPrefix = "kubox-e2e-"
 
 // SnapshotHost records the host state that Restore puts back.
 func SnapshotHost() *Host {
@@ -156,16 +162,18 @@ func cgroupDirs() []string {
 	roots = append(roots, "/sys/fs/cgroup")
 	for _, root := range roots {
 		for _, name := range cgroupNames {
-			top := filepath.Join(root, name)
-			if _, err := os.Stat(filepath.Join(top, "cgroup.procs")); err != nil {
-				continue
-			}
-			_ = filepath.WalkDir(top, func(p string, d fs.DirEntry, err error) error {
-				if err == nil && d.IsDir() {
-					dirs = append(dirs, p)
+			tops, _ := filepath.Glob(filepath.Join(root, name))
+			for _, top := range tops {
+				if _, err := os.Stat(filepath.Join(top, "cgroup.procs")); err != nil {
+					continue
 				}
-				return nil
-			})
+				_ = filepath.WalkDir(top, func(p string, d fs.DirEntry, err error) error {
+					if err == nil && d.IsDir() {
+						dirs = append(dirs, p)
+					}
+					return nil
+				})
+			}
 		}
 	}
 	sort.Slice(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) })

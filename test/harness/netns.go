@@ -1,101 +1,144 @@
 package harness
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
-	"strconv"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
+
+	"golang.org/x/sys/unix"
 )
 
-// Netns is a network namespace a test made, joined to the host by a veth
-// pair: a "box" with an address of its own. Processes run in it with
-// nsenter --net only, so they keep the host's mounts and cgroups (ip netns
-// exec would remount /sys and hide the cgroup hierarchy from the kubelet).
-type Netns struct {
-	Name     string // under /run/netns
-	HostLink string // host end of the veth pair
-	HostIP   string // address of the host end
-	IP       string // address inside the namespace; its default route goes via HostIP
+// Network is a set of network namespaces, one per "host", joined by a
+// bridge that lives in a namespace of its own: several kubox boxes on one
+// machine, with nothing added to the host's own network.
+type Network struct {
+	Namespaces []string // one per host
+	IPs        []string // each host's address on the bridge
+	Prefix     string
 }
 
-// NewNetns creates network namespace name with a veth pair on 10.213.<idx>.0/24
-// (host end .1, namespace end .2 with a default route via the host), and
-// registers its removal, killing whatever still runs in it, for the end of
-// the test. Register it before the nodes that use it, so it goes after them.
-func NewNetns(tb testing.TB, name string, idx int) *Netns {
+// NewNetwork creates n hosts named <prefix>-1..n on subnet 10.99.0.0/24
+// (host i gets 10.99.0.i) and removes them all when the test ends.
+func NewNetwork(tb testing.TB, prefix string, n int) *Network {
 	tb.Helper()
-	ns := &Netns{
-		Name:     name,
-		HostLink: "e2e" + strconv.Itoa(idx) + "h",
-		HostIP:   fmt.Sprintf("10.213.%d.1", idx),
-		IP:       fmt.Sprintf("10.213.%d.2", idx),
-	}
-	tb.Cleanup(func() {
-		for _, e := range ns.remove() {
-			tb.Errorf("cleanup netns %s: %v", name, e)
-		}
-	})
-	inNS := func(args ...string) []string { return append([]string{"ip", "-n", name}, args...) }
-	for _, argv := range [][]string{
-		{"ip", "netns", "add", name},
-		{"ip", "link", "add", ns.HostLink, "type", "veth", "peer", "name", "eth0", "netns", name},
-		{"ip", "addr", "add", ns.HostIP + "/24", "dev", ns.HostLink},
-		{"ip", "link", "set", ns.HostLink, "up"},
-		inNS("link", "set", "lo", "up"),
-		inNS("addr", "add", ns.IP+"/24", "dev", "eth0"),
-		inNS("link", "set", "eth0", "up"),
-		inNS("route", "add", "default", "via", ns.HostIP),
-	} {
-		if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
-			tb.Fatalf("create netns %s: %s: %v: %s", name, strings.Join(argv, " "), err, out)
+	net := &Network{Prefix: prefix}
+	sw := prefix + "-sw"
+	tb.Cleanup(func() { net.Delete(tb) })
+	net.Delete(tb) // leftovers of an interrupted run
+	run := func(args ...string) {
+		tb.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			tb.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
 		}
 	}
-	return ns
+	run("netns", "add", sw)
+	run("-n", sw, "link", "add", "br0", "type", "bridge")
+	run("-n", sw, "link", "set", "br0", "up")
+	for i := 1; i <= n; i++ {
+		ns := fmt.Sprintf("%s-%d", prefix, i)
+		ip := fmt.Sprintf("10.99.0.%d", i)
+		run("netns", "add", ns)
+		run("-n", ns, "link", "set", "lo", "up")
+		port := fmt.Sprintf("p%d", i)
+		run("-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", sw)
+		run("-n", sw, "link", "set", port, "master", "br0")
+		run("-n", sw, "link", "set", port, "up")
+		run("-n", ns, "addr", "add", ip+"/24", "dev", "eth0")
+		run("-n", ns, "link", "set", "eth0", "up")
+		run("-n", ns, "route", "add", "default", "dev", "eth0")
+		net.Namespaces = append(net.Namespaces, ns)
+		net.IPs = append(net.IPs, ip)
+	}
+	return net
 }
 
-// Path is the namespace's file, for nsenter --net.
-func (ns *Netns) Path() string { return "/run/netns/" + ns.Name }
-
-// Command returns argv run inside the namespace; with a hostname, also in a
-// UTS namespace of its own with that hostname (a box with another name).
-func (ns *Netns) Command(hostname string, argv ...string) []string {
-	cmd := []string{"nsenter", "--net=" + ns.Path(), "--"}
-	if hostname != "" {
-		cmd = append(cmd, "unshare", "--uts", "--", "sh", "-c", `hostname "$0" && exec "$@"`, hostname)
+// Delete removes every namespace of the network (and with them their links).
+func (n *Network) Delete(tb testing.TB) {
+	out, _ := exec.Command("ip", "netns", "list").Output()
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || !strings.HasPrefix(f[0], n.Prefix+"-") {
+			continue
+		}
+		for _, pid := range netnsPids(f[0]) {
+			killPid(pid)
+		}
+		if out, err := exec.Command("ip", "netns", "delete", f[0]).CombinedOutput(); err != nil {
+			tb.Errorf("cleanup: ip netns delete %s: %v: %s", f[0], err, out)
+		}
 	}
-	return append(cmd, argv...)
 }
 
-// remove kills every process left in the namespace, then deletes it and
-// the host end of the veth pair (gone with the namespace, normally).
-func (ns *Netns) remove() []error {
-	var errs []error
-	for i := 0; i < 20; i++ {
-		out, _ := exec.Command("ip", "netns", "pids", ns.Name).Output()
-		pids := strings.Fields(string(out))
-		if len(pids) == 0 {
-			break
-		}
-		for _, p := range pids {
-			if pid, err := strconv.Atoi(p); err == nil {
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if _, err := os.Stat(ns.Path()); err == nil {
-		if out, err := exec.Command("ip", "netns", "delete", ns.Name).CombinedOutput(); err != nil {
-			errs = append(errs, fmt.Errorf("ip netns delete %s: %v: %s", ns.Name, err, out))
+func netnsPids(ns string) []int {
+	out, _ := exec.Command("ip", "netns", "pids", ns).Output()
+	var pids []int
+	for _, f := range strings.Fields(string(out)) {
+		var pid int
+		// The test process itself shows up while a DialContext thread of
+		// it is still in the namespace.
+		if _, err := fmt.Sscan(f, &pid); err == nil && pid != os.Getpid() {
+			pids = append(pids, pid)
 		}
 	}
-	if _, err := os.Stat("/sys/class/net/" + ns.HostLink); err == nil {
-		if out, err := exec.Command("ip", "link", "delete", ns.HostLink).CombinedOutput(); err != nil {
-			errs = append(errs, fmt.Errorf("ip link delete %s: %v: %s", ns.HostLink, err, out))
-		}
+	return pids
+}
+
+func killPid(pid int) { _ = syscall.Kill(pid, syscall.SIGKILL) }
+
+// DialContext returns a dialer whose connections are made inside network
+// namespace ns, for clients in the test process (which stays in the host's
+// namespace): one goroutine, locked to a thread that entered ns, makes every
+// socket; the connections then work from any goroutine.
+func DialContext(tb testing.TB, ns string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	tb.Helper()
+	type result struct {
+		conn net.Conn
+		err  error
 	}
-	return errs
+	type request struct {
+		ctx           context.Context
+		network, addr string
+		res           chan result
+	}
+	reqs := make(chan request)
+	ready := make(chan error, 1)
+	go func() {
+		// Never unlocked: the thread is in another namespace, so when this
+		// goroutine ends the runtime discards the thread.
+		runtime.LockOSThread()
+		fd, err := unix.Open("/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err == nil {
+			err = unix.Setns(fd, unix.CLONE_NEWNET)
+			unix.Close(fd)
+		}
+		ready <- err
+		if err != nil {
+			return
+		}
+		for r := range reqs {
+			var d net.Dialer
+			c, err := d.DialContext(r.ctx, r.network, r.addr)
+			r.res <- result{c, err}
+		}
+	}()
+	if err := <-ready; err != nil {
+		tb.Fatalf("enter netns %s: %v", ns, err)
+	}
+	tb.Cleanup(func() { close(reqs) })
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		r := request{ctx, network, addr, make(chan result, 1)}
+		select {
+		case reqs <- r:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		res := <-r.res
+		return res.conn, res.err
+	}
 }

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/grpclog"
+
+	"github.com/kubox/kubox/server"
+)
+
+// clusterAdminFlags are the flags of the membership verbs (token, etcd,
+// node): which box's data dir and etcd port, from the flags or the config file.
+func clusterAdminFlags(cmd *cobra.Command) func(*cobra.Command) (*server.Admin, error) {
+	var configFile string
+	// gRPC's own logging would print connection chatter around the etcd calls.
+	cmd.PersistentPreRun = func(*cobra.Command, []string) {
+		grpclog.SetLoggerV2(grpclog.NewLoggerV2(io.Discard, io.Discard, io.Discard))
+	}
+	pf := cmd.PersistentFlags()
+	pf.StringVarP(&configFile, "config", "c", defaultConfigFile, "kubox config file (YAML; the keys of 'kubox server')")
+	pf.String("data-dir", "/var/lib/kubox", "kubox data dir of this box")
+	pf.Int("etcd-client-port", 2379, "this box's etcd client port")
+	pf.String("node-name", "", "this box's node name (default: the hostname, lower-cased)")
+	return func(cmd *cobra.Command) (*server.Admin, error) {
+		s, err := loadNodeSettings(cmd, configFile)
+		if err != nil {
+			return nil, err
+		}
+		name := s.flags.nodeName
+		if name == "" {
+			name, _ = os.Hostname()
+		}
+		return &server.Admin{DataDir: filepath.Clean(s.dataDir), EtcdClientPort: s.flags.etcdClientPort, NodeName: strings.ToLower(name)}, nil
+	}
+}
+
+func newTokenCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "token",
+		Short: "Create, list and delete tokens that let another box join this cluster",
+		Long: `Create, list and delete join tokens.
+
+A token looks like K10<CA hash>::<id>.<secret>. The joining box checks that the
+server it contacts holds the CA with that hash before it sends the secret.
+Tokens are Kubernetes bootstrap tokens (kube-system/bootstrap-token-<id>) and
+expire (default after 24h). Treat a token like a password: it lets a box
+receive the cluster's CA keys.`,
+	}
+	admin := clusterAdminFlags(cmd)
+	var ttl time.Duration
+	var description, output string
+	create := &cobra.Command{
+		Use:   "create",
+		Short: "Create a join token and print it",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			a, err := admin(cmd)
+			if err != nil {
+				return err
+			}
+			tok, expires, err := a.CreateToken(cmd.Context(), ttl, description)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return printJSON(cmd.OutOrStdout(), map[string]any{"token": tok.String(), "id": tok.ID, "expires": expires})
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), tok.String())
+			return nil
+		},
+	}
+	create.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "how long the token is valid")
+	create.Flags().StringVar(&description, "description", "", "what the token is for (shown by list)")
+	create.Flags().StringVarP(&output, "output", "o", "", "output format: json")
+	var listOutput string
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List join tokens (ids and expiry; never the secrets)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(listOutput); err != nil {
+				return err
+			}
+			a, err := admin(cmd)
+			if err != nil {
+				return err
+			}
+			toks, err := a.ListTokens(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if listOutput == "json" {
+				return printJSON(cmd.OutOrStdout(), toks)
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "ID\tEXPIRES\tDESCRIPTION")
+			for _, t := range toks {
+				exp := t.Expires.Format(time.RFC3339)
+				if t.Expired {
+					exp += " (expired)"
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\n", t.ID, exp, t.Description)
+			}
+			return w.Flush()
+		},
+	}
+	list.Flags().StringVarP(&listOutput, "output", "o", "", "output format: json")
+	del := &cobra.Command{
+		Use:   "delete ID...",
+		Short: "Delete join tokens by id",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a, err := admin(cmd)
+			if err != nil {
+				return err
+			}
+			for _, arg := range args {
+				id, err := a.DeleteToken(cmd.Context(), arg)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "deleted token %s\n", id)
+			}
+			return nil
+		},
+	}
+	cmd.AddCommand(create, list, del)
+	return cmd
+}

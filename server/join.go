@@ -1,0 +1,310 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/kubox/kubox/bootstrap"
+	"github.com/kubox/kubox/internal/fsutil"
+)
+
+// How a joining box finds and authenticates to the cluster:
+//
+//  1. It dials the --join URL and completes a TLS handshake in which the
+//     server must present the CA pinned by the token (its SPKI hash); the
+//     apiserver serves its cert followed by the CA for that purpose. Only
+//     then is the token's secret sent, over that pinned connection.
+//  2. The apiserver's bootstrap-token authenticator checks the secret and the
+//     expiry (Secret kube-system/bootstrap-token-<id>) and puts the caller in
+//     JoinGroup, which RBAC lets read one Secret: JoinSecret, the shared
+//     PKI (CAs and keys, service-account key, encryption config; encrypted
+//     at rest like every Secret) and the cluster's settings. Every box
+//     publishes it at start.
+//  3. With the etcd CA from that bundle the joiner makes an in-memory etcd
+//     client cert, checks that the cluster's etcd has quorum, and adds
+//     itself as a learner; only then does it write anything to its disk.
+const (
+	JoinSecret    = "kubox-join"
+	JoinGroup     = "system:bootstrappers:kubox:join"
+	joinRole      = "kubox:join"
+	clusterKey    = "cluster.json"
+	joinStateFile = "join.json"
+	// joinTimeout bounds each remote step of a join.
+	joinTimeout = 15 * time.Second
+)
+
+// ClusterSettings are the settings every box of a cluster must share.
+type ClusterSettings struct {
+	ClusterCIDR    string `json:"clusterCIDR"`
+	ServiceCIDR    string `json:"serviceCIDR"`
+	ClusterDomain  string `json:"clusterDomain"`
+	EtcdClientPort int    `json:"etcdClientPort"`
+}
+
+func (c *Config) clusterSettings() ClusterSettings {
+	return ClusterSettings{ClusterCIDR: c.ClusterCIDR.String(), ServiceCIDR: c.ServiceCIDR.String(),
+		ClusterDomain: c.ClusterDomain, EtcdClientPort: c.EtcdClientPort}
+}
+
+// secretKey maps a shared PKI file name to a Secret data key ("/" is not
+// allowed there).
+func secretKey(name string) string { return strings.ReplaceAll(name, "/", "..") }
+func fileName(key string) string   { return strings.ReplaceAll(key, "..", "/") }
+
+// joinState is what a joined box remembers about its join (DataDir/join.json).
+type joinState struct {
+	// Peers are the other members' etcd client URLs at join time.
+	Peers []string `json:"peers"`
+}
+
+// joinResult is what the join hands to build().
+type joinResult struct {
+	memberID       uint64
+	initialCluster string
+	promote        bool     // promote this member once caught up
+	etcdServers    []string // for the apiserver; nil = the local member
+	peers          []string
+	shared         map[string][]byte
+	// How to reach the cluster's etcd to undo the member add.
+	etcdEndpoints []string
+	etcdTLS       *tls.Config
+}
+
+// JoinError is a refused join: one line for the user; nothing was changed.
+type JoinError struct{ Msg string }
+
+func (e *JoinError) Error() string { return e.Msg }
+
+func refuse(format string, a ...any) error { return &JoinError{Msg: fmt.Sprintf(format, a...)} }
+
+// joinURL checks --join and returns host:port.
+func joinAddr(raw string) (string, string, error) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "https" || u.Hostname() == "" {
+		return "", "", refuse("--join %q: expected the https URL of a running box, e.g. https://10.0.0.1:6443", raw)
+	}
+	port := u.Port()
+	if port == "" {
+		port = "6443"
+	}
+	return net.JoinHostPort(u.Hostname(), port), u.Hostname(), nil
+}
+
+// prepareJoin runs before anything else is built. For a box that has
+// already joined it only checks that the token still matches its CA.
+func (s *Server) prepareJoin(ctx context.Context) (*joinResult, error) {
+	c, p := s.cfg, s.paths
+	tok, err := bootstrap.ParseToken(c.Token)
+	if err != nil {
+		return nil, refuse("join token: %v", err)
+	}
+	addr, host, err := joinAddr(c.JoinURL)
+	if err != nil {
+		return nil, err
+	}
+	caFile := filepath.Join(p.PKI, "ca.crt")
+	if have, err := bootstrap.CAHashFile(caFile); err == nil {
+		if have != tok.CAHash {
+			return nil, refuse("this box already belongs to another cluster (its CA %s is sha256:%s, the token pins sha256:%s): "+
+				"to join, move %s aside first; to keep running it, drop --join/--token", caFile, have, tok.CAHash, c.DataDir)
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("read this box's CA: %w", err)
+	}
+	if member, _ := fsutil.Exists(filepath.Join(p.Etcd, "member")); member {
+		s.log.Info("already joined; starting with the existing etcd member", "data_dir", p.Etcd)
+		return nil, nil
+	}
+
+	s.log.Info("joining", "server", addr)
+	dctx, cancel := context.WithTimeout(ctx, joinTimeout)
+	_, err = bootstrap.Discover(dctx, addr, tok.CAHash)
+	cancel()
+	if errors.Is(err, bootstrap.ErrCAMismatch) {
+		return nil, refuse("refusing to join %s: %v; wrong server or token, nothing was sent", addr, err)
+	} else if err != nil {
+		return nil, refuse("cannot reach %s: %v", addr, err)
+	}
+
+	shared, settings, err := fetchBundle(ctx, addr, host, tok)
+	if err != nil {
+		return nil, err
+	}
+	if h, err := bootstrap.CheckShared(shared); err != nil {
+		return nil, refuse("join bundle from %s is unusable: %v", addr, err)
+	} else if h != tok.CAHash {
+		return nil, refuse("join bundle from %s carries CA sha256:%s, the token pins sha256:%s", addr, h, tok.CAHash)
+	}
+	if mine := c.clusterSettings(); mine != settings {
+		return nil, refuse("this box's settings %+v differ from the cluster's %+v: set the same cluster-cidr, service-cidr, cluster-domain and etcd-client-port", mine, settings)
+	}
+
+	etcdURL := "https://" + net.JoinHostPort(host, strconv.Itoa(settings.EtcdClientPort))
+	tlsCfg, err := bootstrap.EtcdClientTLS(shared, time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	cli, err := etcdClient([]string{etcdURL}, tlsCfg)
+	if err != nil {
+		return nil, err
+	}
+	defer cli.Close()
+	res, err := s.addMember(ctx, cli, etcdURL)
+	if err != nil {
+		return nil, err
+	}
+	res.etcdEndpoints, res.etcdTLS = append([]string{etcdURL}, res.peers...), tlsCfg
+	res.shared = shared
+	// Only now does anything reach this box's disk.
+	if err := bootstrap.WriteShared(p.PKI, shared); err != nil {
+		s.rollbackMember(res)
+		return nil, fmt.Errorf("install the cluster's PKI: %w", err)
+	}
+	state, _ := json.Marshal(joinState{Peers: res.peers})
+	if err := fsutil.WriteFileAtomic(filepath.Join(c.DataDir, joinStateFile), state, 0o600); err != nil {
+		s.rollbackMember(res)
+		return nil, fmt.Errorf("record the join: %w", err)
+	}
+	return res, nil
+}
+
+// fetchBundle reads JoinSecret over the pinned connection, authenticated
+// with the token.
+func fetchBundle(ctx context.Context, addr, host string, tok bootstrap.Token) (map[string][]byte, ClusterSettings, error) {
+	var settings ClusterSettings
+	tlsCfg := bootstrap.PinnedTLSConfig(tok.CAHash, host)
+	rc := &rest.Config{
+		Host: "https://" + addr, BearerToken: tok.Bearer(), Timeout: joinTimeout, UserAgent: "kubox-join",
+		Transport: &http.Transport{TLSClientConfig: tlsCfg, Proxy: nil, TLSHandshakeTimeout: 10 * time.Second},
+	}
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, settings, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, joinTimeout)
+	defer cancel()
+	sec, err := client.CoreV1().Secrets("kube-system").Get(ctx, JoinSecret, metav1.GetOptions{})
+	switch {
+	case apierrors.IsUnauthorized(err):
+		return nil, settings, refuse("%s refused the token: it is wrong, expired or deleted (see `kubox token list` on a member; create one with `kubox token create`)", addr)
+	case apierrors.IsForbidden(err):
+		return nil, settings, refuse("%s accepted the token but it does not allow joining: create one with `kubox token create`", addr)
+	case apierrors.IsNotFound(err):
+		return nil, settings, refuse("%s has not published its join bundle yet: wait until it is ready and try again", addr)
+	case err != nil:
+		return nil, settings, refuse("%s cannot serve the join (is its etcd without quorum?): %v", addr, err)
+	}
+	if err := json.Unmarshal(sec.Data[clusterKey], &settings); err != nil {
+		return nil, settings, refuse("join bundle from %s: bad %s: %v", addr, clusterKey, err)
+	}
+	files := map[string][]byte{}
+	for k, v := range sec.Data {
+		if k != clusterKey {
+			files[fileName(k)] = v
+		}
+	}
+	return files, settings, nil
+}
+
+func etcdClient(endpoints []string, tlsCfg *tls.Config) (*clientv3.Client, error) {
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints: endpoints, TLS: tlsCfg, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect to etcd at %s: %w", strings.Join(endpoints, ","), err)
+	}
+	return cli, nil
+}
+
+// addMember checks the cluster can take a member and adds this box as a
+// learner. Before that, any learner already there is promoted, since etcd
+// allows one learner and a third box makes a cluster that tolerates a loss.
+func (s *Server) addMember(ctx context.Context, cli *clientv3.Client, via string) (*joinResult, error) {
+	c := s.cfg
+	myPeer := "https://" + net.JoinHostPort(c.NodeIP.String(), strconv.Itoa(c.EtcdPeerPort))
+	lctx, cancel := context.WithTimeout(ctx, joinTimeout)
+	list, err := cli.MemberList(lctx) // linearizable: needs quorum
+	cancel()
+	if err != nil {
+		return nil, refuse("etcd at %s has no quorum or is unreachable (%v): bring a majority of members back before joining; no member was added", via, err)
+	}
+	voters := 0
+	for _, m := range list.Members {
+		if m.Name == c.NodeName || slices.Contains(m.PeerURLs, myPeer) {
+			if m.Name == "" && slices.Equal(m.PeerURLs, []string{myPeer}) {
+				// Left by a join of this box that never started: take it over.
+				rctx, cancel := context.WithTimeout(ctx, joinTimeout)
+				_, err := cli.MemberRemove(rctx, m.ID)
+				cancel()
+				if err != nil {
+					return nil, refuse("remove the unstarted member %x this box left earlier: %v", m.ID, err)
+				}
+				continue
+			}
+			return nil, refuse("etcd already has a member named %q or at %s: if that box is gone, run `kubox node remove %s` on a member first", m.Name, myPeer, c.NodeName)
+		}
+		if !m.IsLearner {
+			voters++
+		}
+	}
+	for _, m := range list.Members {
+		if m.IsLearner && m.Name != "" {
+			pctx, cancel := context.WithTimeout(ctx, joinTimeout)
+			_, err := cli.MemberPromote(pctx, m.ID)
+			cancel()
+			if err != nil {
+				return nil, refuse("promote learner %s first, so this box can join: %v (try again once it has caught up)", m.Name, err)
+			}
+			s.log.Info("promoted the existing learner to a voter", "member", m.Name)
+			voters++
+		}
+	}
+	actx, cancel := context.WithTimeout(ctx, joinTimeout)
+	added, err := cli.MemberAddAsLearner(actx, []string{myPeer})
+	cancel()
+	if err != nil {
+		return nil, refuse("etcd refused to add this box as a member: %v; no member was added", err)
+	}
+	res := &joinResult{memberID: added.Member.ID, promote: voters >= 2}
+	var cluster []string
+	var voterURLs []string
+	for _, m := range added.Members {
+		switch {
+		case m.ID == added.Member.ID:
+			cluster = append(cluster, c.NodeName+"="+myPeer)
+		case m.Name != "":
+			for _, u := range m.PeerURLs {
+				cluster = append(cluster, m.Name+"="+u)
+			}
+			res.peers = append(res.peers, m.ClientURLs...)
+			if !m.IsLearner || res.promote {
+				voterURLs = append(voterURLs, m.ClientURLs...)
+			}
+		}
+	}
+	res.initialCluster = strings.Join(cluster, ",")
+	if !res.promote {
+		// A learner serves no writes: its apiserver uses the voters.
+		res.etcdServers = voterURLs
+	}
+	return res, nil
+}

@@ -1,0 +1,232 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kubox/kubox/bootstrap"
+	"github.com/kubox/kubox/embedded/component"
+	"github.com/kubox/kubox/internal/fsutil"
+)
+
+// rollbackMember removes the etcd member a failed join added, so the
+// cluster is left as it was.
+func (s *Server) rollbackMember(res *joinResult) {
+	cli, err := etcdClient(res.etcdEndpoints, res.etcdTLS)
+	if err != nil {
+		s.log.Error("join failed and the etcd member it added could not be removed; remove it with `kubox node remove`", "member", fmt.Sprintf("%x", res.memberID), "err", err)
+		return
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), joinTimeout)
+	defer cancel()
+	if _, err := cli.MemberRemove(ctx, res.memberID); err != nil && !errors.Is(err, rpctypes.ErrMemberNotFound) {
+		s.log.Error("join failed and the etcd member it added could not be removed; remove it with `kubox node remove`", "member", fmt.Sprintf("%x", res.memberID), "err", err)
+		return
+	}
+	s.log.Info("join failed: removed the etcd member it had added", "member", fmt.Sprintf("%x", res.memberID))
+}
+
+// undoJoin is called when a fresh join fails to start: the member goes,
+// and the local etcd data and join record are moved aside so the next start
+// joins afresh.
+func (s *Server) undoJoin(res *joinResult) {
+	s.rollbackMember(res)
+	now := time.Now()
+	for _, p := range []string{s.paths.Etcd, filepath.Join(s.cfg.DataDir, joinStateFile)} {
+		if ok, _ := fsutil.Exists(p); ok {
+			if to, err := fsutil.MoveAside(p, now); err != nil {
+				s.log.Error("could not move aside", "path", p, "err", err)
+			} else {
+				s.log.Info("moved aside", "path", p, "to", to)
+			}
+		}
+	}
+}
+
+// restartEtcdServers tells the apiserver of a box that joined earlier
+// which etcd members to use: its own, unless it is still a learner (which
+// serves no writes), then the voters.
+func (s *Server) restartEtcdServers(ctx context.Context, pki *bootstrap.PKI) []string {
+	data, err := os.ReadFile(filepath.Join(s.cfg.DataDir, joinStateFile))
+	if err != nil {
+		return nil
+	}
+	var st joinState
+	if err := json.Unmarshal(data, &st); err != nil || len(st.Peers) == 0 {
+		return nil
+	}
+	tlsCfg, err := (&transport.TLSInfo{CertFile: pki.EtcdClientCert, KeyFile: pki.EtcdClientKey, TrustedCAFile: pki.EtcdServerCACert}).ClientConfig()
+	if err != nil {
+		return nil
+	}
+	cli, err := etcdClient(st.Peers, tlsCfg)
+	if err != nil {
+		return nil
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	list, err := cli.MemberList(ctx, clientv3.WithSerializable())
+	if err != nil {
+		s.log.Warn("could not ask the other members whether this one is a learner; the apiserver uses the local member", "err", err)
+		return nil
+	}
+	learner := false
+	var voters []string
+	for _, m := range list.Members {
+		if m.Name == s.cfg.NodeName {
+			learner = m.IsLearner
+		} else if !m.IsLearner {
+			voters = append(voters, m.ClientURLs...)
+		}
+	}
+	if !learner {
+		return nil
+	}
+	s.log.Info("this box's etcd member is a learner (hot standby): its apiserver uses the voting members", "voters", strings.Join(voters, ","))
+	return voters
+}
+
+// promoter turns this box's new learner into a voter once it has caught up.
+type promoter struct {
+	res *joinResult
+	log *slog.Logger
+}
+
+func (p *promoter) Name() string                   { return "etcd-promote" }
+func (p *promoter) Init(context.Context) error     { return nil }
+func (p *promoter) Start(context.Context) error    { return nil }
+func (p *promoter) Stop(ctx context.Context) error { return nil }
+
+func (p *promoter) Ready(ctx context.Context) error {
+	cli, err := etcdClient(p.res.etcdEndpoints, p.res.etcdTLS)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	begin, said := time.Now(), time.Time{}
+	for {
+		pctx, cancel := context.WithTimeout(ctx, joinTimeout)
+		_, err := cli.MemberPromote(pctx, p.res.memberID)
+		cancel()
+		if err == nil {
+			p.log.Info("this box's etcd member caught up and is now a voter", "took", time.Since(begin).Round(time.Millisecond))
+			return nil
+		}
+		if time.Since(said) > 5*time.Second {
+			p.log.Info("waiting for this box's etcd learner to catch up before promoting it", "last", err)
+			said = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("promote this member: %w (last: %v)", ctx.Err(), err)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// publisher keeps JoinSecret and the RBAC that lets join tokens read it
+// up to date; every box does it at start, so the bundle follows the PKI.
+type publisher struct {
+	client   kubernetes.Interface
+	pkiDir   string
+	settings ClusterSettings
+	log      *slog.Logger
+	component.Goroutine
+}
+
+func (p *publisher) Name() string                   { return "join-bundle" }
+func (p *publisher) Init(context.Context) error     { return nil }
+func (p *publisher) Start(context.Context) error    { return nil }
+func (p *publisher) Stop(ctx context.Context) error { return nil }
+
+func (p *publisher) Ready(ctx context.Context) error {
+	var last error
+	for {
+		if last = p.publish(ctx); last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("publish the join bundle: %w (last: %v)", ctx.Err(), last)
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (p *publisher) publish(ctx context.Context) error {
+	files, err := bootstrap.ReadShared(p.pkiDir)
+	if err != nil {
+		return err
+	}
+	data := map[string][]byte{}
+	for name, v := range files {
+		data[secretKey(name)] = v
+	}
+	if data[clusterKey], err = json.Marshal(p.settings); err != nil {
+		return err
+	}
+	const ns = "kube-system"
+	sec := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: JoinSecret, Namespace: ns, Labels: map[string]string{"app.kubernetes.io/managed-by": "kubox"}},
+		Type:       corev1.SecretTypeOpaque, Data: data,
+	}
+	secrets := p.client.CoreV1().Secrets(ns)
+	if cur, err := secrets.Get(ctx, JoinSecret, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+		if _, err := secrets.Create(ctx, sec, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return err
+		}
+	} else if err != nil {
+		return err
+	} else if !sameData(cur.Data, data) {
+		cur.Data = data
+		if _, err := secrets.Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+			return err
+		}
+	}
+	role := &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Name: joinRole, Namespace: ns},
+		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{JoinSecret}, Verbs: []string{"get"}}},
+	}
+	if _, err := p.client.RbacV1().Roles(ns).Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	rb := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: joinRole, Namespace: ns},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: joinRole},
+		Subjects:   []rbacv1.Subject{{Kind: "Group", APIGroup: "rbac.authorization.k8s.io", Name: JoinGroup}},
+	}
+	if _, err := p.client.RbacV1().RoleBindings(ns).Create(ctx, rb, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	return nil
+}
+
+func sameData(a, b map[string][]byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if string(b[k]) != string(v) {
+			return false
+		}
+	}
+	return true
+}
