@@ -33,6 +33,9 @@ type serverFlags struct {
 	cpuManagerPolicy, reservedCPUs                       string
 	systemReserved, kubeReserved                         string
 	certCheckInterval, testLeafCertLifetime              time.Duration
+	airgap                                               airgapServerFlags
+	imageGCHigh, imageGCLow                              int
+	imageGCMinAge                                        time.Duration
 }
 
 func (f *serverFlags) register(fs *pflag.FlagSet) {
@@ -60,6 +63,10 @@ func (f *serverFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.certCheckInterval, "cert-check-interval", server.DefaultCertCheckInterval, "how often to look for certificates to renew (also at start)")
 	fs.DurationVar(&f.testLeafCertLifetime, "test-leaf-cert-lifetime", 0, "for tests: lifetime of newly issued leaf certificates (default one year)")
 	_ = fs.MarkHidden("test-leaf-cert-lifetime")
+	f.airgap.register(fs)
+	fs.IntVar(&f.imageGCHigh, "image-gc-high-threshold", 85, "disk usage (percent) of the image file system above which the kubelet removes unused images (pinned ones never)")
+	fs.IntVar(&f.imageGCLow, "image-gc-low-threshold", 80, "disk usage (percent) the kubelet's image garbage collection brings it down to")
+	fs.DurationVar(&f.imageGCMinAge, "image-gc-min-age", 2*time.Minute, "youngest an unused image may be to be garbage collected")
 }
 
 // config turns the raw values into a server.Config, with one-line errors.
@@ -73,6 +80,8 @@ func (f *serverFlags) config() (server.Config, error) {
 	}
 	f.snapshot.apply(&c)
 	f.proxy.apply(&c)
+	f.airgap.apply(&c)
+	c.ImageGCHighThreshold, c.ImageGCLowThreshold, c.ImageGCMinAge = f.imageGCHigh, f.imageGCLow, f.imageGCMinAge
 	var err error
 	c.CPUManagerPolicy, c.ReservedCPUs = f.cpuManagerPolicy, f.reservedCPUs
 	c.CertCheckInterval, c.LeafCertLifetime = f.certCheckInterval, f.testLeafCertLifetime

@@ -178,8 +178,13 @@ func (s *Server) build(ctx context.Context) error {
 		if px := s.proxyComponent(client); px != nil {
 			comps = append(comps, px)
 		}
+		ag, err := s.airgapComponent()
+		if err != nil {
+			return err
+		}
 		comps = append(comps,
 			ctrd,
+			ag,
 			kubelet.New(kubelet.Config{
 				NodeName: c.NodeName, NodeIP: c.NodeIP, Port: c.KubeletPort,
 				RootDir: p.Kubelet, ConfigFile: p.KubeletConfig, Kubeconfig: pki.KubeletKubeconfig,
@@ -188,6 +193,7 @@ func (s *Server) build(ctx context.Context) error {
 				Client:           client,
 				CPUManagerPolicy: c.CPUManagerPolicy, ReservedCPUs: c.ReservedCPUs,
 				SystemReserved: c.SystemReserved, KubeReserved: c.KubeReserved,
+				ImageGCHighThreshold: c.ImageGCHighThreshold, ImageGCLowThreshold: c.ImageGCLowThreshold, ImageGCMinAge: c.ImageGCMinAge,
 				Log: s.log.With("component", "kubelet"),
 			}),
 			network.New(network.Config{

@@ -50,7 +50,11 @@ type Config struct {
 	ReservedCPUs     string
 	SystemReserved   map[string]string
 	KubeReserved     map[string]string
-	Log              *slog.Logger // nil: slog.Default()
+	// Image garbage collection: disk usage thresholds in percent (0 and 0:
+	// the kubelet's defaults) and the minimum age of an unused image.
+	ImageGCHighThreshold, ImageGCLowThreshold int
+	ImageGCMinAge                             time.Duration
+	Log                                       *slog.Logger // nil: slog.Default()
 }
 
 // Kubelet is the embedded kubelet.
@@ -98,6 +102,11 @@ func (k *Kubelet) Configuration() *kubeletv1beta1.KubeletConfiguration {
 	}
 	if k.cfg.ClusterDNS != nil {
 		c.ClusterDNS = []string{k.cfg.ClusterDNS.String()}
+	}
+	if k.cfg.ImageGCHighThreshold != 0 || k.cfg.ImageGCLowThreshold != 0 {
+		hi, lo := int32(k.cfg.ImageGCHighThreshold), int32(k.cfg.ImageGCLowThreshold)
+		c.ImageGCHighThresholdPercent, c.ImageGCLowThresholdPercent = &hi, &lo
+		c.ImageMinimumGCAge = metav1.Duration{Duration: k.cfg.ImageGCMinAge}
 	}
 	k.cpuManager(c)
 	return c
