@@ -52,7 +52,7 @@ func (r Record) Load() (map[digest.Digest]RecordEntry, error) {
 	}
 	var f recordFile
 	if err := json.Unmarshal(data, &f); err != nil {
-		return nil, fmt.Errorf("import record %s is corrupt (%v): move it aside and the bundles are imported again", r.Path, err)
+		return nil, fmt.Errorf("import record %s is corrupt (%v): it is moved aside at the next import, and bundles are imported again", r.Path, err)
 	}
 	m := make(map[digest.Digest]RecordEntry, len(f.Bundles))
 	for _, e := range f.Bundles {
@@ -76,7 +76,12 @@ func (r Record) Add(e RecordEntry) error {
 	}
 	m, err := r.Load()
 	if err != nil {
-		return err
+		// Only a cache of what is in containerd: keep the bad file for
+		// a look, start a new one.
+		if _, merr := fsutil.MoveAside(r.Path, time.Now()); merr != nil {
+			return fmt.Errorf("%w; %w", err, merr)
+		}
+		m = map[digest.Digest]RecordEntry{}
 	}
 	var f recordFile
 	for id, old := range m {

@@ -238,7 +238,7 @@ func (w *Watcher) importFile(ctx context.Context, path string) (*Result, error) 
 	defer f.Close()
 	rec, err := w.cfg.Record.Load()
 	if err != nil {
-		return nil, err
+		w.cfg.Log.Warn("import record unreadable; bundles are imported again", "err", err)
 	}
 	res, err := Import(ctx, w.client, f, ImportOptions{
 		Signature: w.cfg.Signature,

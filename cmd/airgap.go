@@ -357,7 +357,7 @@ func importOne(ctx context.Context, client *containerd.Client, rec airgap.Record
 	defer f.Close()
 	known, err := rec.Load()
 	if err != nil {
-		return err
+		fmt.Fprintln(os.Stderr, "warning: "+err.Error())
 	}
 	opts := airgap.ImportOptions{Signature: policy}
 	if !force {

@@ -92,8 +92,9 @@ func BenchmarkAirgapImport(b *testing.B) {
 			b.Fatal(err)
 		}
 		logLen := len(readFile(b, n.LogPath))
+		restarted := time.Now()
 		n.Start()
-		if err := n.WaitNodeReady(ctx); err != nil {
+		if err := n.WaitNodeReadyFast(ctx, restarted); err != nil {
 			b.Fatal(err)
 		}
 		line := regexp.MustCompile(`msg="images dir checked".*`).FindString(string(readFile(b, n.LogPath)[logLen:]))

@@ -154,7 +154,13 @@ func TestAirgap(t *testing.T) {
 		return kubox(append([]string{"ctr", "--address", sock, "-n", "k8s.io"}, args...)...)
 	}
 	images := func() []string {
-		l := strings.Fields(ctr("images", "ls", "-q"))
+		// Only the names: ctr may add warnings (cgroup v1) to its output.
+		var l []string
+		for _, line := range strings.Split(ctr("images", "ls", "-q"), "\n") {
+			if f := strings.Fields(line); len(f) == 1 && !strings.Contains(line, "=") {
+				l = append(l, f[0])
+			}
+		}
 		slices.Sort(l)
 		return l
 	}
@@ -316,8 +322,9 @@ func TestAirgap(t *testing.T) {
 	}
 	logBefore := len(mustRead(t, n.LogPath))
 	n.Args = append(n.Args, "--image-gc-high-threshold", "1", "--image-gc-low-threshold", "0", "--image-gc-min-age", "0s")
+	restarted := time.Now()
 	n.Start()
-	if err := n.WaitNodeReady(ctx); err != nil {
+	if err := n.WaitNodeReadyFast(ctx, restarted); err != nil {
 		t.Fatal(err)
 	}
 	restartLog := string(mustRead(t, n.LogPath)[logBefore:])
