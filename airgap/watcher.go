@@ -11,6 +11,7 @@ import (
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/fsnotify/fsnotify"
 	"github.com/opencontainers/go-digest"
 
@@ -85,6 +86,11 @@ func (w *Watcher) Start(ctx context.Context) error {
 	client, err := containerd.New(w.cfg.Address, containerd.WithDefaultNamespace(Namespace))
 	if err != nil {
 		return fmt.Errorf("connect to containerd: %w", err)
+	}
+	// Connect now: a containerd that does not answer fails the start here.
+	if _, err := client.Version(ctx); err != nil {
+		client.Close()
+		return fmt.Errorf("connect to containerd at %s: %w", w.cfg.Address, err)
 	}
 	fsw, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -166,7 +172,44 @@ func (w *Watcher) run(ctx context.Context) error {
 	}
 }
 
-type scanStats struct{ bundles, imported, skipped, failed int }
+type scanStats struct {
+	bundles, imported, skipped, failed int
+	// What a pass needs to decide on skips, read once per pass, on demand.
+	rec    map[digest.Digest]RecordEntry
+	images map[string]bool
+	loaded bool
+}
+
+// known reports whether bundle id was imported and all its images are
+// still in containerd: one record read and one image list per pass.
+func (w *Watcher) known(ctx context.Context, st *scanStats, id digest.Digest, m *Manifest) bool {
+	if !st.loaded {
+		st.loaded = true
+		rec, err := w.cfg.Record.Load()
+		if err != nil {
+			w.cfg.Log.Warn("import record unreadable; bundles are imported again", "err", err)
+		}
+		st.rec = rec
+		list, err := w.client.ImageService().List(namespaces.WithNamespace(ctx, Namespace))
+		if err != nil {
+			w.cfg.Log.Warn("cannot list containerd's images; bundles are imported again", "err", err)
+			return false
+		}
+		st.images = make(map[string]bool, len(list))
+		for _, i := range list {
+			st.images[i.Name] = true
+		}
+	}
+	if _, ok := st.rec[id]; !ok {
+		return false
+	}
+	for _, im := range m.Images {
+		if !st.images[im.Name] {
+			return false
+		}
+	}
+	return true
+}
 
 func (w *Watcher) scan(ctx context.Context, initial bool) scanStats {
 	var st scanStats
@@ -211,7 +254,7 @@ func (w *Watcher) consider(ctx context.Context, path string, st *scanStats) {
 		return
 	}
 	w.seen[path] = now
-	res, err := w.importFile(ctx, path)
+	res, err := w.importFile(ctx, path, st)
 	switch {
 	case err != nil:
 		st.failed++
@@ -230,19 +273,15 @@ func (w *Watcher) consider(ctx context.Context, path string, st *scanStats) {
 	}
 }
 
-func (w *Watcher) importFile(ctx context.Context, path string) (*Result, error) {
+func (w *Watcher) importFile(ctx context.Context, path string, st *scanStats) (*Result, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	rec, err := w.cfg.Record.Load()
-	if err != nil {
-		w.cfg.Log.Warn("import record unreadable; bundles are imported again", "err", err)
-	}
 	res, err := Import(ctx, w.client, f, ImportOptions{
 		Signature: w.cfg.Signature,
-		Skip:      func(id digest.Digest, m *Manifest) bool { return AlreadyImported(ctx, w.client, rec, id, m) },
+		Skip:      func(id digest.Digest, m *Manifest) bool { return w.known(ctx, st, id, m) },
 		Progress: func(p ImageProgress) {
 			w.cfg.Log.Info("image imported", "image", p.Name, "digest", p.Digest, "size", p.Size, "MB/s", fmt.Sprintf("%.1f", p.MBps()))
 		},
@@ -251,6 +290,8 @@ func (w *Watcher) importFile(ctx context.Context, path string) (*Result, error) 
 		return res, err
 	}
 	if !res.Skipped {
+		// The next bundle of this pass must see this one's images.
+		st.loaded = false
 		if err := w.cfg.Record.Add(NewRecordEntry(path, res)); err != nil {
 			return res, err
 		}

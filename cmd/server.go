@@ -36,6 +36,7 @@ type serverFlags struct {
 	airgap                                               airgapServerFlags
 	imageGCHigh, imageGCLow                              int
 	imageGCMinAge                                        time.Duration
+	testEvictionHard                                     map[string]string
 }
 
 func (f *serverFlags) register(fs *pflag.FlagSet) {
@@ -67,6 +68,8 @@ func (f *serverFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&f.imageGCHigh, "image-gc-high-threshold", 85, "disk usage (percent) of the image file system above which the kubelet removes unused images (pinned ones never)")
 	fs.IntVar(&f.imageGCLow, "image-gc-low-threshold", 80, "disk usage (percent) the kubelet's image garbage collection brings it down to")
 	fs.DurationVar(&f.imageGCMinAge, "image-gc-min-age", 2*time.Minute, "youngest an unused image may be to be garbage collected")
+	fs.StringToStringVar(&f.testEvictionHard, "test-eviction-hard", nil, "for tests: the kubelet's hard eviction thresholds, e.g. imagefs.available=99%")
+	_ = fs.MarkHidden("test-eviction-hard")
 }
 
 // config turns the raw values into a server.Config, with one-line errors.
@@ -82,6 +85,7 @@ func (f *serverFlags) config() (server.Config, error) {
 	f.proxy.apply(&c)
 	f.airgap.apply(&c)
 	c.ImageGCHighThreshold, c.ImageGCLowThreshold, c.ImageGCMinAge = f.imageGCHigh, f.imageGCLow, f.imageGCMinAge
+	c.TestEvictionHard = f.testEvictionHard
 	var err error
 	c.CPUManagerPolicy, c.ReservedCPUs = f.cpuManagerPolicy, f.reservedCPUs
 	c.CertCheckInterval, c.LeafCertLifetime = f.certCheckInterval, f.testLeafCertLifetime

@@ -72,6 +72,11 @@ type Config struct {
 	// collected.
 	ImageGCHighThreshold, ImageGCLowThreshold int
 	ImageGCMinAge                             time.Duration
+	// TestEvictionHard, for tests only, replaces the kubelet's hard
+	// eviction thresholds: the eviction manager checks every 10 s and
+	// reclaims disk by deleting unused, unpinned images, whereas the
+	// periodic image GC runs only every 5 minutes.
+	TestEvictionHard map[string]string
 }
 
 // Paths are the files and dirs kubox keeps under DataDir and RunDir.

@@ -194,7 +194,8 @@ func (s *Server) build(ctx context.Context) error {
 				CPUManagerPolicy: c.CPUManagerPolicy, ReservedCPUs: c.ReservedCPUs,
 				SystemReserved: c.SystemReserved, KubeReserved: c.KubeReserved,
 				ImageGCHighThreshold: c.ImageGCHighThreshold, ImageGCLowThreshold: c.ImageGCLowThreshold, ImageGCMinAge: c.ImageGCMinAge,
-				Log: s.log.With("component", "kubelet"),
+				EvictionHard: c.TestEvictionHard,
+				Log:          s.log.With("component", "kubelet"),
 			}),
 			network.New(network.Config{
 				NodeName: c.NodeName, Client: client, ConfDir: p.CNIConf, IPAMDir: p.CNIIPAM,

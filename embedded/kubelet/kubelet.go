@@ -54,7 +54,10 @@ type Config struct {
 	// the kubelet's defaults) and the minimum age of an unused image.
 	ImageGCHighThreshold, ImageGCLowThreshold int
 	ImageGCMinAge                             time.Duration
-	Log                                       *slog.Logger // nil: slog.Default()
+	// EvictionHard replaces the kubelet's hard eviction thresholds
+	// (signal -> value, e.g. "imagefs.available": "15%"); nil keeps its defaults.
+	EvictionHard map[string]string
+	Log          *slog.Logger // nil: slog.Default()
 }
 
 // Kubelet is the embedded kubelet.
@@ -107,6 +110,9 @@ func (k *Kubelet) Configuration() *kubeletv1beta1.KubeletConfiguration {
 		hi, lo := int32(k.cfg.ImageGCHighThreshold), int32(k.cfg.ImageGCLowThreshold)
 		c.ImageGCHighThresholdPercent, c.ImageGCLowThresholdPercent = &hi, &lo
 		c.ImageMinimumGCAge = metav1.Duration{Duration: k.cfg.ImageGCMinAge}
+	}
+	if k.cfg.EvictionHard != nil {
+		c.EvictionHard = k.cfg.EvictionHard
 	}
 	k.cpuManager(c)
 	return c
