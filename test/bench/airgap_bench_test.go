@@ -31,9 +31,10 @@ const (
 )
 
 // BenchmarkAirgapImport compares `kubox airgap import` of a ~300 MB bundle
-// with containerd's own `ctr images import` of an OCI archive of images of
-// the same shape (other random content, so neither finds the other's blobs),
-// both unpacking, on the same running node; then restarts the node with the
+// with containerd's own `ctr images import` (through the transfer service,
+// its default, and with --local) of OCI archives of images of the same shape
+// (other random content, so none finds another's blobs), all unpacking, on
+// the same running node; then restarts the node with the
 // imported bundle in its images dir and reports the start-time check.
 func BenchmarkAirgapImport(b *testing.B) {
 	env := harness.Require(b)
@@ -47,6 +48,7 @@ func BenchmarkAirgapImport(b *testing.B) {
 		begin := time.Now()
 		kuboxSet := benchImages(b, "kubox")
 		ctrSet := benchImages(b, "ctr")
+		localSet := benchImages(b, "ctr-local")
 		bundle := filepath.Join(work, "bench.kbundle")
 		m, err := airgap.CreateFile(ctx, bundle, kuboxSet, airgap.WriteOptions{})
 		if err != nil {
@@ -54,6 +56,8 @@ func BenchmarkAirgapImport(b *testing.B) {
 		}
 		archive := filepath.Join(work, "bench-oci.tar")
 		ctrBytes := writeOCIArchive(b, filepath.Join(work, "layout"), archive, ctrSet)
+		localArchive := filepath.Join(work, "bench-oci-local.tar")
+		localBytes := writeOCIArchive(b, filepath.Join(work, "layout-local"), localArchive, localSet)
 		fi, _ := os.Stat(bundle)
 		fmt.Printf("generated two image sets and wrote bundle + OCI archive in %s\n", time.Since(begin).Round(time.Millisecond))
 		report(b, "airgap bundle content", float64(m.Size())/1e6, "MB")
@@ -70,6 +74,13 @@ func BenchmarkAirgapImport(b *testing.B) {
 			b.Fatalf("ctr import: %v\n%s", err, out)
 		}
 		ctrTook := time.Since(t0)
+		// --local: the client imports through the content store itself, as
+		// kubox does, instead of handing the stream to the transfer service.
+		t0 = time.Now()
+		if out, err := n.Kubox(ctx, "ctr", "--address", sock, "-n", "k8s.io", "images", "import", "--local", localArchive); err != nil {
+			b.Fatalf("ctr import --local: %v\n%s", err, out)
+		}
+		localTook := time.Since(t0)
 		t0 = time.Now()
 		if out, err := n.Kubox(ctx, "airgap", "import", "-q", "--data-dir", n.DataDir, "--run-dir", n.RunDir, bundle); err != nil {
 			b.Fatalf("kubox airgap import: %v\n%s", err, out)
@@ -77,9 +88,12 @@ func BenchmarkAirgapImport(b *testing.B) {
 		kuboxTook := time.Since(t0)
 		ctrRate := float64(ctrBytes) / 1e6 / ctrTook.Seconds()
 		kuboxRate := float64(m.Size()) / 1e6 / kuboxTook.Seconds()
+		localRate := float64(localBytes) / 1e6 / localTook.Seconds()
 		report(b, "ctr images import (OCI tar, unpack)", ctrRate, "MB/s")
+		report(b, "ctr images import --local (OCI tar, unpack)", localRate, "MB/s")
 		report(b, "kubox airgap import (bundle, unpack)", kuboxRate, "MB/s")
 		report(b, "kubox/ctr import throughput ratio", kuboxRate/ctrRate, "x")
+		report(b, "kubox/ctr --local import throughput ratio", kuboxRate/localRate, "x")
 
 		// Restart with the imported bundle in the images dir: the start
 		// reads its manifest, finds it recorded, and skips it.
