@@ -84,6 +84,8 @@ func TestAirgap(t *testing.T) {
 	n := harness.NewNode(t, env)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
+	begin := time.Now()
+	phase := func(what string) { t.Logf("%6.1fs %s", time.Since(begin).Seconds(), what) }
 	work := filepath.Join(n.Root, "work")
 	if err := os.MkdirAll(work, 0o700); err != nil {
 		t.Fatal(err)
@@ -144,6 +146,7 @@ func TestAirgap(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	phase("bundles created (local archives, loopback registry)")
 	n.Args = append(n.Args, "--airgap-public-key-file", p("site.pub"))
 	n.Start()
 	if err := n.WaitNodeReady(ctx); err != nil {
@@ -166,6 +169,7 @@ func TestAirgap(t *testing.T) {
 	}
 	nodeFlags := []string{"--data-dir", n.DataDir, "--run-dir", n.RunDir, "--airgap-public-key-file", p("site.pub")}
 
+	phase("node ready")
 	// Import by the CLI: per-image progress, signature verified, pinned.
 	out = kubox(append([]string{"airgap", "import", p("site.kbundle")}, nodeFlags...)...)
 	t.Logf("import:\n%s", out)
@@ -198,6 +202,7 @@ func TestAirgap(t *testing.T) {
 		}
 	}
 
+	phase("imported; Deployments (Never, IfNotPresent) rolled out")
 	// Bad bundles, by the CLI: refused in one line, file kept, nothing in
 	// containerd (no image, not even the blobs).
 	regData, err := os.ReadFile(p("reg.kbundle"))
@@ -248,6 +253,7 @@ func TestAirgap(t *testing.T) {
 		}
 	}
 
+	phase("bad bundles refused")
 	// The images dir: a bad file is logged and kept; a half-copied bundle is
 	// not imported until the copy completes, then it is.
 	imagesDir := filepath.Join(n.DataDir, "images")
@@ -291,6 +297,7 @@ func TestAirgap(t *testing.T) {
 		}
 	}
 
+	phase("images dir: bad file refused, half-copied bundle imported once complete")
 	// Restart with the site bundle also in the images dir (imported by the
 	// CLI, so recorded) and a file that is no bundle; tiny image GC
 	// thresholds, no pods, and an unpinned image: the start skips the three
@@ -347,12 +354,14 @@ func TestAirgap(t *testing.T) {
 			t.Errorf("start-time check: want %s in %q", want, checked)
 		}
 	}
+	phase("restarted; start-time check done")
 	gcCtx, gcCancel := context.WithTimeout(ctx, 3*time.Minute)
 	err = harness.WaitFor(gcCtx, time.Second, func() bool { return !slices.Contains(images(), controlRef) })
 	gcCancel()
 	if err != nil {
 		t.Fatalf("the kubelet's image GC did not remove the unpinned image %s (so pinning is not shown): %v; images: %v", controlRef, err, images())
 	}
+	phase("image GC removed the unpinned image")
 	after := images()
 	for _, want := range []string{"localhost/kubox-test/busybox:1", "localhost/kubox-test/airgap:1", regRef} {
 		if !slices.Contains(after, want) {
