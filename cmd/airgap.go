@@ -131,6 +131,15 @@ func signalContext() (context.Context, context.CancelFunc) {
 
 func mb(n int64) string { return fmt.Sprintf("%.1f MB", float64(n)/1e6) }
 
+// rate describes the bytes an image step moved: an image whose layers all
+// came with an earlier one moved almost nothing.
+func rate(p airgap.ImageProgress) string {
+	if p.New < p.Size/2 {
+		return fmt.Sprintf("%s new (layers shared with an earlier image), %s", mb(p.New), p.Took.Round(time.Millisecond))
+	}
+	return fmt.Sprintf("%s new, %.1f MB/s", mb(p.New), p.MBps())
+}
+
 func newBundleCreateCommand() *cobra.Command {
 	var out, signKey, platform string
 	var archives []string
@@ -180,7 +189,7 @@ func newBundleCreateCommand() *cobra.Command {
 			w := cmd.OutOrStdout()
 			if !quiet {
 				opts.Progress = func(p airgap.ImageProgress) {
-					fmt.Fprintf(w, "added %s  %s  (%s new, %.1f MB/s)\n", p.Name, mb(p.Size), mb(p.New), p.MBps())
+					fmt.Fprintf(w, "added %s  %s  %s\n", p.Name, mb(p.Size), rate(p))
 				}
 			}
 			begin := time.Now()
@@ -367,7 +376,7 @@ func importOne(ctx context.Context, client *containerd.Client, rec airgap.Record
 	}
 	if !quiet {
 		opts.Progress = func(p airgap.ImageProgress) {
-			fmt.Fprintf(w, "imported %s  %s  %.1f MB/s  (pinned)\n", p.Name, mb(p.Size), p.MBps())
+			fmt.Fprintf(w, "imported %s  %s  %s  (pinned)\n", p.Name, mb(p.Size), rate(p))
 		}
 	}
 	res, err := airgap.Import(ctx, client, f, opts)
