@@ -152,6 +152,10 @@ func (w *Watcher) run(ctx context.Context) error {
 			if ev.Has(fsnotify.Create) || ev.Has(fsnotify.Write) || ev.Has(fsnotify.Chmod) {
 				pending[ev.Name] = time.Now()
 			}
+			if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
+				// A file put back later is a new file, whatever its size and time.
+				delete(w.seen, ev.Name)
+			}
 		case err, ok := <-w.fsw.Errors:
 			if !ok {
 				return nil
