@@ -290,6 +290,16 @@ func TestBadBundles(t *testing.T) {
 			e[2].data = bytes.Replace(e[2].data, []byte("localhost/test/a:1"), []byte("localhost/test/z:1"), 1)
 			return e
 		}), ErrDigestMismatch, "index.json"},
+		{"data after the tar", func() []byte {
+			var buf bytes.Buffer
+			zw, _ := zstd.NewWriter(&buf)
+			zr, _ := zstd.NewReader(bytes.NewReader(good))
+			io.Copy(zw, zr)
+			zr.Close()
+			zw.Write(make([]byte, 2<<20))
+			zw.Close()
+			return buf.Bytes()
+		}(), ErrInvalid, "after the end"},
 		{"manifest not JSON", mutated(func(e []entry) []entry { e[0].data = []byte("{"); return e }), ErrInvalid, ""},
 	}
 	for _, c := range cases {

@@ -56,6 +56,7 @@ const (
 	maxIndexSize    = 16 << 20
 	maxImageJSON    = 4 << 20 // an image manifest
 	maxSigSize      = 4 << 10
+	maxTrailer      = 1 << 20 // after the tar's end: padding only
 )
 
 // Manifest lists everything a bundle holds.

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // FuzzReader feeds arbitrary bytes to the bundle reader: it must never
@@ -17,10 +18,20 @@ import (
 // explores from there.
 func FuzzReader(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
-		r, err := NewReader(bytes.NewReader(data))
-		if err == nil {
-			err = r.Verify()
-			r.Close()
+		done := make(chan error, 1)
+		go func() {
+			r, err := NewReader(bytes.NewReader(data))
+			if err == nil {
+				err = r.Verify()
+				r.Close()
+			}
+			done <- err
+		}()
+		var err error
+		select {
+		case err = <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("reader still busy after 5s")
 		}
 		if err == nil {
 			return

@@ -353,9 +353,14 @@ func (b *Reader) complete() error {
 		}
 	}
 	// The rest of the zstd stream (tar padding) must decode too: the frame's
-	// checksum is only checked at its end.
-	if _, err := io.Copy(io.Discard, b.zr); err != nil {
+	// checksum is only checked at its end. Bounded, so a stream that
+	// decompresses to endless zeros after the tar is refused, not read.
+	n, err := io.Copy(io.Discard, io.LimitReader(b.zr, maxTrailer+1))
+	if err != nil {
 		return readErr(err)
+	}
+	if n > maxTrailer {
+		return fmt.Errorf("%w: data after the end of the tar", ErrInvalid)
 	}
 	return nil
 }
