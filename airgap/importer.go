@@ -53,8 +53,9 @@ func (r *Result) MBps() float64 {
 }
 
 // Import reads a bundle from r into containerd's k8s.io namespace: every
-// blob is written to the content store and checked against its digest
-// (by the reader and again by containerd), each image is unpacked, and only
+// blob is written to the content store, which commits it only if it has the
+// digest the bundle names (a blob containerd already has is hashed by the
+// reader instead), each image is unpacked, and only
 // once all of that has worked are the images created, labelled pinned and
 // with the bundle's ID. On any failure nothing of the bundle remains: the
 // blobs and snapshots written so far belong to a lease that is deleted, and
@@ -116,11 +117,20 @@ func Import(ctx context.Context, client *containerd.Client, r io.Reader, opts Im
 		}
 		t := time.Now()
 		desc := ocispec.Descriptor{Digest: bl.Digest, Size: bl.Size}
+		// A blob new to containerd is checked by its content store, which
+		// commits it only if its digest is the expected one; one already
+		// there is not read by WriteBlob, and the reader checks it below.
+		if _, err := cs.Info(ctx, bl.Digest); errdefs.IsNotFound(err) {
+			br.leaveDigest()
+		}
 		if err := content.WriteBlob(ctx, cs, "kubox-airgap-"+lease.ID+"-"+bl.Digest.Encoded(), blr, desc); err != nil {
 			// The reader's own error says best what was wrong.
 			var rerr error
 			if _, rerr = io.Copy(io.Discard, blr); rerr != nil {
 				return res, rerr
+			}
+			if errdefs.IsFailedPrecondition(err) {
+				return res, fmt.Errorf("%w: blob %s (containerd found other content): %v", ErrDigestMismatch, bl.Digest, err)
 			}
 			return res, fmt.Errorf("write blob %s into containerd: %w", bl.Digest, err)
 		}
