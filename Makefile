@@ -195,22 +195,34 @@ BUSYBOX ?= $(firstword $(wildcard /bin/busybox /usr/bin/busybox))
 BUSYBOX_APPLETS := sh httpd wget nslookup sleep cat ls ip hostname \
 	echo env true false id ps kill grep mkdir rm touch date uname head tail test nc ping
 BUSYBOX_TAR := $(IMAGES_OUT)/busybox.tar
-BUSYBOX_IMAGE_CMD := $(MKIMAGE) -o $(BUSYBOX_TAR) -name $(BUSYBOX_IMAGE) \
-	-file /bin/busybox=$(BUSYBOX) \
+BUSYBOX_FILES := -file /bin/busybox=$(BUSYBOX) \
 	$(foreach a,$(BUSYBOX_APPLETS),-symlink /bin/$(a)=busybox) \
 	-file /www/index.html=test/images/busybox/index.html \
 	-file /etc/passwd=test/images/busybox/passwd \
 	-file /etc/group=test/images/busybox/group \
-	-dir /tmp=1777 \
+	-dir /tmp=1777
+BUSYBOX_IMAGE_CMD := $(MKIMAGE) -o $(BUSYBOX_TAR) -name $(BUSYBOX_IMAGE) $(BUSYBOX_FILES) \
 	-cmd '["/bin/busybox","httpd","-f","-p","8080","-h","/www"]'
 $(eval $(call stamp,busybox-image,BUSYBOX_IMAGE_CMD))
 
-test-images: $(BUSYBOX_TAR)
+# The air-gap tests' second image: the same layer as busybox (so a bundle of
+# both holds it once), serving on port 8081.
+AIRGAP_TEST_IMAGE := localhost/kubox-test/airgap:1
+AIRGAP_TAR := $(IMAGES_OUT)/airgap.tar
+AIRGAP_IMAGE_CMD := $(MKIMAGE) -o $(AIRGAP_TAR) -name $(AIRGAP_TEST_IMAGE) $(BUSYBOX_FILES) \
+	-cmd '["/bin/busybox","httpd","-f","-p","8081","-h","/www"]'
+$(eval $(call stamp,airgap-image,AIRGAP_IMAGE_CMD))
+
+test-images: $(BUSYBOX_TAR) $(AIRGAP_TAR)
 
 $(BUSYBOX_TAR): $(BUSYBOX) $(wildcard test/images/busybox/*) $(MKIMAGE_SRCS) $(STAMPS)/busybox-image
 	@test -n "$(BUSYBOX)" || { echo "no busybox found: install busybox-static" >&2; exit 1; }
 	@hack/check-static.sh $(BUSYBOX) || { echo "install busybox-static" >&2; exit 1; }
 	$(BUSYBOX_IMAGE_CMD)
+
+$(AIRGAP_TAR): $(BUSYBOX) $(wildcard test/images/busybox/*) $(MKIMAGE_SRCS) $(STAMPS)/airgap-image
+	@hack/check-static.sh $(BUSYBOX) || { echo "install busybox-static" >&2; exit 1; }
+	$(AIRGAP_IMAGE_CMD)
 
 # ---------------------------------------------------------------- tests
 

@@ -15,6 +15,7 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(newSnapshotCommand(), newRestoreCommand())
 	root.AddCommand(newCheckCommand(), newCertsCommand())
 	root.AddCommand(newTokenCommand(), newEtcdCommand(), newNodeCommand())
+	root.AddCommand(newAirgapCommand())
 	// Listed for help; the real work happens in multicall before cobra runs.
 	for _, t := range []struct{ name, short string }{
 		{"kubectl", "Run the embedded upstream kubectl (uses the admin kubeconfig by default)"},

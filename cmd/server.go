@@ -38,6 +38,10 @@ type serverFlags struct {
 	metricsAddress                                       string
 	join, token, tokenFile                               string
 	kubeletCgroupRoot                                    string
+	airgap                                               airgapServerFlags
+	imageGCHigh, imageGCLow                              int
+	imageGCMinAge                                        time.Duration
+	testEvictionHard                                     map[string]string
 }
 
 func (f *serverFlags) register(fs *pflag.FlagSet) {
@@ -71,6 +75,12 @@ func (f *serverFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.testLeafCertLifetime, "test-leaf-cert-lifetime", 0, "for tests: lifetime of newly issued leaf certificates (default one year)")
 	_ = fs.MarkHidden("test-leaf-cert-lifetime")
 	fs.StringVar(&f.metricsAddress, "metrics-address", metrics.DefaultAddress, "host:port of kubox's metrics endpoint (HTTPS, client certificate from the cluster's client CA required); none turns it off")
+	f.airgap.register(fs)
+	fs.IntVar(&f.imageGCHigh, "image-gc-high-threshold", 85, "disk usage (percent) of the image file system above which the kubelet removes unused images (pinned ones never)")
+	fs.IntVar(&f.imageGCLow, "image-gc-low-threshold", 80, "disk usage (percent) the kubelet's image garbage collection brings it down to")
+	fs.DurationVar(&f.imageGCMinAge, "image-gc-min-age", 2*time.Minute, "youngest an unused image may be to be garbage collected")
+	fs.StringToStringVar(&f.testEvictionHard, "test-eviction-hard", nil, "for tests: the kubelet's hard eviction thresholds, e.g. imagefs.available=99%")
+	_ = fs.MarkHidden("test-eviction-hard")
 }
 
 // config turns the raw values into a server.Config, with one-line errors.
@@ -84,6 +94,9 @@ func (f *serverFlags) config() (server.Config, error) {
 	}
 	f.snapshot.apply(&c)
 	f.proxy.apply(&c)
+	f.airgap.apply(&c)
+	c.ImageGCHighThreshold, c.ImageGCLowThreshold, c.ImageGCMinAge = f.imageGCHigh, f.imageGCLow, f.imageGCMinAge
+	c.TestEvictionHard = f.testEvictionHard
 	var err error
 	if c.Token, err = f.joinToken(); err != nil {
 		return c, err

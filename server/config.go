@@ -71,6 +71,22 @@ type Config struct {
 	// KubeletCgroupRoot puts this box's pod cgroups under that cgroup; for
 	// several boxes on one test machine (see embedded/kubelet).
 	KubeletCgroupRoot string
+	// Air-gap image bundles (see package airgap): the images dir (default
+	// <DataDir>/images), the trusted public key file, and whether bundles
+	// must be signed by it.
+	AirgapImagesDir        string
+	AirgapPublicKeyFile    string
+	AirgapRequireSignature bool
+	// Kubelet image garbage collection: disk usage thresholds (percent)
+	// and the minimum age of an unused image. Pinned images are never
+	// collected.
+	ImageGCHighThreshold, ImageGCLowThreshold int
+	ImageGCMinAge                             time.Duration
+	// TestEvictionHard, for tests only, replaces the kubelet's hard
+	// eviction thresholds: the eviction manager checks every 10 s and
+	// reclaims disk by deleting unused, unpinned images, whereas the
+	// periodic image GC runs only every 5 minutes.
+	TestEvictionHard map[string]string
 }
 
 // Paths are the files and dirs kubox keeps under DataDir and RunDir.
@@ -178,6 +194,21 @@ func (c *Config) Complete() error {
 	}
 	if c.KubeletPort == 0 {
 		c.KubeletPort = 10250
+	}
+	if c.AirgapImagesDir == "" {
+		c.AirgapImagesDir = filepath.Join(c.DataDir, "images")
+	}
+	if c.AirgapRequireSignature && c.AirgapPublicKeyFile == "" {
+		return errors.New("--airgap-require-signature needs --airgap-public-key-file: the trusted key bundles must be signed with")
+	}
+	if c.ImageGCHighThreshold == 0 && c.ImageGCLowThreshold == 0 {
+		c.ImageGCHighThreshold, c.ImageGCLowThreshold = 85, 80
+	}
+	if c.ImageGCHighThreshold < 0 || c.ImageGCHighThreshold > 100 || c.ImageGCLowThreshold < 0 || c.ImageGCLowThreshold >= c.ImageGCHighThreshold {
+		return fmt.Errorf("--image-gc-high-threshold %d, --image-gc-low-threshold %d: need 0 <= low < high <= 100", c.ImageGCHighThreshold, c.ImageGCLowThreshold)
+	}
+	if c.ImageGCMinAge < 0 {
+		return fmt.Errorf("--image-gc-min-age %s: must not be negative", c.ImageGCMinAge)
 	}
 	return c.Proxy.complete()
 }

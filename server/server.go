@@ -224,9 +224,14 @@ func (s *Server) build(ctx context.Context) error {
 		if px := s.proxyComponent(client); px != nil {
 			comps = append(comps, px)
 		}
+		ag, err := s.airgapComponent()
+		if err != nil {
+			return err
+		}
 		comps = append(comps,
 			csrapprover.New(csrapprover.Config{Client: client, Nodes: s.ownNodes, Log: s.log.With("component", "csr-approver")}),
 			ctrd,
+			ag,
 			kubelet.New(kubelet.Config{
 				NodeName: c.NodeName, NodeIP: c.NodeIP, Port: c.KubeletPort,
 				RootDir: p.Kubelet, ConfigFile: p.KubeletConfig, Kubeconfig: pki.KubeletKubeconfig,
@@ -235,8 +240,10 @@ func (s *Server) build(ctx context.Context) error {
 				Client:           client,
 				CPUManagerPolicy: c.CPUManagerPolicy, ReservedCPUs: c.ReservedCPUs,
 				SystemReserved: c.SystemReserved, KubeReserved: c.KubeReserved,
-				CgroupRoot: c.KubeletCgroupRoot,
-				Log:        s.log.With("component", "kubelet"),
+				CgroupRoot:           c.KubeletCgroupRoot,
+				ImageGCHighThreshold: c.ImageGCHighThreshold, ImageGCLowThreshold: c.ImageGCLowThreshold, ImageGCMinAge: c.ImageGCMinAge,
+				EvictionHard: c.TestEvictionHard,
+				Log:          s.log.With("component", "kubelet"),
 			}),
 			network.New(network.Config{
 				NodeName: c.NodeName, Client: client, ConfDir: p.CNIConf, IPAMDir: p.CNIIPAM,

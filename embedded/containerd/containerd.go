@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/kubox/kubox/airgap"
 	"github.com/kubox/kubox/internal/fsutil"
 )
 
@@ -189,7 +190,7 @@ func importImage(ctx context.Context, client *containerd.Client, open func() (io
 	}
 	defer r.Close()
 	ctx = namespaces.WithNamespace(ctx, Namespace)
-	imgs, err := client.Import(ctx, r, containerd.WithImageLabels(map[string]string{"io.cri-containerd.pinned": "pinned"}))
+	imgs, err := client.Import(ctx, r, containerd.WithImageLabels(map[string]string{airgap.PinnedLabel: airgap.PinnedValue}))
 	if err != nil {
 		return fmt.Errorf("import image archive: %w", err)
 	}

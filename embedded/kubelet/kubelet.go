@@ -58,7 +58,14 @@ type Config struct {
 	// instead of the root (several kubox boxes on one test machine must not
 	// share "kubepods": each kubelet deletes pod cgroups it does not know).
 	CgroupRoot string
-	Log        *slog.Logger // nil: slog.Default()
+	// Image garbage collection: disk usage thresholds in percent (0 and 0:
+	// the kubelet's defaults) and the minimum age of an unused image.
+	ImageGCHighThreshold, ImageGCLowThreshold int
+	ImageGCMinAge                             time.Duration
+	// EvictionHard replaces the kubelet's hard eviction thresholds
+	// (signal -> value, e.g. "imagefs.available": "15%"); nil keeps its defaults.
+	EvictionHard map[string]string
+	Log          *slog.Logger // nil: slog.Default()
 }
 
 // Kubelet is the embedded kubelet.
@@ -109,6 +116,14 @@ func (k *Kubelet) Configuration() *kubeletv1beta1.KubeletConfiguration {
 	}
 	if k.cfg.CgroupRoot != "" {
 		c.CgroupRoot = k.cfg.CgroupRoot
+	}
+	if k.cfg.ImageGCHighThreshold != 0 || k.cfg.ImageGCLowThreshold != 0 {
+		hi, lo := int32(k.cfg.ImageGCHighThreshold), int32(k.cfg.ImageGCLowThreshold)
+		c.ImageGCHighThresholdPercent, c.ImageGCLowThresholdPercent = &hi, &lo
+		c.ImageMinimumGCAge = metav1.Duration{Duration: k.cfg.ImageGCMinAge}
+	}
+	if k.cfg.EvictionHard != nil {
+		c.EvictionHard = k.cfg.EvictionHard
 	}
 	k.cpuManager(c)
 	return c

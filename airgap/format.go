@@ -1,0 +1,166 @@
+// Package airgap is kubox's image bundle: one file that carries container
+// images to a box with no network, is verified before anything from it is
+// used, is imported into containerd once, and keeps its images pinned so the
+// kubelet's image garbage collection never removes them.
+//
+// A bundle is a zstd-compressed tar. Its first entry is the bundle manifest
+// (kubox-bundle.json), which lists every image (name, manifest digest, size)
+// and every blob (digest, size), and the digest of the OCI index. An optional
+// ed25519 signature over the manifest's bytes follows (kubox-bundle.sig).
+// Then comes an OCI image layout (oci-layout, index.json, blobs/sha256/...)
+// whose index names each image with containerd's and the OCI annotation. The
+// manifest's own sha256 is the bundle's identity: it covers every byte of
+// content through the digests it lists.
+package airgap
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Names of the tar entries that are not blobs, in the order a bundle holds them.
+const (
+	ManifestEntry  = "kubox-bundle.json"
+	SignatureEntry = "kubox-bundle.sig"
+	LayoutEntry    = "oci-layout"
+	IndexEntry     = "index.json"
+	blobsPrefix    = "blobs/sha256/"
+)
+
+// Format is the value of Manifest.Format this version writes and reads.
+const Format = "kubox.bundle.v1"
+
+// Annotation keys that name an image in the OCI index: containerd's importer
+// reads the first (the full reference); the second is the OCI spec's (the tag).
+const (
+	AnnotationImageName = "io.containerd.image.name"
+	AnnotationRefName   = "org.opencontainers.image.ref.name"
+)
+
+// Labels kubox puts on the images it imports. PinnedLabel is the CRI
+// plugin's: a pinned image is reported to the kubelet as pinned, and the
+// kubelet's image garbage collection skips it.
+const (
+	PinnedLabel = "io.cri-containerd.pinned"
+	PinnedValue = "pinned"
+	BundleLabel = "io.kubox.airgap.bundle"
+)
+
+// Limits that keep a hostile bundle from making the reader allocate much.
+const (
+	maxManifestSize = 16 << 20
+	maxIndexSize    = 16 << 20
+	maxImageJSON    = 4 << 20 // an image manifest
+	maxSigSize      = 4 << 10
+	maxTrailer      = 1 << 20 // after the tar's end: padding only
+)
+
+// Manifest lists everything a bundle holds.
+type Manifest struct {
+	Format  string    `json:"format"`
+	Created time.Time `json:"created"`
+	// Index is the OCI index (index.json) of the layout.
+	Index  Blob    `json:"index"`
+	Images []Image `json:"images"`
+	// Blobs are every blob under blobs/sha256/, each once, in the order
+	// they appear in the tar.
+	Blobs []Blob `json:"blobs"`
+}
+
+// Image is one named image in a bundle.
+type Image struct {
+	Name      string        `json:"name"`
+	Digest    digest.Digest `json:"digest"` // the image manifest's digest
+	MediaType string        `json:"mediaType"`
+	Platform  string        `json:"platform,omitempty"` // os/arch[/variant]
+	// Size is the sum of the image's manifest, config and layers.
+	Size int64 `json:"size"`
+}
+
+// Blob is one content-addressed file of the layout.
+type Blob struct {
+	Digest digest.Digest `json:"digest"`
+	Size   int64         `json:"size"`
+}
+
+// Size is the sum of every blob's size: what an import writes.
+func (m *Manifest) Size() int64 {
+	var n int64
+	for _, b := range m.Blobs {
+		n += b.Size
+	}
+	return n
+}
+
+// validate checks the manifest on its own: format, well-formed digests,
+// no duplicate blobs or images, every image manifest among the blobs.
+func (m *Manifest) validate() error {
+	if m.Format != Format {
+		return fmt.Errorf("bundle format %q is not %q: made by another kubox version?", m.Format, Format)
+	}
+	if err := checkBlob(m.Index); err != nil {
+		return fmt.Errorf("index: %w", err)
+	}
+	blobs := make(map[digest.Digest]int64, len(m.Blobs))
+	for _, b := range m.Blobs {
+		if err := checkBlob(b); err != nil {
+			return err
+		}
+		if _, dup := blobs[b.Digest]; dup {
+			return fmt.Errorf("blob %s is listed twice", b.Digest)
+		}
+		blobs[b.Digest] = b.Size
+	}
+	if len(m.Images) == 0 {
+		return fmt.Errorf("the bundle lists no image")
+	}
+	names := map[string]bool{}
+	for _, im := range m.Images {
+		if im.Name == "" || strings.ContainsAny(im.Name, " \t\n") {
+			return fmt.Errorf("image name %q is not a valid reference", im.Name)
+		}
+		if names[im.Name] {
+			return fmt.Errorf("image %s is listed twice", im.Name)
+		}
+		names[im.Name] = true
+		if err := im.Digest.Validate(); err != nil || im.Digest.Algorithm() != digest.SHA256 {
+			return fmt.Errorf("image %s: digest %q is not a sha256 digest", im.Name, im.Digest)
+		}
+		if _, ok := blobs[im.Digest]; !ok {
+			return fmt.Errorf("image %s: its manifest %s is not among the bundle's blobs", im.Name, im.Digest)
+		}
+	}
+	return nil
+}
+
+func checkBlob(b Blob) error {
+	if err := b.Digest.Validate(); err != nil || b.Digest.Algorithm() != digest.SHA256 {
+		return fmt.Errorf("blob digest %q is not a sha256 digest", b.Digest)
+	}
+	if b.Size < 0 {
+		return fmt.Errorf("blob %s has a negative size", b.Digest)
+	}
+	return nil
+}
+
+// ID is the bundle's identity: the digest of its manifest's bytes.
+func ID(rawManifest []byte) digest.Digest { return digest.FromBytes(rawManifest) }
+
+// signature is the content of SignatureEntry.
+type signature struct {
+	Algorithm string `json:"algorithm"` // "ed25519"
+	KeyID     string `json:"keyID"`     // KeyID of the public key
+	Signature []byte `json:"signature"` // over the manifest's bytes
+}
+
+func marshalJSON(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}

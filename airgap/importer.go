@@ -1,0 +1,252 @@
+package airgap
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/platforms"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Namespace is the containerd namespace of the CRI plugin, where the
+// kubelet's images live.
+const Namespace = "k8s.io"
+
+// ImportOptions tune Import.
+type ImportOptions struct {
+	Signature SignaturePolicy
+	// Snapshotter images are unpacked into; default overlayfs.
+	Snapshotter string
+	// Skip is asked, once the manifest is read and the signature checked,
+	// whether the bundle is already there; true ends the import early.
+	Skip func(id digest.Digest, m *Manifest) bool
+	// Progress is called after each image is imported.
+	Progress func(ImageProgress)
+}
+
+// Result is what an import did.
+type Result struct {
+	ID       digest.Digest
+	Manifest *Manifest
+	Skipped  bool
+	Signed   bool // the bundle carries a signature
+	Verified bool // ... and it was checked against the trusted key
+	Bytes    int64
+	Took     time.Duration
+}
+
+// MBps is the import's rate in MB/s (10^6 bytes).
+func (r *Result) MBps() float64 {
+	if r.Took <= 0 {
+		return 0
+	}
+	return float64(r.Bytes) / 1e6 / r.Took.Seconds()
+}
+
+// Import reads a bundle from r into containerd's k8s.io namespace: every
+// blob is written to the content store, which commits it only if it has the
+// digest the bundle names (a blob containerd already has is hashed by the
+// reader instead), each image is unpacked, and only
+// once all of that has worked are the images created, labelled pinned and
+// with the bundle's ID. On any failure nothing of the bundle remains: the
+// blobs and snapshots written so far belong to a lease that is deleted, and
+// images already created or updated by this import are rolled back.
+func Import(ctx context.Context, client *containerd.Client, r io.Reader, opts ImportOptions) (res *Result, err error) {
+	begin := time.Now()
+	if opts.Snapshotter == "" {
+		opts.Snapshotter = "overlayfs"
+	}
+	br, err := NewReader(r)
+	if err != nil {
+		return nil, err
+	}
+	defer br.Close()
+	res = &Result{ID: br.ID(), Manifest: br.Manifest()}
+	res.Signed, _ = br.Signed()
+	if res.Verified, err = opts.Signature.Check(br); err != nil {
+		return res, err
+	}
+	if opts.Skip != nil && opts.Skip(res.ID, res.Manifest) {
+		res.Skipped = true
+		res.Took = time.Since(begin)
+		return res, nil
+	}
+
+	ctx = namespaces.WithNamespace(ctx, Namespace)
+	ls := client.LeasesService()
+	lease, err := ls.Create(ctx, leases.WithRandomID(), leases.WithExpiration(24*time.Hour))
+	if err != nil {
+		return res, fmt.Errorf("create containerd lease: %w", err)
+	}
+	ctx = leases.WithLease(ctx, lease.ID)
+	defer func() {
+		// A failed import's content goes with its lease, at once; a
+		// successful one's is held by its images from now on.
+		var opts []leases.DeleteOpt
+		if err != nil {
+			opts = append(opts, leases.SynchronousDelete)
+		}
+		// Not ctx: a cancelled import must still clean up.
+		dctx := namespaces.WithNamespace(context.WithoutCancel(ctx), Namespace)
+		if derr := ls.Delete(dctx, lease, opts...); derr != nil && err == nil {
+			err = fmt.Errorf("release containerd lease: %w", derr)
+		}
+	}()
+
+	// Per-image figures: each blob counts for the first image that uses it.
+	took := make([]time.Duration, len(res.Manifest.Images))
+	newBytes := make([]int64, len(res.Manifest.Images))
+
+	cs := client.ContentStore()
+	for {
+		bl, blr, err := br.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return res, err
+		}
+		t := time.Now()
+		desc := ocispec.Descriptor{Digest: bl.Digest, Size: bl.Size}
+		// A blob new to containerd is checked by its content store, which
+		// commits it only if its digest is the expected one; one already
+		// there is not read by WriteBlob, and the reader checks it below.
+		if _, err := cs.Info(ctx, bl.Digest); errdefs.IsNotFound(err) {
+			br.leaveDigest()
+		}
+		if err := content.WriteBlob(ctx, cs, "kubox-airgap-"+lease.ID+"-"+bl.Digest.Encoded(), blr, desc); err != nil {
+			// The reader's own error says best what was wrong.
+			var rerr error
+			if _, rerr = io.Copy(io.Discard, blr); rerr != nil {
+				return res, rerr
+			}
+			if errdefs.IsFailedPrecondition(err) {
+				return res, fmt.Errorf("%w: blob %s (containerd found other content): %v", ErrDigestMismatch, bl.Digest, err)
+			}
+			return res, fmt.Errorf("write blob %s into containerd: %w", bl.Digest, err)
+		}
+		// An already present blob was not read by WriteBlob: read it
+		// anyway, so the bundle is checked whole.
+		if _, err := io.Copy(io.Discard, blr); err != nil {
+			return res, err
+		}
+		res.Bytes += bl.Size
+		if i, ok := br.Owner(bl.Digest); ok {
+			took[i] += time.Since(t)
+			newBytes[i] += bl.Size
+		}
+	}
+
+	// Everything is in and verified. Make the content reachable from each
+	// image (GC labels), then unpack, all still under the lease.
+	var imgs []images.Image
+	for i, im := range res.Manifest.Images {
+		t := time.Now()
+		target := br.Index().Manifests[i]
+		if err := images.Walk(ctx, images.SetChildrenLabels(cs, images.ChildrenHandler(cs)), target); err != nil {
+			return res, fmt.Errorf("image %s: %w", im.Name, err)
+		}
+		img := images.Image{
+			Name:   im.Name,
+			Target: target,
+			Labels: map[string]string{PinnedLabel: PinnedValue, BundleLabel: res.ID.String()},
+		}
+		cimg := containerd.NewImageWithPlatform(client, img, platforms.Default())
+		if err := cimg.Unpack(ctx, opts.Snapshotter); err != nil {
+			if errdefs.IsNotFound(err) {
+				return res, fmt.Errorf("image %s (%s) cannot be unpacked on this node (%s): %w", im.Name, im.Platform, platforms.DefaultString(), err)
+			}
+			return res, fmt.Errorf("unpack image %s: %w", im.Name, err)
+		}
+		took[i] += time.Since(t)
+		imgs = append(imgs, img)
+	}
+	if err := createImages(ctx, client.ImageService(), imgs); err != nil {
+		return res, err
+	}
+	res.Took = time.Since(begin)
+	if opts.Progress != nil {
+		for i, im := range res.Manifest.Images {
+			opts.Progress(ImageProgress{Name: im.Name, Digest: im.Digest, Size: im.Size, New: newBytes[i], Took: took[i]})
+		}
+	}
+	return res, nil
+}
+
+// createImages creates (or retargets) the images; on failure it undoes what
+// it did, so a bundle's images appear all together or not at all.
+func createImages(ctx context.Context, is images.Store, imgs []images.Image) error {
+	type undo struct {
+		created bool
+		prev    images.Image
+	}
+	var done []undo
+	rollback := func() {
+		rctx := context.WithoutCancel(ctx)
+		for i := len(done) - 1; i >= 0; i-- {
+			if done[i].created {
+				_ = is.Delete(rctx, done[i].prev.Name)
+			} else {
+				_, _ = is.Update(rctx, done[i].prev)
+			}
+		}
+	}
+	for _, img := range imgs {
+		prev, err := is.Get(ctx, img.Name)
+		switch {
+		case err == nil:
+			upd := prev
+			upd.Target = img.Target
+			if upd.Labels == nil {
+				upd.Labels = map[string]string{}
+			}
+			for k, v := range img.Labels {
+				upd.Labels[k] = v
+			}
+			if _, err := is.Update(ctx, upd, "target", "labels."+PinnedLabel, "labels."+BundleLabel); err != nil {
+				rollback()
+				return fmt.Errorf("update image %s: %w", img.Name, err)
+			}
+			done = append(done, undo{prev: prev})
+		case errdefs.IsNotFound(err):
+			if _, err := is.Create(ctx, img); err != nil {
+				rollback()
+				return fmt.Errorf("create image %s: %w", img.Name, err)
+			}
+			done = append(done, undo{created: true, prev: img})
+		default:
+			rollback()
+			return fmt.Errorf("look up image %s: %w", img.Name, err)
+		}
+	}
+	return nil
+}
+
+// ImagesPresent tells whether every image of m is in containerd under its
+// name (whatever its target now is: a later bundle may have updated it).
+func ImagesPresent(ctx context.Context, is images.Store, names []string) (bool, error) {
+	ctx = namespaces.WithNamespace(ctx, Namespace)
+	list, err := is.List(ctx)
+	if err != nil {
+		return false, fmt.Errorf("list images: %w", err)
+	}
+	have := make(map[string]bool, len(list))
+	for _, i := range list {
+		have[i.Name] = true
+	}
+	for _, n := range names {
+		if !have[n] {
+			return false, nil
+		}
+	}
+	return true, nil
+}
