@@ -28,6 +28,9 @@ type serverFlags struct {
 	clusterCIDR, serviceCIDR, clusterDNS, clusterDomain  string
 	httpsPort, etcdClientPort, etcdPeerPort, kubeletPort int
 	disableAgent, stopPodsOnExit                         bool
+	disableDNS                                           bool
+	dnsPort                                              int
+	dnsConfig, resolvConf                                string
 	snapshot                                             snapshotServerFlags
 	proxy                                                proxyServerFlags
 	cpuManagerPolicy, reservedCPUs                       string
@@ -50,6 +53,10 @@ func (f *serverFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&f.etcdPeerPort, "etcd-peer-port", 2380, "etcd peer port (on --node-ip)")
 	fs.IntVar(&f.kubeletPort, "kubelet-port", 10250, "kubelet API port")
 	fs.BoolVar(&f.disableAgent, "disable-agent", false, "run the control plane only: no containerd, kubelet or pod network")
+	fs.BoolVar(&f.disableDNS, "disable-dns", false, "do not serve cluster DNS (then run a DNS server for --cluster-dns yourself)")
+	fs.IntVar(&f.dnsPort, "dns-port", 53, "cluster DNS port on --node-ip (UDP and TCP)")
+	fs.StringVar(&f.dnsConfig, "dns-config", "/etc/kubox/dns.conf", "extra Corefile server blocks for cluster DNS, e.g. stub zones (missing file: none)")
+	fs.StringVar(&f.resolvConf, "resolv-conf", "/etc/resolv.conf", "resolv.conf whose nameservers cluster DNS forwards other names to")
 	fs.BoolVar(&f.stopPodsOnExit, "stop-pods-on-exit", true, "stop every pod when kubox stops, so no container outlives it")
 	f.snapshot.register(fs)
 	f.proxy.register(fs)
@@ -69,6 +76,7 @@ func (f *serverFlags) config() (server.Config, error) {
 		NodeName: f.nodeName, ClusterDomain: f.clusterDomain,
 		HTTPSPort: f.httpsPort, EtcdClientPort: f.etcdClientPort, EtcdPeerPort: f.etcdPeerPort, KubeletPort: f.kubeletPort,
 		DisableAgent: f.disableAgent, StopPodsOnExit: f.stopPodsOnExit,
+		DisableDNS: f.disableDNS, DNSPort: f.dnsPort, DNSConfigFile: f.dnsConfig, ResolvConf: f.resolvConf,
 		KuboxVersion: version,
 	}
 	f.snapshot.apply(&c)

@@ -58,6 +58,9 @@ func (c *Config) ports() []port {
 	if !c.DisableAgent {
 		ps = append(ps, port{"", "kubelet", "--kubelet-port", c.KubeletPort})
 	}
+	if !c.DisableDNS {
+		ps = append(ps, port{c.NodeIP.String(), "cluster DNS", "--dns-port", c.DNSPort})
+	}
 	return ps
 }
 

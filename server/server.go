@@ -20,6 +20,7 @@ import (
 	"github.com/kubox/kubox/embedded/component"
 	"github.com/kubox/kubox/embedded/containerd"
 	"github.com/kubox/kubox/embedded/controllers"
+	"github.com/kubox/kubox/embedded/dns"
 	"github.com/kubox/kubox/embedded/etcd"
 	"github.com/kubox/kubox/embedded/kubelet"
 	"github.com/kubox/kubox/embedded/network"
@@ -154,6 +155,13 @@ func (s *Server) build(ctx context.Context) error {
 		}),
 		scheduler.New(scheduler.Config{Kubeconfig: pki.SchedulerKubeconfig}),
 	}
+	if !c.DisableDNS {
+		d, err := s.dnsComponent(pki.AdminKubeconfig)
+		if err != nil {
+			return err
+		}
+		comps = append(comps, d)
+	}
 	if !c.DisableAgent {
 		if err := assets.Install(p.Bin); err != nil {
 			return fmt.Errorf("install runtime binaries into %s: %w", p.Bin, err)
@@ -213,4 +221,21 @@ func adminClient(kubeconfig string) (kubernetes.Interface, error) {
 		return nil, fmt.Errorf("client from %s: %w", kubeconfig, err)
 	}
 	return client, nil
+}
+
+// dnsComponent serves cluster DNS on the node address, reading the API as
+// admin (the kubernetes plugin lists Services, EndpointSlices, Namespaces).
+func (s *Server) dnsComponent(kubeconfig string) (*dns.DNS, error) {
+	c := s.cfg
+	client, err := adminClient(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	return dns.New(dns.Config{
+		NodeName: c.NodeName, NodeIP: c.NodeIP, Port: c.DNSPort,
+		ClusterDNS: c.ClusterDNS, ClusterDomain: c.ClusterDomain,
+		Kubeconfig: kubeconfig, Client: client,
+		ResolvConf: c.ResolvConf, OverrideFile: c.DNSConfigFile, CorefilePath: s.paths.Corefile,
+		Log: s.log.With("component", "dns"),
+	}), nil
 }
