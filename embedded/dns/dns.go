@@ -24,6 +24,7 @@ import (
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/miekg/dns"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
 
 	"github.com/kubox/kubox/internal/fsutil"
 )
@@ -101,7 +102,9 @@ func (d *DNS) Init(ctx context.Context) error {
 		return err
 	}
 	d.input = caddy.CaddyfileInput{Contents: body, Filepath: d.cfg.CorefilePath, ServerTypeName: "dns"}
-	if err := caddy.ValidateAndExecuteDirectives(d.input, nil, true); err != nil {
+	err = caddy.ValidateAndExecuteDirectives(d.input, nil, true)
+	klog.ClearLogger() // see keepKlog
+	if err != nil {
 		return fmt.Errorf("DNS configuration from %s: %v (fix that file, or move it aside to run with kubox's defaults)", d.cfg.OverrideFile, err)
 	}
 	if _, err := fsutil.WriteFileIfChanged(d.cfg.CorefilePath, body, 0o600); err != nil {
@@ -148,6 +151,17 @@ func (d *DNS) setupCaddy() {
 		caddy.Quiet = true
 		dnsserver.Quiet = true
 		caddy.AppName, caddy.AppVersion = "kubox-dns", "coredns"
+		// keepKlog: the kubernetes plugin's setup routes klog, process-wide,
+		// into CoreDNS's log (every kubelet and apiserver line would read
+		// "plugin/kubernetes"). Undo it whenever an instance has started
+		// (at start and after each reload), back to the text output the
+		// upstream components set.
+		caddy.RegisterEventHook("kubox-klog", func(ev caddy.EventName, _ interface{}) error {
+			if ev == caddy.InstanceStartupEvent {
+				klog.ClearLogger()
+			}
+			return nil
+		})
 		caddy.RegisterCaddyfileLoader("kubox", caddy.LoaderFunc(func(serverType string) (caddy.Input, error) {
 			loaderMu.Lock()
 			cur := loaderDNS

@@ -25,6 +25,8 @@ const (
 	upstreamAddr = "127.0.0.153"
 	upstreamName = "upstream.kubox.test."
 	upstreamIP   = "192.0.2.10"
+	directName   = "direct.kubox.test."
+	directIP     = "192.0.2.11"
 	stubName     = "www.stub.kubox.test."
 	stubIP       = "192.0.2.20"
 	testDNSPort  = "1053"
@@ -97,7 +99,7 @@ func startUpstream(t *testing.T) *atomic.Int64 {
 		m := new(dns.Msg)
 		m.SetReply(r)
 		q := r.Question[0]
-		answers := map[string]string{upstreamName: upstreamIP, stubName: stubIP}
+		answers := map[string]string{upstreamName: upstreamIP, directName: directIP, stubName: stubIP}
 		if ip, ok := answers[strings.ToLower(q.Name)]; ok && q.Qtype == dns.TypeA {
 			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 5}, A: net.ParseIP(ip)})
 		} else if !ok {
@@ -195,9 +197,9 @@ func TestClusterDNS(t *testing.T) {
 	expect("pod dashed name", dashed, "Address: "+podIPs[0])
 	expect("ExternalName", "ext.default.svc.cluster.local", "canonical name = upstream.kubox.test", "Address: "+upstreamIP)
 	before := upstreamQueries.Load()
-	expect("forwarded name", upstreamName, "Address: "+upstreamIP)
+	expect("forwarded name", directName, "Address: "+directIP)
 	if upstreamQueries.Load() == before {
-		t.Errorf("the upstream resolver saw no query for %s", upstreamName)
+		t.Errorf("the upstream resolver saw no query for %s", directName)
 	}
 	expect("stub zone from the DNS config", stubName, "Address: "+stubIP)
 	hostName, hostIP := hostsEntry(t)
