@@ -193,6 +193,7 @@ func (s *Server) build(ctx context.Context) error {
 				RootDir: p.Kubelet, ConfigFile: p.KubeletConfig, Kubeconfig: pki.KubeletKubeconfig,
 				ClientCA: pki.ClientCACert, ServingCert: pki.KubeletServingCert, ServingKey: pki.KubeletServingKey,
 				CRIEndpoint: ctrd.Endpoint(), ClusterDNS: c.ClusterDNS, ClusterDomain: c.ClusterDomain,
+				ResolvConf:       dns.PodResolvConf(c.ResolvConf, systemdResolvConf),
 				Client:           client,
 				CPUManagerPolicy: c.CPUManagerPolicy, ReservedCPUs: c.ReservedCPUs,
 				SystemReserved: c.SystemReserved, KubeReserved: c.KubeReserved,
@@ -222,6 +223,10 @@ func adminClient(kubeconfig string) (kubernetes.Interface, error) {
 	}
 	return client, nil
 }
+
+// systemdResolvConf lists systemd-resolved's real upstreams; its stub at
+// 127.0.0.53 in /etc/resolv.conf is unreachable from a pod.
+const systemdResolvConf = "/run/systemd/resolve/resolv.conf"
 
 // dnsComponent serves cluster DNS on the node address, reading the API as
 // admin (the kubernetes plugin lists Services, EndpointSlices, Namespaces).

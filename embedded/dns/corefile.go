@@ -165,9 +165,13 @@ func blockLine(sb caddyfile.ServerBlock) int {
 // the cluster DNS Service address): the loop the CoreDNS loop plugin would
 // otherwise find. Loopback resolvers stay: kubox runs in the host's network
 // namespace, so 127.0.0.53 is the host's resolver, not a pod's own
-// loopback. dropped lists what was left out.
+// loopback. dropped lists what was left out. A missing file (an
+// air-gapped box may have none) means no upstreams.
 func Upstreams(resolvConf string, self net.IP, port int, clusterDNS net.IP) (ups, dropped []string, err error) {
 	f, err := os.Open(resolvConf)
+	if os.IsNotExist(err) {
+		return nil, nil, nil
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("read upstream resolvers: %w", err)
 	}
@@ -192,4 +196,25 @@ func Upstreams(resolvConf string, self net.IP, port int, clusterDNS net.IP) (ups
 		return nil, nil, fmt.Errorf("read %s: %w", resolvConf, err)
 	}
 	return ups, dropped, nil
+}
+
+// PodResolvConf picks the resolv.conf the kubelet hands to pods (dnsPolicy
+// Default, and search domains for every pod), as kubeadm does: when
+// resolvConf names only loopback resolvers (a local stub such as
+// systemd-resolved's 127.0.0.53, which a pod cannot reach) and fallback
+// exists, fallback; otherwise resolvConf.
+func PodResolvConf(resolvConf, fallback string) string {
+	ups, _, err := Upstreams(resolvConf, nil, 0, nil)
+	if err != nil || len(ups) == 0 {
+		return resolvConf
+	}
+	for _, u := range ups {
+		if ip := net.ParseIP(strings.SplitN(u, "%", 2)[0]); ip != nil && !ip.IsLoopback() {
+			return resolvConf
+		}
+	}
+	if _, err := os.Stat(fallback); err == nil {
+		return fallback
+	}
+	return resolvConf
 }

@@ -140,8 +140,11 @@ func TestUpstreamsDropLoops(t *testing.T) {
 	if strings.Join(ups, ",") != "192.0.2.9,127.0.0.53,fe80::1%eth0" {
 		t.Errorf("port 1053: ups %v", ups)
 	}
-	if _, _, err := Upstreams(filepath.Join(dir, "missing"), self, 53, nil); err == nil {
-		t.Error("missing resolv.conf accepted")
+	if ups, _, err := Upstreams(filepath.Join(dir, "missing"), self, 53, nil); err != nil || len(ups) != 0 {
+		t.Errorf("missing resolv.conf: %v %v, want no upstreams", ups, err)
+	}
+	if _, _, err := Upstreams(dir, self, 53, nil); err == nil {
+		t.Error("a directory read as resolv.conf")
 	}
 }
 
@@ -153,5 +156,26 @@ func TestNoUpstreamsNoForward(t *testing.T) {
 	body, _ := os.ReadFile(d.cfg.CorefilePath)
 	if strings.Contains(string(body), "forward") || strings.Contains(string(body), "loop") {
 		t.Errorf("forward/loop with no usable upstream:\n%s", body)
+	}
+}
+
+func TestPodResolvConf(t *testing.T) {
+	dir := t.TempDir()
+	stub := filepath.Join(dir, "stub")
+	real := filepath.Join(dir, "real")
+	mixed := filepath.Join(dir, "mixed")
+	for p, body := range map[string]string{stub: "nameserver 127.0.0.53\n", real: "nameserver 192.0.2.53\n", mixed: "nameserver 127.0.0.1\nnameserver 192.0.2.53\n"} {
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := PodResolvConf(stub, real); got != real {
+		t.Errorf("loopback-only: %s, want the fallback", got)
+	}
+	if got := PodResolvConf(stub, filepath.Join(dir, "missing")); got != stub {
+		t.Errorf("loopback-only without fallback: %s", got)
+	}
+	if got := PodResolvConf(mixed, real); got != mixed {
+		t.Errorf("mixed: %s, want it kept", got)
 	}
 }
