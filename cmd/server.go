@@ -36,6 +36,7 @@ type serverFlags struct {
 	cpuManagerPolicy, reservedCPUs                       string
 	systemReserved, kubeReserved                         string
 	certCheckInterval, testLeafCertLifetime              time.Duration
+	testDNSReloadInterval                                time.Duration
 }
 
 func (f *serverFlags) register(fs *pflag.FlagSet) {
@@ -67,6 +68,8 @@ func (f *serverFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.certCheckInterval, "cert-check-interval", server.DefaultCertCheckInterval, "how often to look for certificates to renew (also at start)")
 	fs.DurationVar(&f.testLeafCertLifetime, "test-leaf-cert-lifetime", 0, "for tests: lifetime of newly issued leaf certificates (default one year)")
 	_ = fs.MarkHidden("test-leaf-cert-lifetime")
+	fs.DurationVar(&f.testDNSReloadInterval, "test-dns-reload-interval", 0, "for tests: how often a changed --dns-config is looked for (default 30s, at least 2s)")
+	_ = fs.MarkHidden("test-dns-reload-interval")
 }
 
 // config turns the raw values into a server.Config, with one-line errors.
@@ -84,6 +87,7 @@ func (f *serverFlags) config() (server.Config, error) {
 	var err error
 	c.CPUManagerPolicy, c.ReservedCPUs = f.cpuManagerPolicy, f.reservedCPUs
 	c.CertCheckInterval, c.LeafCertLifetime = f.certCheckInterval, f.testLeafCertLifetime
+	c.DNSReloadInterval = f.testDNSReloadInterval
 	if err := kubelet.CheckPolicy(c.CPUManagerPolicy); err != nil {
 		return c, err
 	}

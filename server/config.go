@@ -40,6 +40,9 @@ type Config struct {
 	DNSPort       int
 	DNSConfigFile string
 	ResolvConf    string
+	// DNSReloadInterval: how often a changed DNSConfigFile is looked for
+	// (0 = 30s; tests set 2s).
+	DNSReloadInterval time.Duration
 
 	// Scheduled snapshots (see backup.SchedulerConfig): a cron spec, how
 	// many scheduled snapshots to keep (0 = all), where, and the key.

@@ -241,6 +241,7 @@ func (s *Server) dnsComponent(kubeconfig string) (*dns.DNS, error) {
 		ClusterDNS: c.ClusterDNS, ClusterDomain: c.ClusterDomain,
 		Kubeconfig: kubeconfig, Client: client,
 		ResolvConf: c.ResolvConf, OverrideFile: c.DNSConfigFile, CorefilePath: s.paths.Corefile,
-		Log: s.log.With("component", "dns"),
+		ReloadInterval: c.DNSReloadInterval,
+		Log:            s.log.With("component", "dns"),
 	}), nil
 }

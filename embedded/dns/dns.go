@@ -144,6 +144,7 @@ var caddyOnce sync.Once
 var (
 	loaderMu  sync.Mutex
 	loaderDNS *DNS
+	loaderErr string // last reload error logged, so a bad file is logged once
 )
 
 func (d *DNS) setupCaddy() {
@@ -170,9 +171,18 @@ func (d *DNS) setupCaddy() {
 				return nil, nil
 			}
 			body, err := cur.render(false)
+			loaderMu.Lock()
+			logIt := err != nil && err.Error() != loaderErr
+			loaderErr = ""
 			if err != nil {
-				// The reload plugin keeps the running configuration on error.
-				cur.cfg.Log.Error("DNS configuration not reloaded", "err", err)
+				loaderErr = err.Error()
+			}
+			loaderMu.Unlock()
+			if err != nil {
+				// The reload plugin keeps the running configuration.
+				if logIt {
+					cur.cfg.Log.Error("DNS configuration not reloaded; the running one stays", "err", err)
+				}
 				return nil, err
 			}
 			if _, err := fsutil.WriteFileIfChanged(cur.cfg.CorefilePath, body, 0o600); err != nil {

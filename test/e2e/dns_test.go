@@ -29,6 +29,8 @@ const (
 	directIP     = "192.0.2.11"
 	stubName     = "www.stub.kubox.test."
 	stubIP       = "192.0.2.20"
+	stub2Name    = "www.stub2.kubox.test."
+	stub2IP      = "192.0.2.21"
 	testDNSPort  = "1053"
 )
 
@@ -99,7 +101,7 @@ func startUpstream(t *testing.T) *atomic.Int64 {
 		m := new(dns.Msg)
 		m.SetReply(r)
 		q := r.Question[0]
-		answers := map[string]string{upstreamName: upstreamIP, directName: directIP, stubName: stubIP}
+		answers := map[string]string{upstreamName: upstreamIP, directName: directIP, stubName: stubIP, stub2Name: stub2IP}
 		if ip, ok := answers[strings.ToLower(q.Name)]; ok && q.Qtype == dns.TypeA {
 			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 5}, A: net.ParseIP(ip)})
 		} else if !ok {
@@ -129,7 +131,7 @@ func TestClusterDNS(t *testing.T) {
 	override := filepath.Join(dir, "dns.conf")
 	writeFile(t, resolv, "nameserver "+upstreamAddr+"\n")
 	writeFile(t, override, "stub.kubox.test {\n    forward . "+upstreamAddr+"\n    log\n}\n")
-	n := harness.NewNode(t, env, "--dns-port", testDNSPort, "--resolv-conf", resolv, "--dns-config", override)
+	n := harness.NewNode(t, env, "--dns-port", testDNSPort, "--resolv-conf", resolv, "--dns-config", override, "--test-dns-reload-interval", "2s")
 	n.Start()
 	waitCtx, waitCancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer waitCancel()
@@ -232,6 +234,32 @@ func TestClusterDNS(t *testing.T) {
 			t.Logf("%d replicas: DNS answered the new endpoints %s after they changed", replicas, time.Since(changed).Round(10*time.Millisecond))
 		}
 	}
+
+	// A changed DNS config is picked up while running; a bad edit is
+	// logged once and the running configuration stays.
+	writeFile(t, override, "stub.kubox.test {\n    forward . "+upstreamAddr+"\n}\nstub2.kubox.test {\n    forward . "+upstreamAddr+"\n}\n")
+	edited := time.Now()
+	for {
+		out, err := lookup(stub2Name)
+		if err == nil && strings.Contains(out, "Address: "+stub2IP) {
+			t.Logf("edited DNS config served %s after the edit", time.Since(edited).Round(100*time.Millisecond))
+			break
+		}
+		if time.Since(edited) > 30*time.Second {
+			t.Fatalf("a zone added to the DNS config does not resolve 30 s later: %v\n%s", err, out)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	writeFile(t, override, "stub2.kubox.test {\n    rewrite name a b\n}\n")
+	logCtx, logCancel := context.WithTimeout(ctx, 20*time.Second)
+	defer logCancel()
+	if err := harness.WaitFor(logCtx, 500*time.Millisecond, func() bool {
+		log, _ := os.ReadFile(n.LogPath)
+		return strings.Contains(string(log), "DNS configuration not reloaded")
+	}); err != nil {
+		t.Errorf("a bad edit of the DNS config was not logged: %v", err)
+	}
+	expect("running configuration after a bad edit", stub2Name, "Address: "+stub2IP)
 
 	if _, err := n.Stop(30 * time.Second); err != nil {
 		t.Fatalf("stop: %v", err)
