@@ -44,8 +44,8 @@ require (
 	github.com/coredns/coredns v1.14.2
 	github.com/google/go-containerregistry v0.22.1
 	github.com/klauspost/compress v1.20.3
-	github.com/moby/ipvs v1.1.0
 	github.com/miekg/dns v1.1.72
+	github.com/moby/ipvs v1.1.0
 	github.com/moby/sys/mountinfo v0.7.2
 	github.com/pelletier/go-toml/v2 v2.3.0
 	github.com/robfig/cron/v3 v3.0.1

@@ -87,9 +87,9 @@ spec:
     command: [sleep, "3600"]
 `
 
-// startUpstream serves upstreamName and stubName on upstreamAddr:53 (UDP)
+// dnsStartUpstream serves upstreamName and stubName on upstreamAddr:53 (UDP)
 // and counts the queries it gets.
-func startUpstream(t *testing.T) *atomic.Int64 {
+func dnsStartUpstream(t *testing.T) *atomic.Int64 {
 	t.Helper()
 	var queries atomic.Int64
 	pc, err := net.ListenPacket("udp4", net.JoinHostPort(upstreamAddr, "53"))
@@ -122,31 +122,34 @@ func startUpstream(t *testing.T) *atomic.Int64 {
 // config; and checks the kube-dns Service and its EndpointSlice.
 func TestClusterDNS(t *testing.T) {
 	env := harness.Require(t)
-	upstreamQueries := startUpstream(t)
+	upstreamQueries := dnsStartUpstream(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 
 	dir := t.TempDir()
 	resolv := filepath.Join(dir, "resolv.conf")
 	override := filepath.Join(dir, "dns.conf")
-	writeFile(t, resolv, "nameserver "+upstreamAddr+"\n")
-	writeFile(t, override, "stub.kubox.test {\n    forward . "+upstreamAddr+"\n    log\n}\n")
+	dnsWriteFile(t, resolv, "nameserver "+upstreamAddr+"\n")
+	dnsWriteFile(t, override, "stub.kubox.test {\n    forward . "+upstreamAddr+"\n    log\n}\n")
 	n := harness.NewNode(t, env, "--dns-port", testDNSPort, "--resolv-conf", resolv, "--dns-config", override, "--test-dns-reload-interval", "2s")
+	began := time.Now()
 	n.Start()
 	waitCtx, waitCancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer waitCancel()
 	if err := n.WaitNodeReady(waitCtx); err != nil {
 		t.Fatal(err)
 	}
-	nodeIP := kubectlOut(ctx, t, n, "get", "nodes", "-o", `jsonpath={.items[0].status.addresses[?(@.type=="InternalIP")].address}`)
+	t.Logf("node Ready %s after start", time.Since(began).Round(time.Second))
+	defer func() { t.Logf("test took %s after start", time.Since(began).Round(time.Second)) }()
+	nodeIP := dnsKubectlOut(ctx, t, n, "get", "nodes", "-o", `jsonpath={.items[0].status.addresses[?(@.type=="InternalIP")].address}`)
 	server := net.JoinHostPort(nodeIP, testDNSPort)
 
 	// The cluster DNS Service: the kubelet's clusterDNS address, no
 	// selector, an EndpointSlice pointing at this node's listener.
-	if got := kubectlOut(ctx, t, n, "-n", "kube-system", "get", "service", "kube-dns", "-o", "jsonpath={.spec.clusterIP} {.spec.selector}"); got != "10.43.0.10" {
+	if got := dnsKubectlOut(ctx, t, n, "-n", "kube-system", "get", "service", "kube-dns", "-o", "jsonpath={.spec.clusterIP} {.spec.selector}"); got != "10.43.0.10" {
 		t.Errorf("kube-dns Service: clusterIP and selector %q, want 10.43.0.10 and none", got)
 	}
-	slice := kubectlOut(ctx, t, n, "-n", "kube-system", "get", "endpointslices", "-l", "kubernetes.io/service-name=kube-dns", "-o",
+	slice := dnsKubectlOut(ctx, t, n, "-n", "kube-system", "get", "endpointslices", "-l", "kubernetes.io/service-name=kube-dns", "-o",
 		`jsonpath={range .items[*]}{.endpoints[0].addresses[0]} {.endpoints[0].conditions.ready} {.ports[*].port} {.ports[*].protocol}{"\n"}{end}`)
 	if want := nodeIP + " true 1053 1053 UDP TCP"; slice != want {
 		t.Errorf("kube-dns EndpointSlices: %q, want %q", slice, want)
@@ -156,7 +159,7 @@ func TestClusterDNS(t *testing.T) {
 		t.Fatal(err)
 	}
 	manifest := filepath.Join(n.Root, "dns.yaml")
-	writeFile(t, manifest, dnsManifests)
+	dnsWriteFile(t, manifest, dnsManifests)
 	if _, err := n.Kubectl(ctx, "apply", "-f", manifest); err != nil {
 		t.Fatal(err)
 	}
@@ -170,9 +173,11 @@ func TestClusterDNS(t *testing.T) {
 		t.Errorf("pod resolv.conf: %q %v", rc, err)
 	}
 
+	// Queries go the normal way: the pod's resolv.conf names the kube-dns
+	// Service, which the service proxy sends to this node's listener.
 	lookup := func(name string, extra ...string) (string, error) {
 		args := append([]string{"exec", "client", "--", "nslookup"}, extra...)
-		return n.Kubectl(ctx, append(args, name, server)...)
+		return n.Kubectl(ctx, append(args, name)...)
 	}
 	expect := func(what, name string, want ...string) {
 		t.Helper()
@@ -188,13 +193,21 @@ func TestClusterDNS(t *testing.T) {
 		}
 	}
 
-	webIP := kubectlOut(ctx, t, n, "get", "service", "web", "-o", "jsonpath={.spec.clusterIP}")
+	webIP := dnsKubectlOut(ctx, t, n, "get", "service", "web", "-o", "jsonpath={.spec.clusterIP}")
 	expect("Service", "web.default.svc.cluster.local", "Address: "+webIP)
+	// busybox nslookup tries every search domain and fails if any does not
+	// answer; the first one does.
+	if out, _ := lookup("web"); !strings.Contains(out, "Name:\tweb.default.svc.cluster.local\nAddress: "+webIP) {
+		t.Errorf("Service by short name (search path): %s", out)
+	}
+	if out, err := n.Kubectl(ctx, "exec", "client", "--", "nslookup", "web.default.svc.cluster.local", server); err != nil || !strings.Contains(out, "Address: "+webIP) {
+		t.Errorf("Service, asking the node's listener %s directly: %v\n%s", server, err, out)
+	}
 	expect("Service PTR", webIP, "web.default.svc.cluster.local")
 	if out, err := lookup("_http._tcp.web.default.svc.cluster.local", "-type=srv"); err != nil || !strings.Contains(out, "80 web.default.svc.cluster.local") {
 		t.Errorf("SRV for the named port: %v\n%s", err, out)
 	}
-	expect("headless Service", "web-headless.default.svc.cluster.local", addrLines(podIPs)...)
+	expect("headless Service", "web-headless.default.svc.cluster.local", dnsAddrLines(podIPs)...)
 	dashed := strings.ReplaceAll(podIPs[0], ".", "-") + ".default.pod.cluster.local"
 	expect("pod dashed name", dashed, "Address: "+podIPs[0])
 	expect("ExternalName", "ext.default.svc.cluster.local", "canonical name = upstream.kubox.test", "Address: "+upstreamIP)
@@ -204,7 +217,7 @@ func TestClusterDNS(t *testing.T) {
 		t.Errorf("the upstream resolver saw no query for %s", directName)
 	}
 	expect("stub zone from the DNS config", stubName, "Address: "+stubIP)
-	hostName, hostIP := hostsEntry(t)
+	hostName, hostIP := dnsHostsEntry(t)
 	expect("host /etc/hosts", hostName+".", "Address: "+hostIP)
 	if out, err := lookup("nothing-here.default.svc.cluster.local"); err == nil || !strings.Contains(out, "NXDOMAIN") {
 		t.Errorf("unknown Service: want NXDOMAIN, got %v\n%s", err, out)
@@ -217,12 +230,12 @@ func TestClusterDNS(t *testing.T) {
 		if _, err := n.Kubectl(ctx, "scale", "deployment", "web", fmt.Sprintf("--replicas=%d", replicas)); err != nil {
 			t.Fatal(err)
 		}
-		want := waitReadyEndpoints(ctx, t, n, "web-headless", replicas)
+		want := dnsWaitReadyEndpoints(ctx, t, n, "web-headless", replicas)
 		changed := time.Now()
 		var got []string
 		for time.Since(changed) < 5*time.Second {
 			out, _ := lookup("web-headless.default.svc.cluster.local")
-			got = answerIPs(out)
+			got = dnsAnswerIPs(out)
 			if strings.Join(got, ",") == strings.Join(want, ",") {
 				break
 			}
@@ -237,7 +250,7 @@ func TestClusterDNS(t *testing.T) {
 
 	// A changed DNS config is picked up while running; a bad edit is
 	// logged once and the running configuration stays.
-	writeFile(t, override, "stub.kubox.test {\n    forward . "+upstreamAddr+"\n}\nstub2.kubox.test {\n    forward . "+upstreamAddr+"\n}\n")
+	dnsWriteFile(t, override, "stub.kubox.test {\n    forward . "+upstreamAddr+"\n}\nstub2.kubox.test {\n    forward . "+upstreamAddr+"\n}\n")
 	edited := time.Now()
 	for {
 		out, err := lookup(stub2Name)
@@ -250,7 +263,7 @@ func TestClusterDNS(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	writeFile(t, override, "stub2.kubox.test {\n    rewrite name a b\n}\n")
+	dnsWriteFile(t, override, "stub2.kubox.test {\n    rewrite name a b\n}\n")
 	logCtx, logCancel := context.WithTimeout(ctx, 20*time.Second)
 	defer logCancel()
 	if err := harness.WaitFor(logCtx, 500*time.Millisecond, func() bool {
@@ -271,7 +284,7 @@ func TestClusterDNS(t *testing.T) {
 func TestClusterDNSBadConfig(t *testing.T) {
 	env := harness.Require(t)
 	override := filepath.Join(t.TempDir(), "dns.conf")
-	writeFile(t, override, "stub.kubox.test {\n    rewrite name a b\n}\n")
+	dnsWriteFile(t, override, "stub.kubox.test {\n    rewrite name a b\n}\n")
 	n := harness.NewNode(t, env, "--dns-port", testDNSPort, "--dns-config", override)
 	n.Start()
 	deadline := time.Now().Add(2 * time.Minute)
@@ -291,14 +304,14 @@ func TestClusterDNSBadConfig(t *testing.T) {
 	t.Fatal("kubox kept running with a bad DNS config")
 }
 
-func writeFile(t *testing.T, path, body string) {
+func dnsWriteFile(t *testing.T, path, body string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func kubectlOut(ctx context.Context, t *testing.T, n *harness.Node, args ...string) string {
+func dnsKubectlOut(ctx context.Context, t *testing.T, n *harness.Node, args ...string) string {
 	t.Helper()
 	out, err := n.Kubectl(ctx, args...)
 	if err != nil {
@@ -307,7 +320,7 @@ func kubectlOut(ctx context.Context, t *testing.T, n *harness.Node, args ...stri
 	return strings.TrimSpace(out)
 }
 
-func addrLines(ips []string) []string {
+func dnsAddrLines(ips []string) []string {
 	var out []string
 	for _, ip := range ips {
 		out = append(out, "Address: "+ip)
@@ -315,8 +328,8 @@ func addrLines(ips []string) []string {
 	return out
 }
 
-// answerIPs are the IPv4 addresses in an nslookup answer (not the server's).
-func answerIPs(out string) []string {
+// dnsAnswerIPs are the IPv4 addresses in an nslookup answer (not the server's).
+func dnsAnswerIPs(out string) []string {
 	var ips []string
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
@@ -329,9 +342,9 @@ func answerIPs(out string) []string {
 	return ips
 }
 
-// waitReadyEndpoints waits for the Service's slices to hold exactly want
+// dnsWaitReadyEndpoints waits for the Service's slices to hold exactly want
 // ready addresses and returns them, sorted.
-func waitReadyEndpoints(ctx context.Context, t *testing.T, n *harness.Node, svc string, want int) []string {
+func dnsWaitReadyEndpoints(ctx context.Context, t *testing.T, n *harness.Node, svc string, want int) []string {
 	t.Helper()
 	deadline := time.Now().Add(3 * time.Minute)
 	var last string
@@ -357,8 +370,8 @@ func waitReadyEndpoints(ctx context.Context, t *testing.T, n *harness.Node, svc 
 	return nil
 }
 
-// hostsEntry picks a name from the host's /etc/hosts and its IPv4 address.
-func hostsEntry(t *testing.T) (string, string) {
+// dnsHostsEntry picks a name from the host's /etc/hosts and its IPv4 address.
+func dnsHostsEntry(t *testing.T) (string, string) {
 	t.Helper()
 	data, err := os.ReadFile("/etc/hosts")
 	if err != nil {
