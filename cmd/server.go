@@ -30,6 +30,9 @@ type serverFlags struct {
 	clusterCIDR, serviceCIDR, clusterDNS, clusterDomain  string
 	httpsPort, etcdClientPort, etcdPeerPort, kubeletPort int
 	disableAgent, stopPodsOnExit                         bool
+	disableDNS                                           bool
+	dnsPort                                              int
+	dnsConfig, resolvConf                                string
 	snapshot                                             snapshotServerFlags
 	proxy                                                proxyServerFlags
 	cpuManagerPolicy, reservedCPUs                       string
@@ -42,6 +45,7 @@ type serverFlags struct {
 	imageGCHigh, imageGCLow                              int
 	imageGCMinAge                                        time.Duration
 	testEvictionHard                                     map[string]string
+	testDNSReloadInterval                                time.Duration
 }
 
 func (f *serverFlags) register(fs *pflag.FlagSet) {
@@ -59,6 +63,10 @@ func (f *serverFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&f.etcdPeerPort, "etcd-peer-port", 2380, "etcd peer port (on --node-ip)")
 	fs.IntVar(&f.kubeletPort, "kubelet-port", 10250, "kubelet API port")
 	fs.BoolVar(&f.disableAgent, "disable-agent", false, "run the control plane only: no containerd, kubelet or pod network")
+	fs.BoolVar(&f.disableDNS, "disable-dns", false, "do not serve cluster DNS (then run a DNS server for --cluster-dns yourself)")
+	fs.IntVar(&f.dnsPort, "dns-port", 53, "cluster DNS port on --node-ip (UDP and TCP)")
+	fs.StringVar(&f.dnsConfig, "dns-config", "/etc/kubox/dns.conf", "extra Corefile server blocks for cluster DNS, e.g. stub zones (missing file: none)")
+	fs.StringVar(&f.resolvConf, "resolv-conf", "/etc/resolv.conf", "resolv.conf whose nameservers cluster DNS forwards other names to")
 	fs.BoolVar(&f.stopPodsOnExit, "stop-pods-on-exit", true, "stop every pod when kubox stops, so no container outlives it")
 	fs.StringVar(&f.join, "join", "", "join the cluster of the box whose apiserver is at this URL, e.g. https://10.0.0.1:6443 (with --token)")
 	fs.StringVar(&f.token, "token", "", "join token from `kubox token create` (also --token-file or $KUBOX_TOKEN, which keep it out of the process list)")
@@ -81,6 +89,8 @@ func (f *serverFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.imageGCMinAge, "image-gc-min-age", 2*time.Minute, "youngest an unused image may be to be garbage collected")
 	fs.StringToStringVar(&f.testEvictionHard, "test-eviction-hard", nil, "for tests: the kubelet's hard eviction thresholds, e.g. imagefs.available=99%")
 	_ = fs.MarkHidden("test-eviction-hard")
+	fs.DurationVar(&f.testDNSReloadInterval, "test-dns-reload-interval", 0, "for tests: how often a changed --dns-config is looked for (default 30s, at least 2s)")
+	_ = fs.MarkHidden("test-dns-reload-interval")
 }
 
 // config turns the raw values into a server.Config, with one-line errors.
@@ -90,6 +100,7 @@ func (f *serverFlags) config() (server.Config, error) {
 		NodeName: f.nodeName, ClusterDomain: f.clusterDomain,
 		HTTPSPort: f.httpsPort, EtcdClientPort: f.etcdClientPort, EtcdPeerPort: f.etcdPeerPort, KubeletPort: f.kubeletPort,
 		DisableAgent: f.disableAgent, StopPodsOnExit: f.stopPodsOnExit,
+		DisableDNS: f.disableDNS, DNSPort: f.dnsPort, DNSConfigFile: f.dnsConfig, ResolvConf: f.resolvConf,
 		KuboxVersion: version,
 	}
 	f.snapshot.apply(&c)
@@ -111,6 +122,7 @@ func (f *serverFlags) config() (server.Config, error) {
 			return c, fmt.Errorf("--metrics-address %q: want host:port such as %s, or none", c.MetricsAddress, metrics.DefaultAddress)
 		}
 	}
+	c.DNSReloadInterval = f.testDNSReloadInterval
 	if err := kubelet.CheckPolicy(c.CPUManagerPolicy); err != nil {
 		return c, err
 	}

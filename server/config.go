@@ -36,6 +36,18 @@ type Config struct {
 	// StopPodsOnExit stops every pod when kubox stops, so nothing outlives it.
 	StopPodsOnExit bool
 
+	// Cluster DNS (see embedded/dns): served on NodeIP:DNSPort (default
+	// 53) unless DisableDNS; DNSConfigFile holds extra Corefile server
+	// blocks (default /etc/kubox/dns.conf; missing = none); ResolvConf
+	// lists the upstream resolvers (default /etc/resolv.conf).
+	DisableDNS    bool
+	DNSPort       int
+	DNSConfigFile string
+	ResolvConf    string
+	// DNSReloadInterval: how often a changed DNSConfigFile is looked for
+	// (0 = 30s; tests set 2s).
+	DNSReloadInterval time.Duration
+
 	// Scheduled snapshots (see backup.SchedulerConfig): a cron spec, how
 	// many scheduled snapshots to keep (0 = all), where, and the key.
 	// SnapshotDir defaults to <DataDir>/snapshots, SnapshotKeyFile to
@@ -95,7 +107,7 @@ type Paths struct {
 	ContainerdRoot, ContainerdState, ContainerdSock string
 	ContainerdConfig, ContainerdLog                 string
 	Bin, CNIBin, CNIConf, CNIIPAM                   string
-	Lock                                            string
+	Lock, Corefile                                  string
 }
 
 // Paths returns where this node keeps its files.
@@ -117,6 +129,7 @@ func (c *Config) Paths() Paths {
 		CNIConf:          filepath.Join(d, "agent", "cni"),
 		CNIIPAM:          filepath.Join(d, "cni", "networks"),
 		Lock:             filepath.Join(d, "kubox.lock"),
+		Corefile:         filepath.Join(d, "dns", "Corefile"),
 	}
 }
 
@@ -209,6 +222,18 @@ func (c *Config) Complete() error {
 	}
 	if c.ImageGCMinAge < 0 {
 		return fmt.Errorf("--image-gc-min-age %s: must not be negative", c.ImageGCMinAge)
+	}
+	if c.DNSPort < 0 || c.DNSPort > 65535 {
+		return fmt.Errorf("--dns-port %d: not a port", c.DNSPort)
+	}
+	if c.DNSPort == 0 {
+		c.DNSPort = 53
+	}
+	if c.DNSConfigFile == "" {
+		c.DNSConfigFile = "/etc/kubox/dns.conf"
+	}
+	if c.ResolvConf == "" {
+		c.ResolvConf = "/etc/resolv.conf"
 	}
 	return c.Proxy.complete()
 }

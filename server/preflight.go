@@ -63,6 +63,9 @@ func (c *Config) ports() []port {
 			ps = append(ps, port{host, "kubox metrics", "--metrics-address", n})
 		}
 	}
+	if !c.DisableDNS {
+		ps = append(ps, port{c.NodeIP.String(), "cluster DNS", "--dns-port", c.DNSPort})
+	}
 	return ps
 }
 

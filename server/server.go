@@ -23,6 +23,7 @@ import (
 	"github.com/kubox/kubox/embedded/containerd"
 	"github.com/kubox/kubox/embedded/controllers"
 	"github.com/kubox/kubox/embedded/csrapprover"
+	"github.com/kubox/kubox/embedded/dns"
 	"github.com/kubox/kubox/embedded/etcd"
 	"github.com/kubox/kubox/embedded/kubelet"
 	"github.com/kubox/kubox/embedded/metrics"
@@ -204,6 +205,13 @@ func (s *Server) build(ctx context.Context) error {
 		}),
 		scheduler.New(scheduler.Config{Kubeconfig: pki.SchedulerKubeconfig}),
 	)
+	if !c.DisableDNS {
+		d, err := s.dnsComponent(pki.AdminKubeconfig)
+		if err != nil {
+			return err
+		}
+		comps = append(comps, d)
+	}
 	if !c.DisableAgent {
 		if err := assets.Install(p.Bin); err != nil {
 			return fmt.Errorf("install runtime binaries into %s: %w", p.Bin, err)
@@ -237,6 +245,7 @@ func (s *Server) build(ctx context.Context) error {
 				RootDir: p.Kubelet, ConfigFile: p.KubeletConfig, Kubeconfig: pki.KubeletKubeconfig,
 				ClientCA:    pki.ClientCACert, // serving cert: requested from the cluster CA, approved by csr-approver
 				CRIEndpoint: ctrd.Endpoint(), ClusterDNS: c.ClusterDNS, ClusterDomain: c.ClusterDomain,
+				ResolvConf:       dns.PodResolvConf(c.ResolvConf, systemdResolvConf),
 				Client:           client,
 				CPUManagerPolicy: c.CPUManagerPolicy, ReservedCPUs: c.ReservedCPUs,
 				SystemReserved: c.SystemReserved, KubeReserved: c.KubeReserved,
@@ -282,4 +291,26 @@ func adminClient(kubeconfig string) (kubernetes.Interface, error) {
 		return nil, fmt.Errorf("client from %s: %w", kubeconfig, err)
 	}
 	return client, nil
+}
+
+// systemdResolvConf lists systemd-resolved's real upstreams; its stub at
+// 127.0.0.53 in /etc/resolv.conf is unreachable from a pod.
+const systemdResolvConf = "/run/systemd/resolve/resolv.conf"
+
+// dnsComponent serves cluster DNS on the node address, reading the API as
+// admin (the kubernetes plugin lists Services, EndpointSlices, Namespaces).
+func (s *Server) dnsComponent(kubeconfig string) (*dns.DNS, error) {
+	c := s.cfg
+	client, err := adminClient(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	return dns.New(dns.Config{
+		NodeName: c.NodeName, NodeIP: c.NodeIP, Port: c.DNSPort,
+		ClusterDNS: c.ClusterDNS, ClusterDomain: c.ClusterDomain,
+		Kubeconfig: kubeconfig, Client: client,
+		ResolvConf: c.ResolvConf, OverrideFile: c.DNSConfigFile, CorefilePath: s.paths.Corefile,
+		ReloadInterval: c.DNSReloadInterval,
+		Log:            s.log.With("component", "dns"),
+	}), nil
 }

@@ -46,6 +46,9 @@ type Config struct {
 	CRIEndpoint   string // unix:///run/kubox/containerd/containerd.sock
 	ClusterDNS    net.IP
 	ClusterDomain string
+	// ResolvConf is the resolv.conf pods with dnsPolicy Default get, and
+	// whose search domains every pod gets (default /etc/resolv.conf).
+	ResolvConf string
 	// Client reads the Node for readiness.
 	Client kubernetes.Interface
 	// CPU manager policy ("none" or "static", see cpumanager.go), the
@@ -124,6 +127,9 @@ func (k *Kubelet) Configuration() *kubeletv1beta1.KubeletConfiguration {
 	}
 	if k.cfg.EvictionHard != nil {
 		c.EvictionHard = k.cfg.EvictionHard
+	}
+	if k.cfg.ResolvConf != "" {
+		c.ResolverConfig = &k.cfg.ResolvConf
 	}
 	k.cpuManager(c)
 	return c

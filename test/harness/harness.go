@@ -129,7 +129,14 @@ func NewNodeWith(tb testing.TB, env Env, opts NodeOptions, extraArgs ...string) 
 		Kubeconfig: filepath.Join(root, "admin.kubeconfig"),
 		LogPath:    filepath.Join(root, "kubox.log"),
 	}
-	n.Args = append([]string{"server", "--data-dir", n.DataDir, "--run-dir", n.RunDir, "--write-kubeconfig", n.Kubeconfig}, extraArgs...)
+	// Cluster DNS forwards to no upstream unless a test says so (a later
+	// --resolv-conf wins): tests send traffic only to addresses they own.
+	noUpstreams := filepath.Join(root, "resolv.conf")
+	if err := os.WriteFile(noUpstreams, []byte("# no upstream resolvers in tests\n"), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	n.Args = append([]string{"server", "--data-dir", n.DataDir, "--run-dir", n.RunDir, "--write-kubeconfig", n.Kubeconfig,
+		"--resolv-conf", noUpstreams, "--dns-config", filepath.Join(root, "dns.conf")}, extraArgs...)
 	host := SnapshotHost()
 	tb.Cleanup(func() {
 		if tb.Failed() {
