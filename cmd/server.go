@@ -17,6 +17,7 @@ import (
 	"github.com/kubox/kubox/embedded/kubelet"
 	"github.com/kubox/kubox/internal/configfile"
 	"github.com/kubox/kubox/server"
+	"github.com/kubox/kubox/systemd"
 )
 
 const defaultConfigFile = "/etc/kubox/config.yaml"
@@ -122,12 +123,20 @@ Every flag can also be set as a key of the config file (default ` + defaultConfi
 e.g. "cluster-cidr: 10.42.0.0/16"; a flag given on the command line wins.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// First of all: take NOTIFY_SOCKET and WATCHDOG_* out of the
+			// environment, before the in-process kubelet (which sends
+			// READY=1 as it starts) or containerd could see them.
+			notifier, err := systemd.FromEnv(nil)
+			if err != nil {
+				return err
+			}
 			explicit := cmd.Flags().Changed("config")
 			if err := configfile.Apply(cmd.Flags(), configFile, explicit); err != nil {
 				return err
 			}
 			cfg, err := f.config()
 			if err != nil {
+				notifier.Stopping("bad configuration: " + err.Error())
 				return err
 			}
 			if os.Getenv("GOGC") == "" {
@@ -141,7 +150,9 @@ e.g. "cluster-cidr: 10.42.0.0/16"; a flag given on the command line wins.`,
 			if err != nil {
 				return err
 			}
+			srv.SetNotifier(notifier)
 			if err := srv.Preflight(); err != nil {
+				notifier.Stopping("preflight failed: " + err.Error())
 				return err
 			}
 			defer srv.Release()
