@@ -142,7 +142,11 @@ func (s *Server) Run(ctx context.Context) error {
 	defer cancelStop()
 	stopErr := s.sup.Stop(stopCtx)
 	cancelRun()
-	s.cleanupMounts()
+	if s.cfg.StopPodsOnExit || s.cfg.DisableAgent {
+		// Kept pods still use their rootfs and volume mounts, and the next
+		// kubox adopts them as they are.
+		s.cleanupMounts()
+	}
 	return errors.Join(err, stopErr)
 }
 
