@@ -34,6 +34,7 @@ type serverFlags struct {
 	cpuManagerPolicy, reservedCPUs                       string
 	systemReserved, kubeReserved                         string
 	certCheckInterval, testLeafCertLifetime              time.Duration
+	startTimeout                                         time.Duration
 }
 
 func (f *serverFlags) register(fs *pflag.FlagSet) {
@@ -52,6 +53,7 @@ func (f *serverFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&f.kubeletPort, "kubelet-port", 10250, "kubelet API port")
 	fs.BoolVar(&f.disableAgent, "disable-agent", false, "run the control plane only: no containerd, kubelet or pod network")
 	fs.BoolVar(&f.stopPodsOnExit, "stop-pods-on-exit", true, "stop every pod when kubox stops, so no container outlives it")
+	fs.DurationVar(&f.startTimeout, "start-timeout", server.StartTimeout, "give up (and exit) when the node is not ready within this time")
 	f.snapshot.register(fs)
 	f.proxy.register(fs)
 	fs.StringVar(&f.cpuManagerPolicy, "cpu-manager-policy", kubelet.CPUManagerNone, "kubelet CPU manager policy: none, or static (Guaranteed pods with whole CPUs get exclusive CPUs)")
@@ -69,7 +71,7 @@ func (f *serverFlags) config() (server.Config, error) {
 		DataDir: f.dataDir, RunDir: f.runDir, WriteKubeconfig: f.writeKubeconfig,
 		NodeName: f.nodeName, ClusterDomain: f.clusterDomain,
 		HTTPSPort: f.httpsPort, EtcdClientPort: f.etcdClientPort, EtcdPeerPort: f.etcdPeerPort, KubeletPort: f.kubeletPort,
-		DisableAgent: f.disableAgent, StopPodsOnExit: f.stopPodsOnExit,
+		DisableAgent: f.disableAgent, StopPodsOnExit: f.stopPodsOnExit, StartTimeout: f.startTimeout,
 		KuboxVersion: version,
 	}
 	f.snapshot.apply(&c)
@@ -88,6 +90,9 @@ func (f *serverFlags) config() (server.Config, error) {
 	}
 	if c.KubeReserved, err = kubelet.ParseReserved("kube-reserved", f.kubeReserved); err != nil {
 		return c, err
+	}
+	if c.StartTimeout <= 0 {
+		return c, fmt.Errorf("--start-timeout %s: must be positive, e.g. 10m", c.StartTimeout)
 	}
 	if c.CertCheckInterval <= 0 {
 		return c, fmt.Errorf("--cert-check-interval %s: must be positive, e.g. 1h", c.CertCheckInterval)

@@ -31,6 +31,9 @@ type Config struct {
 	DisableAgent    bool // control plane only: no containerd, kubelet or pod network
 	// StopPodsOnExit stops every pod when kubox stops, so nothing outlives it.
 	StopPodsOnExit bool
+	// StartTimeout bounds a whole start (default StartTimeout); slow boxes
+	// and emulators need more.
+	StartTimeout time.Duration
 
 	// Scheduled snapshots (see backup.SchedulerConfig): a cron spec, how
 	// many scheduled snapshots to keep (0 = all), where, and the key.

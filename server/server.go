@@ -28,7 +28,8 @@ import (
 	"github.com/kubox/kubox/internal/mounts"
 )
 
-// Timeouts for a whole start and a whole stop.
+// Timeouts for a whole start (unless Config.StartTimeout says otherwise)
+// and a whole stop.
 const (
 	StartTimeout = 5 * time.Minute
 	StopTimeout  = 25 * time.Second
@@ -113,7 +114,11 @@ func (s *Server) Run(ctx context.Context) error {
 	s.sup.Status = s.notify.Status
 	runCtx, cancelRun := context.WithCancel(context.Background())
 	defer cancelRun()
-	startCtx, cancelStart := context.WithTimeout(ctx, StartTimeout)
+	startTimeout := s.cfg.StartTimeout
+	if startTimeout <= 0 {
+		startTimeout = StartTimeout
+	}
+	startCtx, cancelStart := context.WithTimeout(ctx, startTimeout)
 	err := s.sup.Start(startCtx, runCtx)
 	cancelStart()
 	if err != nil && ctx.Err() != nil {

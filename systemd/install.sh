@@ -343,16 +343,20 @@ pids_of() {
 	done
 }
 
-# tree prints a process and all its descendants (from the parent pids in
-# /proc/*/stat; a command name may hold spaces, so cut after its ")").
+# The parent of every process, read once: "pid ppid" lines. A command name
+# may hold spaces and parentheses, so cut after its last ")".
+ptable=$(for s in /proc/[0-9]*/stat; do
+	read -r st <"$s" 2>/dev/null || continue
+	st=${st##*) }
+	p=${s#/proc/}
+	# shellcheck disable=SC2086
+	set -- $st
+	echo "${p%/stat} $2"
+done)
+
+# tree prints a process and all its descendants, parents before children.
 tree() {
-	for s in /proc/[0-9]*/stat; do
-		p=${s#/proc/}
-		st=$(sed 's/.*) //' "$s" 2>/dev/null) || continue
-		# shellcheck disable=SC2086
-		set -- $st
-		echo "${p%/stat} $2"
-	done | awk -v root="$1" '
+	echo "$ptable" | awk -v root="$1" '
 		{ kids[$2] = kids[$2] " " $1 }
 		END {
 			todo[1] = root; n = 1
@@ -397,7 +401,8 @@ if [ -z "$ROOT" ]; then
 	# veths went with their namespaces.
 	ip link delete kubox0 2>/dev/null
 	nft delete table inet cni_plugins_masquerade 2>/dev/null
-	rm -rf /var/lib/cni/networks/kubox /var/lib/cni/results 2>/dev/null
+	# libcni's cached results for kubox's network (named kubox).
+	rm -rf /var/lib/cni/networks/kubox /var/lib/cni/results/kubox-* 2>/dev/null
 fi
 echo "kubox-killall.sh: kubox, containerd, shims and containers stopped"
 exit 0
@@ -474,6 +479,13 @@ rm -rf "$ROOT$UNIT.d" "$ROOT$RUN_DIR"
 if [ -z "$keep_data" ]; then
 	rm -rf "$ROOT/etc/kubox" "$ROOT$DATA_DIR" "$ROOT/var/lib/kubelet" "$ROOT/var/log/pods" "$ROOT/var/log/containers"
 fi
+# Dirs the kubelet, containerd and libcni create at their default places;
+# removed only when empty, as another tool may use them too.
+for d in /usr/libexec/kubernetes/kubelet-plugins/volume/exec /usr/libexec/kubernetes/kubelet-plugins/volume \
+	/usr/libexec/kubernetes/kubelet-plugins /usr/libexec/kubernetes /opt/containerd/bin /opt/containerd/lib \
+	/opt/containerd /var/lib/cni/networks /var/lib/cni/results /var/lib/cni; do
+	rmdir "$ROOT$d" 2>/dev/null || true
+done
 if [ -n "$systemd" ]; then
 	systemctl daemon-reload
 	systemctl reset-failed kubox 2>/dev/null || true

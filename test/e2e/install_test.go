@@ -225,6 +225,16 @@ func TestInstallOfflineIntoRoot(t *testing.T) {
 	if err := os.MkdirAll(in.path("/etc/kubox"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// Empty dirs the kubelet, containerd and libcni make at their default
+	// places go; /opt itself and anything not empty stay.
+	for _, d := range []string{"/opt/containerd/bin", "/opt/containerd/lib", "/opt/other", "/usr/libexec/kubernetes/kubelet-plugins/volume/exec", "/var/lib/cni/results"} {
+		if err := os.MkdirAll(in.path(d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(in.path("/var/lib/cni/results/other-net-1"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command(in.path("/usr/local/bin/kubox-uninstall.sh"))
 	cmd.Env = in.env()
 	uout, err := cmd.CombinedOutput()
@@ -236,12 +246,17 @@ func TestInstallOfflineIntoRoot(t *testing.T) {
 			t.Errorf("uninstall did not list %s:\n%s", p, uout)
 		}
 	}
-	if left := in.files(); len(left) > 0 {
-		t.Errorf("left after uninstall: %v", left)
+	if left := in.files(); len(left) != 1 {
+		t.Errorf("left after uninstall: %v; want only another network's CNI result", left)
 	}
-	for _, d := range []string{"/srv/kubox", "/etc/kubox"} {
+	for _, d := range []string{"/srv/kubox", "/etc/kubox", "/opt/containerd", "/usr/libexec/kubernetes"} {
 		if _, err := os.Stat(in.path(d)); !os.IsNotExist(err) {
 			t.Errorf("%s still there after uninstall", d)
+		}
+	}
+	for _, p := range []string{"/opt/other", "/var/lib/cni/results/other-net-1"} {
+		if _, err := os.Stat(in.path(p)); err != nil {
+			t.Errorf("uninstall removed %s, which is not kubox's: %v", p, err)
 		}
 	}
 	if calls := strings.Join(in.systemctl(), "|"); calls != "disable kubox|stop kubox|daemon-reload|reset-failed kubox" {
