@@ -382,6 +382,21 @@ for p in $(pids_of "$ROOT$BIN" "$ROOT$DATA_DIR/bin/containerd"); do
 done
 sleep 1
 
+# What the killed shims leave where containerd hard-codes it, found through
+# kubox's own task dirs: the shims' sockets (/run/containerd/s), libcni's
+# cached results, and runc state that older kubox kept in /run/containerd/runc.
+for t in "$ROOT$RUN_DIR"/containerd/io.containerd.runtime.v2.task/*/*; do
+	[ -d "$t" ] || continue
+	id=${t##*/}
+	for sock in $(cat "$t/bootstrap.json" "$t/address" 2>/dev/null | grep -o 'unix://[^"]*' | sed 's#^unix://##'); do
+		rm -f "$ROOT$sock" "$ROOT$sock.debug"
+	done
+	rm -rf "$ROOT/run/containerd/runc/k8s.io/$id" "$ROOT/var/lib/cni/results/"*"-$id-"*
+done
+for d in /run/containerd/s /run/containerd/runc/k8s.io /run/containerd/runc /run/containerd; do
+	rmdir "$ROOT$d" 2>/dev/null
+done
+
 # Unmount deepest first: pod volumes, container rootfs, sandbox shm and
 # network namespaces, the kubelet's bind mount of its root dir.
 for dir in "$ROOT$DATA_DIR" "$ROOT$RUN_DIR" "$ROOT/var/lib/kubelet"; do

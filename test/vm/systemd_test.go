@@ -55,7 +55,9 @@ func TestSystemdInstall(t *testing.T) {
 	must(t, os.RemoveAll(stage))
 	t.Logf("image ready in %s", time.Since(begin).Round(time.Second))
 
-	serial := filepath.Join(work, "serial.log")
+	// Kept after the test (hack/out is not committed) for a look at a failure.
+	serial := filepath.Join(filepath.Dir(env.rootfs), "serial.log")
+	_ = os.Remove(serial)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Minute)
 	defer cancel()
 	qemu := exec.CommandContext(ctx, "qemu-system-x86_64",
