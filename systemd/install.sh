@@ -388,9 +388,10 @@ sleep 1
 for t in "$ROOT$RUN_DIR"/containerd/io.containerd.runtime.v2.task/*/*; do
 	[ -d "$t" ] || continue
 	id=${t##*/}
-	for sock in $(cat "$t/bootstrap.json" "$t/address" 2>/dev/null | grep -o 'unix://[^"]*' | sed 's#^unix://##'); do
-		rm -f "$ROOT$sock" "$ROOT$sock.debug"
-	done
+	cat "$t/bootstrap.json" "$t/address" 2>/dev/null | grep -o 'unix://[^"]*' | sed 's#^unix://##' |
+		while read -r sock; do
+			rm -f "$ROOT$sock" "$ROOT$sock.debug"
+		done
 	rm -rf "$ROOT/run/containerd/runc/k8s.io/$id" "$ROOT/var/lib/cni/results/"*"-$id-"*
 done
 for d in /run/containerd/s /run/containerd/runc/k8s.io /run/containerd/runc /run/containerd; do

@@ -541,3 +541,47 @@ func mtimes(t *testing.T, root string) string {
 	})
 	return b.String()
 }
+
+// kubox-killall.sh cleans what killed shims leave where containerd
+// hard-codes it, but only for kubox's own tasks (found in kubox's run dir).
+// Processes are matched by their executable under the test root, so none
+// on this host is touched.
+func TestKillallCleansShimLeftovers(t *testing.T) {
+	in := newInstaller(t)
+	in.offline()
+	task := in.path("/run/kubox/containerd/io.containerd.runtime.v2.task/k8s.io/abc123")
+	files := map[string]string{
+		task + "/bootstrap.json":                                 `{"version":3,"address":"unix:///run/containerd/s/feed","protocol":"ttrpc"}`,
+		in.path("/run/containerd/s/feed"):                        "",
+		in.path("/run/containerd/s/other"):                       "", // another containerd's shim
+		in.path("/var/lib/cni/results/cni-loopback-abc123-lo"):   "{}",
+		in.path("/var/lib/cni/results/cni-loopback-zzz999-lo"):   "{}",
+		in.path("/run/containerd/runc/k8s.io/abc123/state.json"): "{}",
+	}
+	for p, data := range files {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(in.path("/usr/local/bin/kubox-killall.sh"))
+	cmd.Env = in.env()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("killall: %v\n%s", err, out)
+	}
+	for _, p := range []string{"/run/containerd/s/feed", "/var/lib/cni/results/cni-loopback-abc123-lo", "/run/containerd/runc"} {
+		if _, err := os.Stat(in.path(p)); !os.IsNotExist(err) {
+			t.Errorf("%s left by killall", p)
+		}
+	}
+	for _, p := range []string{"/run/containerd/s/other", "/var/lib/cni/results/cni-loopback-zzz999-lo"} {
+		if _, err := os.Stat(in.path(p)); err != nil {
+			t.Errorf("killall removed %s, which is not kubox's", p)
+		}
+	}
+	if calls := strings.Join(in.systemctl(), "|"); !strings.HasSuffix(calls, "stop kubox") {
+		t.Errorf("killall did not stop the service first: %s", calls)
+	}
+}
