@@ -487,7 +487,7 @@ func TestInstallScriptsShellcheckAndUnitVerifies(t *testing.T) {
 	if err != nil {
 		t.Skip("shellcheck is not installed: apt-get install shellcheck")
 	}
-	for _, s := range []string{in.script, in.path("/usr/local/bin/kubox-killall.sh"), in.path("/usr/local/bin/kubox-uninstall.sh"), repoPath(t, "test", "vm", "guest", "vm-test.sh"), repoPath(t, "hack", "vm", "mkrootfs.sh")} {
+	for _, s := range []string{in.script, in.path("/usr/local/bin/kubox-killall.sh"), in.path("/usr/local/bin/kubox-uninstall.sh"), repoPath(t, "test", "vm", "systemd-guest", "vm-test.sh"), repoPath(t, "hack", "vm", "mkrootfs.sh")} {
 		if out, err := exec.Command(shellcheck, "-s", "sh", s).CombinedOutput(); err != nil {
 			t.Errorf("shellcheck %s: %v\n%s", s, err, out)
 		}

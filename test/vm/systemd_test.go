@@ -32,9 +32,9 @@ func TestSystemdInstall(t *testing.T) {
 	copyFile(t, env.kubox, filepath.Join(dist, "kubox"), 0o755)
 	copyFile(t, filepath.Join(env.repo, "systemd", "install.sh"), filepath.Join(dist, "install.sh"), 0o755)
 	copyFile(t, filepath.Join(env.images, "busybox.tar"), filepath.Join(stage, "root", "busybox.tar"), 0o644)
-	copyFile(t, filepath.Join(env.repo, "test", "vm", "guest", "vm-test.sh"), filepath.Join(stage, "usr", "local", "sbin", "vm-test.sh"), 0o755)
-	copyFile(t, filepath.Join(env.repo, "test", "vm", "guest", "kubox-vm-test.service"), filepath.Join(stage, "etc", "systemd", "system", "kubox-vm-test.service"), 0o644)
-	copyFile(t, filepath.Join(env.repo, "test", "vm", "guest", "eth.network"), filepath.Join(stage, "etc", "systemd", "network", "eth.network"), 0o644)
+	copyFile(t, filepath.Join(env.repo, "test", "vm", "systemd-guest", "vm-test.sh"), filepath.Join(stage, "usr", "local", "sbin", "vm-test.sh"), 0o755)
+	copyFile(t, filepath.Join(env.repo, "test", "vm", "systemd-guest", "kubox-vm-test.service"), filepath.Join(stage, "etc", "systemd", "system", "kubox-vm-test.service"), 0o644)
+	copyFile(t, filepath.Join(env.repo, "test", "vm", "systemd-guest", "eth.network"), filepath.Join(stage, "etc", "systemd", "network", "eth.network"), 0o644)
 	for _, l := range []struct{ link, target string }{
 		{"etc/systemd/system/multi-user.target.wants/kubox-vm-test.service", "/etc/systemd/system/kubox-vm-test.service"},
 		{"etc/systemd/system/multi-user.target.wants/systemd-networkd.service", "/lib/systemd/system/systemd-networkd.service"},
