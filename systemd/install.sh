@@ -417,6 +417,10 @@ if [ -z "$ROOT" ]; then
 	# veths went with their namespaces.
 	ip link delete kubox0 2>/dev/null
 	nft delete table inet cni_plugins_masquerade 2>/dev/null
+	# The service proxy's nftables tables and IPVS interface.
+	nft delete table ip kube-proxy 2>/dev/null
+	nft delete table ip6 kube-proxy 2>/dev/null
+	ip link delete kube-ipvs0 2>/dev/null
 	# libcni's cached results for kubox's network (named kubox).
 	rm -rf /var/lib/cni/networks/kubox /var/lib/cni/results/kubox-* 2>/dev/null
 fi
