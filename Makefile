@@ -5,6 +5,7 @@
 #   make test-images     OCI image archives the end-to-end tests import
 #   make test            test-unit, then test-e2e
 #   make bench           end-to-end benchmarks
+#   make test-vm         install.sh and the service on a real systemd, in a qemu VM (slow: TCG)
 #   make vet | fmt | clean | deps (installs the Debian build packages)
 #
 # Needs Go, plus (for runc's seccomp support and the pause binary) gcc,
@@ -77,7 +78,7 @@ endef
 
 .DEFAULT_GOAL := bin/kubox
 .DELETE_ON_ERROR:
-.PHONY: all assets test-images test test-unit test-e2e bench vet fmt clean deps FORCE
+.PHONY: all assets test-images test test-unit test-e2e test-vm bench vet fmt clean deps FORCE
 
 all: bin/kubox
 
@@ -236,6 +237,12 @@ test-unit: assets
 
 test-e2e: bin/kubox test-images
 	$(E2E_ENV) $(GO) test -count=1 -timeout 40m ./test/...
+
+# Boots Debian with systemd in qemu (no KVM: TCG), installs bin/kubox with
+# systemd/install.sh and checks the service; the debootstrapped root is
+# cached in hack/out/vm.
+test-vm: bin/kubox test-images
+	KUBOX_TEST_VM=1 $(E2E_ENV) $(GO) test -count=1 -v -timeout 60m -run TestSystemdInstall ./test/vm/...
 
 bench: bin/kubox test-images
 	$(E2E_ENV) $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./test/bench/...

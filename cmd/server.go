@@ -19,6 +19,7 @@ import (
 	"github.com/kubox/kubox/embedded/metrics"
 	"github.com/kubox/kubox/internal/configfile"
 	"github.com/kubox/kubox/server"
+	"github.com/kubox/kubox/systemd"
 )
 
 const defaultConfigFile = "/etc/kubox/config.yaml"
@@ -46,6 +47,7 @@ type serverFlags struct {
 	imageGCMinAge                                        time.Duration
 	testEvictionHard                                     map[string]string
 	testDNSReloadInterval                                time.Duration
+	startTimeout                                         time.Duration
 }
 
 func (f *serverFlags) register(fs *pflag.FlagSet) {
@@ -73,6 +75,7 @@ func (f *serverFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the join token")
 	fs.StringVar(&f.kubeletCgroupRoot, "kubelet-cgroup-root", "", "for tests running several boxes on one machine: the cgroup under which this box's pod cgroups go")
 	_ = fs.MarkHidden("kubelet-cgroup-root")
+	fs.DurationVar(&f.startTimeout, "start-timeout", server.StartTimeout, "give up (and exit) when the node is not ready within this time")
 	f.snapshot.register(fs)
 	f.proxy.register(fs)
 	fs.StringVar(&f.cpuManagerPolicy, "cpu-manager-policy", kubelet.CPUManagerNone, "kubelet CPU manager policy: none, or static (Guaranteed pods with whole CPUs get exclusive CPUs)")
@@ -99,7 +102,7 @@ func (f *serverFlags) config() (server.Config, error) {
 		DataDir: f.dataDir, RunDir: f.runDir, WriteKubeconfig: f.writeKubeconfig,
 		NodeName: f.nodeName, ClusterDomain: f.clusterDomain,
 		HTTPSPort: f.httpsPort, EtcdClientPort: f.etcdClientPort, EtcdPeerPort: f.etcdPeerPort, KubeletPort: f.kubeletPort,
-		DisableAgent: f.disableAgent, StopPodsOnExit: f.stopPodsOnExit,
+		DisableAgent: f.disableAgent, StopPodsOnExit: f.stopPodsOnExit, StartTimeout: f.startTimeout,
 		DisableDNS: f.disableDNS, DNSPort: f.dnsPort, DNSConfigFile: f.dnsConfig, ResolvConf: f.resolvConf,
 		KuboxVersion: version,
 	}
@@ -134,6 +137,9 @@ func (f *serverFlags) config() (server.Config, error) {
 	}
 	if c.KubeReserved, err = kubelet.ParseReserved("kube-reserved", f.kubeReserved); err != nil {
 		return c, err
+	}
+	if c.StartTimeout <= 0 {
+		return c, fmt.Errorf("--start-timeout %s: must be positive, e.g. 10m", c.StartTimeout)
 	}
 	if c.CertCheckInterval <= 0 {
 		return c, fmt.Errorf("--cert-check-interval %s: must be positive, e.g. 1h", c.CertCheckInterval)
@@ -186,12 +192,20 @@ Every flag can also be set as a key of the config file (default ` + defaultConfi
 e.g. "cluster-cidr: 10.42.0.0/16"; a flag given on the command line wins.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// First of all: take NOTIFY_SOCKET and WATCHDOG_* out of the
+			// environment, before the in-process kubelet (which sends
+			// READY=1 as it starts) or containerd could see them.
+			notifier, err := systemd.FromEnv(nil)
+			if err != nil {
+				return err
+			}
 			explicit := cmd.Flags().Changed("config")
 			if err := configfile.Apply(cmd.Flags(), configFile, explicit); err != nil {
 				return err
 			}
 			cfg, err := f.config()
 			if err != nil {
+				notifier.Stopping("bad configuration: " + err.Error())
 				return err
 			}
 			if os.Getenv("GOGC") == "" {
@@ -205,7 +219,9 @@ e.g. "cluster-cidr: 10.42.0.0/16"; a flag given on the command line wins.`,
 			if err != nil {
 				return err
 			}
+			srv.SetNotifier(notifier)
 			if err := srv.Preflight(); err != nil {
+				notifier.Stopping("preflight failed: " + err.Error())
 				return err
 			}
 			defer srv.Release()

@@ -35,6 +35,9 @@ type Config struct {
 	Token   string
 	// StopPodsOnExit stops every pod when kubox stops, so nothing outlives it.
 	StopPodsOnExit bool
+	// StartTimeout bounds a whole start (default StartTimeout); slow boxes
+	// and emulators need more.
+	StartTimeout time.Duration
 
 	// Cluster DNS (see embedded/dns): served on NodeIP:DNSPort (default
 	// 53) unless DisableDNS; DNSConfigFile holds extra Corefile server

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -32,7 +33,8 @@ import (
 	"github.com/kubox/kubox/internal/mounts"
 )
 
-// Timeouts for a whole start and a whole stop.
+// Timeouts for a whole start (unless Config.StartTimeout says otherwise)
+// and a whole stop.
 const (
 	StartTimeout = 5 * time.Minute
 	StopTimeout  = 25 * time.Second
@@ -47,11 +49,37 @@ type Server struct {
 	sup   *component.Supervisor
 	// join is set while a fresh join is under way, to undo it on failure.
 	join *joinResult
+
+	notify          Notifier
+	adminKubeconfig string
+	// live, once the node is ready, tells whether the apiserver answers
+	// /livez; the systemd watchdog is pinged only while it does.
+	live atomic.Pointer[func(context.Context) error]
 }
+
+// Notifier is told how the node is doing; *systemd.Notifier tells systemd
+// (STATUS while starting, READY once the apiserver serves and the node is
+// registered, STOPPING, watchdog pings).
+type Notifier interface {
+	Status(msg string)
+	Ready(msg string)
+	Stopping(msg string)
+	RunWatchdog(ctx context.Context, healthy func(context.Context) error)
+}
+
+type nopNotifier struct{}
+
+func (nopNotifier) Status(string)                                            {}
+func (nopNotifier) Ready(string)                                             {}
+func (nopNotifier) Stopping(string)                                          {}
+func (nopNotifier) RunWatchdog(context.Context, func(context.Context) error) {}
+
+// SetNotifier makes the server report its progress to n.
+func (s *Server) SetNotifier(n Notifier) { s.notify = n }
 
 // New returns a server for a completed cfg.
 func New(cfg Config, log *slog.Logger) (*Server, error) {
-	return &Server{cfg: cfg, paths: cfg.Paths(), log: log}, nil
+	return &Server{cfg: cfg, paths: cfg.Paths(), log: log, notify: nopNotifier{}}, nil
 }
 
 // Preflight checks what can be checked before any state is touched, then
@@ -82,15 +110,25 @@ func (s *Server) Release() { s.lock.Release() }
 // stops everything. It returns the first failure.
 func (s *Server) Run(ctx context.Context) error {
 	begin := time.Now()
+	wdCtx, stopWatchdog := context.WithCancel(context.Background())
+	defer stopWatchdog()
+	go s.notify.RunWatchdog(wdCtx, s.healthy)
+	s.notify.Status("preparing certificates and components")
 	if err := s.build(ctx); err != nil {
 		if s.join != nil {
 			s.undoJoin(s.join)
 		}
+		s.notify.Stopping("failed: " + err.Error())
 		return err
 	}
+	s.sup.Status = s.notify.Status
 	runCtx, cancelRun := context.WithCancel(context.Background())
 	defer cancelRun()
-	startCtx, cancelStart := context.WithTimeout(ctx, StartTimeout)
+	startTimeout := s.cfg.StartTimeout
+	if startTimeout <= 0 {
+		startTimeout = StartTimeout
+	}
+	startCtx, cancelStart := context.WithTimeout(ctx, startTimeout)
 	err := s.sup.Start(startCtx, runCtx)
 	cancelStart()
 	if err != nil && s.join != nil {
@@ -99,22 +137,61 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil && ctx.Err() != nil {
 		// Asked to stop while starting: a normal stop, not a failure.
 		s.log.Info("stopping before start completed", "reason", context.Cause(ctx))
+		s.notify.Stopping("stopping before start completed")
 		err = nil
 	} else if err == nil {
-		s.log.Info("kubox is ready", "node", s.cfg.NodeName, "took", time.Since(begin).Round(time.Millisecond), "kubeconfig", s.cfg.WriteKubeconfig)
+		took := time.Since(begin).Round(time.Millisecond)
+		s.log.Info("kubox is ready", "node", s.cfg.NodeName, "took", took, "kubeconfig", s.cfg.WriteKubeconfig)
+		s.live.Store(s.apiserverLive())
+		s.notify.Ready(fmt.Sprintf("kubox is ready: node %s, started in %s", s.cfg.NodeName, took))
 		err = s.sup.Wait(ctx)
+		s.live.Store(nil)
 		if err != nil {
 			s.log.Error("component failed; stopping", "err", err)
+			s.notify.Stopping("component failed; stopping: " + err.Error())
 		} else {
 			s.log.Info("stopping")
+			s.notify.Stopping("stopping")
 		}
+	} else {
+		s.notify.Stopping("start failed; stopping: " + err.Error())
 	}
 	stopCtx, cancelStop := context.WithTimeout(context.Background(), StopTimeout)
 	defer cancelStop()
 	stopErr := s.sup.Stop(stopCtx)
 	cancelRun()
-	s.cleanupMounts()
+	if s.cfg.StopPodsOnExit || s.cfg.DisableAgent {
+		// Kept pods still use their rootfs and volume mounts, and the next
+		// kubox adopts them as they are.
+		s.cleanupMounts()
+	}
 	return errors.Join(err, stopErr)
+}
+
+// healthy is the watchdog's check: while starting and stopping the process
+// is alive by definition; once ready, the apiserver must answer /livez.
+func (s *Server) healthy(ctx context.Context) error {
+	if live := s.live.Load(); live != nil {
+		return (*live)(ctx)
+	}
+	return nil
+}
+
+// apiserverLive returns a check of the apiserver's /livez through the admin
+// kubeconfig.
+func (s *Server) apiserverLive() *func(context.Context) error {
+	client, err := adminClient(s.adminKubeconfig)
+	check := func(ctx context.Context) error {
+		if err != nil {
+			return err
+		}
+		_, err := client.Discovery().RESTClient().Get().AbsPath("/livez").DoRaw(ctx)
+		if err != nil {
+			return fmt.Errorf("apiserver /livez: %w", err)
+		}
+		return nil
+	}
+	return &check
 }
 
 // cleanupMounts unmounts what the kubelet and containerd left behind (pod
@@ -158,6 +235,7 @@ func (s *Server) build(ctx context.Context) error {
 	if err := pki.WriteServingChain(); err != nil {
 		return err
 	}
+	s.adminKubeconfig = pki.AdminKubeconfig
 	etcdCfg := etcd.Config{
 		Name: c.NodeName, DataDir: p.Etcd, NodeIP: c.NodeIP,
 		ClientPort: c.EtcdClientPort, PeerPort: c.EtcdPeerPort,

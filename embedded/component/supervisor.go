@@ -14,6 +14,9 @@ import (
 type Supervisor struct {
 	Components []Component
 	Log        *slog.Logger
+	// Status, when set, is told which component is starting ("starting
+	// etcd (1/9)"): systemd shows it while kubox starts.
+	Status func(msg string)
 
 	started []Component
 }
@@ -27,7 +30,10 @@ func (s *Supervisor) Start(ctx, runCtx context.Context) error {
 			return fmt.Errorf("init %s: %w", c.Name(), err)
 		}
 	}
-	for _, c := range s.Components {
+	for i, c := range s.Components {
+		if s.Status != nil {
+			s.Status(fmt.Sprintf("starting %s (%d/%d)", c.Name(), i+1, len(s.Components)))
+		}
 		begin := time.Now()
 		if err := c.Start(runCtx); err != nil {
 			return fmt.Errorf("start %s: %w", c.Name(), err)

@@ -64,6 +64,9 @@ func components(fs []*fake) []Component {
 func TestSupervisorStartsInOrderAndStopsInReverse(t *testing.T) {
 	fs, log := fakes("a", "b", "c")
 	s := &Supervisor{Components: components(fs)}
+	// The status lines interleave with the calls, so a line names the
+	// component that is about to start, not one already running.
+	s.Status = func(msg string) { *log = append(*log, msg) }
 	ctx := context.Background()
 	if err := s.Start(ctx, ctx); err != nil {
 		t.Fatal(err)
@@ -71,8 +74,8 @@ func TestSupervisorStartsInOrderAndStopsInReverse(t *testing.T) {
 	if err := s.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	want := "a:init b:init c:init a:start a:ready b:start b:ready c:start c:ready c:stop b:stop a:stop"
-	if got := strings.Join(*log, " "); got != want {
+	want := "a:init|b:init|c:init|starting a (1/3)|a:start|a:ready|starting b (2/3)|b:start|b:ready|starting c (3/3)|c:start|c:ready|c:stop|b:stop|a:stop"
+	if got := strings.Join(*log, "|"); got != want {
 		t.Fatalf("calls\n got %s\nwant %s", got, want)
 	}
 }

@@ -3,6 +3,7 @@ package containerd
 import (
 	"bytes"
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"text/template"
 )
@@ -40,9 +41,19 @@ state = {{printf "%q" .State}}
       [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
         BinaryName = {{printf "%q" .RuncPath}}
         SystemdCgroup = false
+        # runc's state under kubox's state dir, not at the host containerd's default.
+        Root = {{printf "%q" .RuncRoot}}
   [plugins."io.containerd.cri.v1.runtime".cni]
     bin_dirs = [{{printf "%q" .CNIBinDir}}]
     conf_dir = {{printf "%q" .CNIConfDir}}
+
+# Nothing of kubox's at the host containerd's default places: no NRI socket
+# in /run/nri, no /opt/containerd.
+[plugins."io.containerd.nri.v1.nri"]
+  disable = true
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = {{printf "%q" .OptDir}}
 
 [plugins."io.containerd.grpc.v1.cri"]
   disable_tcp_service = true
@@ -56,6 +67,7 @@ type configData struct {
 	RestrictOOMScoreAdj              string
 	ShimPath, RuncPath               string
 	CNIBinDir, CNIConfDir            string
+	RuncRoot, OptDir                 string
 }
 
 func renderConfig(c Config) ([]byte, error) {
@@ -71,6 +83,8 @@ func renderConfig(c Config) ([]byte, error) {
 		RuncPath:            c.RuncPath,
 		CNIBinDir:           c.CNIBinDir,
 		CNIConfDir:          c.CNIConfDir,
+		RuncRoot:            filepath.Join(c.State, "runc"),
+		OptDir:              filepath.Join(c.Root, "opt"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("render containerd config: %w", err)

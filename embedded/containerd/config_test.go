@@ -35,6 +35,15 @@ func TestConfigIsValidTOMLWithKuboxPaths(t *testing.T) {
 		if runc["runtime_path"] != "/var/lib/kubox/bin/containerd-shim-runc-v2" || opts["BinaryName"] != "/var/lib/kubox/bin/runc" || opts["SystemdCgroup"] != false {
 			t.Errorf("runc runtime: %v", runc)
 		}
+		if opts["Root"] != "/run/kubox/containerd/runc" {
+			t.Errorf("runc state root %v, want it under kubox's state dir", opts["Root"])
+		}
+		if plugins["io.containerd.nri.v1.nri"].(map[string]any)["disable"] != true {
+			t.Error("NRI enabled: its socket would land in the host's /run/nri")
+		}
+		if p := plugins["io.containerd.internal.v1.opt"].(map[string]any)["path"]; p != "/var/lib/kubox/containerd/opt" {
+			t.Errorf("opt path %v, want it under kubox's root", p)
+		}
 		images := plugins["io.containerd.cri.v1.images"].(map[string]any)
 		if images["pinned_images"].(map[string]any)["sandbox"] != "localhost/kubox/pause:3.10" {
 			t.Errorf("sandbox image: %v", images)
