@@ -213,13 +213,7 @@ func TestJoinThreeBoxes(t *testing.T) {
 	box2 := harness.NewNode(t, env, boxArgs("box2", ip[1], cgroupRoot("box2"), "--join", joinURL)...)
 	box2.Netns, box2.Env = ns[1], []string{"KUBOX_TOKEN=" + tok}
 	begin := time.Now()
-	box2.Start()
-	wctx, wcancel = context.WithTimeout(ctx, 3*time.Minute)
-	err = box2.WaitAPIReady(wctx)
-	wcancel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	startBox(ctx, t, box2)
 	t.Logf("box2 joined and its apiserver is ready in %s", time.Since(begin).Round(time.Millisecond))
 	if got := describe(members(ctx, t, box1)); got != "box1=voter,box2=learner" {
 		t.Fatalf("after box2's join etcd has %s, want box1=voter,box2=learner", got)
@@ -256,13 +250,7 @@ func TestJoinThreeBoxes(t *testing.T) {
 			b.Kill()
 		}
 	})
-	box3.Start()
-	wctx, wcancel = context.WithTimeout(ctx, 3*time.Minute)
-	err = box3.WaitAPIReady(wctx)
-	wcancel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	startBox(ctx, t, box3)
 	if got := describe(members(ctx, t, box1)); got != "box1=voter,box2=voter,box3=voter" {
 		t.Fatalf("after box3's join etcd has %s, want three voters", got)
 	}
@@ -339,13 +327,7 @@ func TestJoinThreeBoxes(t *testing.T) {
 
 	phase("box2 killed, writes, reads")
 	// Box 2 comes back (same args, so --join again: it must just restart).
-	box2.Start()
-	wctx, wcancel = context.WithTimeout(ctx, 3*time.Minute)
-	err = box2.WaitAPIReady(wctx)
-	wcancel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	startBox(ctx, t, box2)
 	want := 200 + len(acked)
 	for _, b := range []*harness.Node{box1, box2, box3} {
 		var got int
@@ -398,13 +380,7 @@ func TestJoinThreeBoxes(t *testing.T) {
 	// and adds no member.
 	box2.Kill()
 	refusedJoin(ctx, t, env, ns[2], ip[2], "quorum", nil, "--join", joinURL, "--token", tok2)
-	box2.Start()
-	wctx, wcancel = context.WithTimeout(ctx, 3*time.Minute)
-	err = box2.WaitAPIReady(wctx)
-	wcancel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	startBox(ctx, t, box2)
 	if got := describe(members(ctx, t, box1)); got != "box1=voter,box2=voter" {
 		t.Fatalf("after the join without quorum etcd has %s, want box1=voter,box2=voter", got)
 	}
@@ -454,4 +430,15 @@ func podToPod(ctx context.Context, t *testing.T, from, to *harness.Node) {
 		t.Fatalf("pod on box1 fetching http://%s:8080/ on box3: %q %v", ip, out, err)
 	}
 	t.Logf("pod on box1 reached pod %s on box3", ip)
+}
+
+// startBox starts b's kubox server and waits up to 3 minutes for its apiserver.
+func startBox(ctx context.Context, t *testing.T, b *harness.Node) {
+	t.Helper()
+	b.Start()
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	if err := b.WaitAPIReady(wctx); err != nil {
+		t.Fatal(err)
+	}
 }
