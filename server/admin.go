@@ -252,10 +252,9 @@ func (a *Admin) RemoveNode(ctx context.Context, name string) (string, error) {
 		if !member.IsLearner && voters == 1 {
 			return "", fmt.Errorf("%s is the only voting etcd member: removing it would destroy the cluster", name)
 		}
-		rctx, cancel := context.WithTimeout(ctx, joinTimeout)
-		_, err := cli.MemberRemove(rctx, member.ID)
-		cancel()
-		if err != nil {
+		if err := removeMember(ctx, cli, member.ID); errors.Is(err, rpctypes.ErrUnhealthy) {
+			return "", fmt.Errorf("remove etcd member %s: etcd refuses: without it, too few of the other members have been connected to the leader for %s (one is down or just restarted); check `kubox etcd members` and retry (nothing was changed)", name, removeSettle)
+		} else if err != nil {
 			return "", fmt.Errorf("remove etcd member %s: %w (nothing was changed)", name, err)
 		}
 		what = "etcd member"
@@ -270,4 +269,30 @@ func (a *Admin) RemoveNode(ctx context.Context, name string) (string, error) {
 		what += "node"
 	}
 	return what, nil
+}
+
+// removeSettle is how long etcd's strict reconfiguration check wants a peer
+// connected before it counts it as healthy (etcd's HealthInterval), plus
+// margin; a member that restarted just before a removal is briefly not
+// counted, so the removal is retried for this long.
+const removeSettle = 15 * time.Second
+
+// removeMember removes an etcd member, retrying while etcd answers that the
+// cluster would be unhealthy without it: that answer is transient right
+// after another member reconnects.
+func removeMember(ctx context.Context, cli *clientv3.Client, id uint64) error {
+	deadline := time.Now().Add(removeSettle)
+	for {
+		rctx, cancel := context.WithTimeout(ctx, joinTimeout)
+		_, err := cli.MemberRemove(rctx, id)
+		cancel()
+		if !errors.Is(err, rpctypes.ErrUnhealthy) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Second):
+		}
+	}
 }

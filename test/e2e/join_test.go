@@ -124,8 +124,7 @@ func configMapCount(ctx context.Context, n *harness.Node, ns string) (int, error
 // acknowledged write readable and box 2 catching up, node remove, and a join
 // refused while etcd has no quorum.
 //
-// Box 1 runs the whole stack including the kubelet; boxes 2 and 3 run the
-// control plane only (--disable-agent), see the README's "Several boxes".
+// Every box runs the whole stack, its kubelet under its own pod cgroup root.
 func TestJoinThreeBoxes(t *testing.T) {
 	env := harness.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
