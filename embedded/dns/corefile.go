@@ -16,8 +16,11 @@ import (
 )
 
 // Plugins are the CoreDNS plugins built into kubox (see plugins.go); a
-// Corefile may use these and no others.
-var Plugins = []string{"bind", "cache", "errors", "forward", "health", "hosts", "kubernetes", "log", "loop", "ready", "reload"}
+// Corefile may use these and no others. The loop plugin is left out on
+// purpose: on finding a loop it calls log.Fatalf, which in-process would
+// take down the whole node (etcd, apiserver, kubelet) and, under systemd,
+// crash-loop it; Upstreams drops the loops kubox can see instead.
+var Plugins = []string{"bind", "cache", "errors", "forward", "health", "hosts", "kubernetes", "log", "ready", "reload"}
 
 // Corefile renders the Corefile kubox runs: the cluster zone block, then
 // the operator's extra server blocks (already validated), each bound to the
@@ -40,7 +43,6 @@ func (d *DNS) Corefile(upstreams []string, extra []caddyfile.ServerBlock) []byte
 	}
 	if len(upstreams) > 0 {
 		fmt.Fprintf(&b, "    forward . %s {\n        max_concurrent 1000\n    }\n", strings.Join(upstreams, " "))
-		b.WriteString("    loop\n")
 	}
 	// Cluster answers come from the plugin's watch of the API: caching them
 	// would only delay changes (a scaled headless Service) by the TTL.

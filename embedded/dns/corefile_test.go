@@ -60,7 +60,7 @@ func TestInitDefaultCorefileIsValid(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := string(body)
-	for _, want := range []string{".:1053 {", "bind 127.0.0.1", "kubernetes cluster.local in-addr.arpa ip6.arpa", "forward . 127.0.0.53 192.0.2.1", "loop", "hosts " + d.cfg.HostsFile, "cache 30 {\n        disable success cluster.local\n", "reload 30s"} {
+	for _, want := range []string{".:1053 {", "bind 127.0.0.1", "kubernetes cluster.local in-addr.arpa ip6.arpa", "forward . 127.0.0.53 192.0.2.1", "hosts " + d.cfg.HostsFile, "cache 30 {\n        disable success cluster.local\n", "reload 30s"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("Corefile lacks %q:\n%s", want, s)
 		}
@@ -96,6 +96,8 @@ func TestOverrideErrors(t *testing.T) {
 	for _, tc := range []struct{ name, override, want string }{
 		{"syntax", "site.example {\n  forward . 192.0.2.53\n", "dns.conf"},
 		{"unknown plugin", "site.example {\n  rewrite name a b\n}\n", `dns.conf:2: plugin "rewrite" is not built into kubox`},
+		// loop would exit the whole process on finding a loop.
+		{"loop plugin", "site.example {\n  forward . 192.0.2.53\n  loop\n}\n", `dns.conf:3: plugin "loop" is not built into kubox`},
 		{"not a plugin at all", "site.example {\n  frobnicate\n}\n", "dns.conf"},
 		{"other port", "site.example:5300 {\n  forward . 192.0.2.53\n}\n", "names port 5300"},
 		{"root zone", ". {\n  forward . 192.0.2.53\n}\n", "kubox's own"},

@@ -1,5 +1,5 @@
 // Package dns serves cluster DNS from inside kubox: CoreDNS as a library
-// (its server core and the kubernetes, forward, cache, errors, hosts, loop,
+// (its server core and the kubernetes, forward, cache, errors, hosts,
 // reload, health, ready, log and bind plugins) listening on the node's
 // address, fed by the local apiserver, with no image to pull. It also keeps
 // the selector-less kube-system/kube-dns Service and this node's
