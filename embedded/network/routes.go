@@ -307,7 +307,7 @@ func (r *Routes) reconcileVXLAN(peers []Peer, own *net.IPNet) (int, error) {
 	}
 	if created {
 		r.cfg.Log.Info("created VXLAN device", "device", VXLANDevice, "vni", spec.VNI, "port", spec.Port,
-			"local", spec.Local, "mtu", spec.MTU, "mac", VTEPMAC(spec.Local))
+			"local", spec.Local, "mtu", spec.MTU, "mac", VTEPMAC(spec.Local).String())
 	}
 	return vx, reconcileNeighbours(vx, vtep)
 }
