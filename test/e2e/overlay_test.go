@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -28,6 +29,7 @@ spec:
     image: localhost/kubox-test/busybox:1
     imagePullPolicy: Never
     command: [sh, -c, "mkdir -p /tmp/www && cp /www/index.html /tmp/www/ && busybox dd if=/dev/zero of=/tmp/www/big bs=1024 count=4096 && exec httpd -f -p 8080 -h /tmp/www"]
+    ports: [{containerPort: 8080, hostPort: 8088}]
     readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
 ---
 apiVersion: v1
@@ -49,7 +51,8 @@ spec:
 // response comes through whole (the overlay's MTU), the server pod sees the
 // client pod's own IP (no NAT between pods), a pod reaching an address
 // outside the cluster (the router) is seen with its node's IP (masqueraded),
-// and a clean stop removes the device, the routes and the masquerade table.
+// the server pod's host port answers the router, and a clean stop removes
+// the device, the routes and the masquerade table.
 func TestPodNetworkAcrossSubnets(t *testing.T) {
 	env := harness.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
@@ -150,6 +153,22 @@ func TestPodNetworkAcrossSubnets(t *testing.T) {
 			network.Gateways[1], out, err, src, ip[0])
 	}
 	t.Logf("pod on box1 reached %s outside the cluster, seen from node IP %s", network.Gateways[1], src)
+
+	// The host port (portmap plugin) still works, from outside the cluster.
+	dial := harness.DialContext(t, network.Router)
+	dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
+	c, err := dial(dctx, "tcp", net.JoinHostPort(ip[1], "8088"))
+	dcancel()
+	if err != nil {
+		t.Fatalf("host port %s:8088 of web-far from the router: %v", ip[1], err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c, "GET / HTTP/1.0\r\n\r\n")
+	body, err := io.ReadAll(c)
+	c.Close()
+	if !strings.Contains(string(body), "kubox-test ok") {
+		t.Fatalf("host port %s:8088 of web-far from the router: %q %v", ip[1], body, err)
+	}
 
 	// A clean stop of box2 removes its overlay device, pod routes and
 	// masquerade table.
