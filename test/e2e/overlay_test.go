@@ -120,6 +120,9 @@ func TestPodNetworkAcrossSubnets(t *testing.T) {
 	}
 	// No NAT between pods: the server sees the client pod's address.
 	assertPeer(ctx, t, box1, "client-near", "web-far", webIP, 8080, clientIP, ip[0])
+	if t.Failed() {
+		t.FailNow()
+	}
 	t.Logf("pod %s on box1 reached pod %s on box2 through VXLAN, seen with its own IP", clientIP, webIP)
 
 	// Full-size segments from box2's pod: 4 MiB through the overlay.
