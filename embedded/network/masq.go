@@ -95,14 +95,8 @@ func iptRules(clusterCIDR *net.IPNet, vxlanDev string) (chains, jumps []iptRule)
 func ensureMasquerade(ctx context.Context, backend string, clusterCIDR *net.IPNet, vxlanDev string) error {
 	switch backend {
 	case MasqNFTables:
-		nft, err := knftables.New(knftables.IPv4Family, NFTTable)
-		if err != nil {
-			return fmt.Errorf("nftables: %w", err)
-		}
-		tx := nft.NewTransaction()
-		nftRules(tx, clusterCIDR, vxlanDev)
-		if err := nft.Run(ctx, tx); err != nil {
-			return fmt.Errorf("install nftables table ip %s: %w", NFTTable, err)
+		if err := writeNFTables(ctx, clusterCIDR, vxlanDev); err != nil {
+			return err
 		}
 		_ = removeIPTables()
 		return nil
@@ -131,6 +125,20 @@ func ensureMasquerade(ctx context.Context, backend string, clusterCIDR *net.IPNe
 		}
 		_ = removeNFTables(ctx)
 		return nil
+	}
+	return nil
+}
+
+// writeNFTables replaces kubox's table in one transaction.
+func writeNFTables(ctx context.Context, clusterCIDR *net.IPNet, vxlanDev string) error {
+	nft, err := knftables.New(knftables.IPv4Family, NFTTable)
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	tx := nft.NewTransaction()
+	nftRules(tx, clusterCIDR, vxlanDev)
+	if err := nft.Run(ctx, tx); err != nil {
+		return fmt.Errorf("install nftables table ip %s: %w", NFTTable, err)
 	}
 	return nil
 }

@@ -21,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/kubox/kubox/embedded/component"
 	"github.com/kubox/kubox/embedded/kubelet"
 	"github.com/kubox/kubox/internal/fsutil"
 )
@@ -45,7 +46,13 @@ type Config struct {
 // Network is the pod network component.
 type Network struct {
 	cfg Config
+	component.Goroutine
 }
+
+// MasqueradeResync is how often the nftables masquerade table is written
+// again, in case something (a firewall reload, `nft flush ruleset`)
+// removed it.
+const MasqueradeResync = 30 * time.Second
 
 // New returns the component for cfg.
 func New(cfg Config) *Network {
@@ -92,7 +99,26 @@ func (n *Network) Start(ctx context.Context) error {
 	if err := ensureMasquerade(ctx, backend, n.cfg.ClusterCIDR, VXLANDevice); err != nil {
 		return fmt.Errorf("pod masquerade: %w", err)
 	}
+	if backend == MasqNFTables {
+		// One atomic transaction, so rewriting it never opens a gap; the
+		// iptables fallback flushes and refills its chains, so it is
+		// written at start only.
+		n.Go(ctx, "pod masquerade", n.resync)
+	}
 	return nil
+}
+
+func (n *Network) resync(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(MasqueradeResync):
+		}
+		if err := writeNFTables(ctx, n.cfg.ClusterCIDR, VXLANDevice); err != nil && ctx.Err() == nil {
+			n.cfg.Log.Warn("pod masquerade: will retry", "err", err)
+		}
+	}
 }
 
 func (n *Network) forwarding() error {
@@ -205,6 +231,9 @@ func (n *Network) conflist(podCIDR string) ([]byte, string, error) {
 
 // Stop removes the masquerade rules with CleanupOnStop.
 func (n *Network) Stop(ctx context.Context) error {
+	if err := n.Goroutine.Stop(ctx); err != nil {
+		return err
+	}
 	if !n.cfg.CleanupOnStop {
 		return nil
 	}

@@ -173,6 +173,18 @@ func TestPodNetworkAcrossSubnets(t *testing.T) {
 		t.Fatalf("host port %s:8088 of web-far from the router: %q %v", ip[1], body, err)
 	}
 
+	// The masquerade table comes back when something removes it (a
+	// firewall reload).
+	inNetns(t, ns[0], "nft", "delete", "table", "ip", "kubox")
+	begin = time.Now()
+	for exec.Command("nsenter", "--net=/run/netns/"+ns[0], "--", "nft", "list", "table", "ip", "kubox").Run() != nil {
+		if time.Since(begin) > 45*time.Second {
+			t.Fatalf("box1's masquerade table was not written again within 45s of its removal")
+		}
+		time.Sleep(time.Second)
+	}
+	t.Logf("box1's masquerade table was back %s after its removal", time.Since(begin).Round(time.Second))
+
 	// A clean stop of box2 removes its overlay device, pod routes and
 	// masquerade table.
 	if _, err := box2.Stop(40 * time.Second); err != nil {
