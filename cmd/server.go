@@ -17,6 +17,7 @@ import (
 
 	"github.com/kubox/kubox/embedded/kubelet"
 	"github.com/kubox/kubox/embedded/metrics"
+	"github.com/kubox/kubox/embedded/network"
 	"github.com/kubox/kubox/internal/configfile"
 	"github.com/kubox/kubox/server"
 	"github.com/kubox/kubox/systemd"
@@ -36,6 +37,8 @@ type serverFlags struct {
 	dnsConfig, resolvConf                                string
 	snapshot                                             snapshotServerFlags
 	proxy                                                proxyServerFlags
+	podNetworkBackend                                    string
+	vxlanPort, vxlanVNI                                  int
 	cpuManagerPolicy, reservedCPUs                       string
 	systemReserved, kubeReserved                         string
 	certCheckInterval, testLeafCertLifetime              time.Duration
@@ -78,6 +81,9 @@ func (f *serverFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.startTimeout, "start-timeout", server.StartTimeout, "give up (and exit) when the node is not ready within this time")
 	f.snapshot.register(fs)
 	f.proxy.register(fs)
+	fs.StringVar(&f.podNetworkBackend, "pod-network-backend", "auto", "how pod traffic reaches other boxes: auto (a host route where the box is on a shared subnet, VXLAN otherwise), host-gw or vxlan")
+	fs.IntVar(&f.vxlanPort, "vxlan-port", network.DefaultVXLANPort, "UDP port of the pod network's VXLAN overlay (the same on every box)")
+	fs.IntVar(&f.vxlanVNI, "vxlan-vni", network.DefaultVXLANVNI, "VXLAN network identifier of the pod network's overlay (the same on every box)")
 	fs.StringVar(&f.cpuManagerPolicy, "cpu-manager-policy", kubelet.CPUManagerNone, "kubelet CPU manager policy: none, or static (Guaranteed pods with whole CPUs get exclusive CPUs)")
 	fs.StringVar(&f.reservedCPUs, "reserved-cpus", "", "CPUs kept for the system and kubox, e.g. 0 or 0-1 (overrides the cpu of --system-reserved and --kube-reserved)")
 	fs.StringVar(&f.systemReserved, "system-reserved", "cpu=100m,memory=256Mi", "resources kept for the OS (name=quantity,...; none for nothing)")
@@ -108,6 +114,7 @@ func (f *serverFlags) config() (server.Config, error) {
 	}
 	f.snapshot.apply(&c)
 	f.proxy.apply(&c)
+	c.PodNetwork = server.PodNetworkSettings{Backend: f.podNetworkBackend, VXLANPort: f.vxlanPort, VXLANVNI: f.vxlanVNI}
 	f.airgap.apply(&c)
 	c.ImageGCHighThreshold, c.ImageGCLowThreshold, c.ImageGCMinAge = f.imageGCHigh, f.imageGCLow, f.imageGCMinAge
 	c.TestEvictionHard = f.testEvictionHard

@@ -82,6 +82,8 @@ type Config struct {
 
 	// Proxy configures the service proxy (see proxy.go).
 	Proxy ProxySettings
+	// PodNetwork says how pod traffic crosses boxes (see podnetwork.go).
+	PodNetwork PodNetworkSettings
 
 	// KubeletCgroupRoot puts this box's pod cgroups under that cgroup; for
 	// several boxes on one test machine (see embedded/kubelet).
@@ -237,6 +239,9 @@ func (c *Config) Complete() error {
 	}
 	if c.ResolvConf == "" {
 		c.ResolvConf = "/etc/resolv.conf"
+	}
+	if err := c.PodNetwork.complete(); err != nil {
+		return err
 	}
 	return c.Proxy.complete()
 }

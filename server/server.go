@@ -334,9 +334,15 @@ func (s *Server) build(ctx context.Context) error {
 			}),
 			network.New(network.Config{
 				NodeName: c.NodeName, Client: client, ConfDir: p.CNIConf, IPAMDir: p.CNIIPAM,
+				ClusterCIDR: c.ClusterCIDR, CleanupOnStop: c.Proxy.CleanupOnStop,
 				Log: s.log.With("component", "network"),
 			}),
-			network.NewRoutes(network.RoutesConfig{NodeName: c.NodeName, Client: client, Log: s.log.With("component", "pod-routes")}),
+			network.NewRoutes(network.RoutesConfig{
+				NodeName: c.NodeName, NodeIP: c.NodeIP, Client: client,
+				Backend: network.Backend(c.PodNetwork.Backend), VXLANPort: c.PodNetwork.VXLANPort, VXLANVNI: c.PodNetwork.VXLANVNI,
+				CleanupOnStop: c.Proxy.CleanupOnStop,
+				Log:           s.log.With("component", "pod-routes"),
+			}),
 		)
 	}
 	comps = append(comps, s.backupComponent(pki, et.ClientURL()))

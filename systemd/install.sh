@@ -413,10 +413,27 @@ if [ -z "$ROOT" ]; then
 		[ -d "$top" ] || continue
 		find "$top" -depth -type d -exec rmdir {} + 2>/dev/null
 	done
-	# kubox's pod network: its bridge and masquerade table. The pods'
-	# veths went with their namespaces.
+	# kubox's pod network: its bridge, VXLAN device, routes to other
+	# boxes' pods (protocol 0x4b) and masquerade rules (and the CNI
+	# plugin's, from kubox versions that used it). The pods' veths went
+	# with their namespaces.
 	ip link delete kubox0 2>/dev/null
+	ip link delete kubox-vxlan 2>/dev/null
+	ip route flush proto 0x4b 2>/dev/null
+	nft delete table ip kubox 2>/dev/null
 	nft delete table inet cni_plugins_masquerade 2>/dev/null
+	if command -v iptables >/dev/null; then
+		for tc in nat/POSTROUTING/KUBOX-POSTROUTING mangle/FORWARD/KUBOX-FORWARD; do
+			t=${tc%%/*} c=${tc##*/} p=${tc#*/} p=${p%/*}
+			iptables -w -t "$t" -S "$p" 2>/dev/null | grep -- "-j $c\$" | sed 's/^-A //' |
+				while read -r rule; do
+					# shellcheck disable=SC2086
+					iptables -w -t "$t" -D $rule 2>/dev/null
+				done
+			iptables -w -t "$t" -F "$c" 2>/dev/null
+			iptables -w -t "$t" -X "$c" 2>/dev/null
+		done
+	fi
 	# The service proxy's nftables tables and IPVS interface.
 	nft delete table ip kube-proxy 2>/dev/null
 	nft delete table ip6 kube-proxy 2>/dev/null

@@ -1,7 +1,9 @@
 // Package network gives this node's pods their network: once the controller
 // manager has assigned the node a pod CIDR, it writes a bridge CNI config for
-// it (containerd picks it up and the node turns Ready) and turns on IP
-// forwarding.
+// it (containerd picks it up and the node turns Ready), turns on IP
+// forwarding and masquerades traffic from pods to outside the pod network.
+// Routes (routes.go) sends the other nodes' pod CIDRs to them: host routes
+// on a shared subnet, VXLAN otherwise.
 package network
 
 import (
@@ -9,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/kubox/kubox/embedded/component"
 	"github.com/kubox/kubox/embedded/kubelet"
 	"github.com/kubox/kubox/internal/fsutil"
 )
@@ -29,7 +33,12 @@ type Config struct {
 	ConfDir    string // containerd's CNI conf_dir
 	IPAMDir    string // host-local's allocations
 	BridgeName string // default kubox0
-	Log        *slog.Logger
+	// ClusterCIDR is the whole pod network: traffic from it to anywhere
+	// else is masqueraded, pod-to-pod traffic (any node) is not.
+	ClusterCIDR *net.IPNet
+	// CleanupOnStop removes the masquerade rules when the component stops.
+	CleanupOnStop bool
+	Log           *slog.Logger
 	// LookPath finds the masquerade backends; nil means exec.LookPath.
 	LookPath func(string) (string, error)
 }
@@ -37,7 +46,13 @@ type Config struct {
 // Network is the pod network component.
 type Network struct {
 	cfg Config
+	component.Goroutine
 }
+
+// MasqueradeResync is how often the nftables masquerade table is written
+// again, in case something (a firewall reload, `nft flush ruleset`)
+// removed it.
+const MasqueradeResync = 30 * time.Second
 
 // New returns the component for cfg.
 func New(cfg Config) *Network {
@@ -67,8 +82,46 @@ func (n *Network) Init(ctx context.Context) error {
 	return nil
 }
 
-// Start turns on IPv4 forwarding, which routed pod traffic needs.
+// Start turns on IPv4 forwarding, which routed pod traffic needs, and
+// installs the masquerade rules before any pod can start.
 func (n *Network) Start(ctx context.Context) error {
+	if err := n.forwarding(); err != nil {
+		return err
+	}
+	backend := n.masqBackend()
+	if backend == MasqNone {
+		n.cfg.Log.Warn("neither nft nor iptables is installed: pods reach only the nodes and each other, and host ports do not work")
+		return nil
+	}
+	if n.cfg.ClusterCIDR == nil {
+		return nil
+	}
+	if err := ensureMasquerade(ctx, backend, n.cfg.ClusterCIDR, VXLANDevice); err != nil {
+		return fmt.Errorf("pod masquerade: %w", err)
+	}
+	if backend == MasqNFTables {
+		// One atomic transaction, so rewriting it never opens a gap; the
+		// iptables fallback flushes and refills its chains, so it is
+		// written at start only.
+		n.Go(ctx, "pod masquerade", n.resync)
+	}
+	return nil
+}
+
+func (n *Network) resync(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(MasqueradeResync):
+		}
+		if err := writeNFTables(ctx, n.cfg.ClusterCIDR, VXLANDevice); err != nil && ctx.Err() == nil {
+			n.cfg.Log.Warn("pod masquerade: will retry", "err", err)
+		}
+	}
+}
+
+func (n *Network) forwarding() error {
 	const fwd = "/proc/sys/net/ipv4/ip_forward"
 	cur, err := os.ReadFile(fwd)
 	if err != nil {
@@ -111,7 +164,8 @@ func (n *Network) Ready(ctx context.Context) error {
 	if _, err := fsutil.WriteFileIfChanged(n.ConfFile(), data, 0o600); err != nil {
 		return fmt.Errorf("write CNI config: %w", err)
 	}
-	n.cfg.Log.Info("pod network configured", "podCIDR", podCIDR, "bridge", n.cfg.BridgeName, "masquerade", backend)
+	n.cfg.Log.Info("pod network configured", "podCIDR", podCIDR, "bridge", n.cfg.BridgeName, "masquerade", backend,
+		"notMasqueraded", n.cfg.ClusterCIDR)
 	for {
 		node, err := n.cfg.Client.CoreV1().Nodes().Get(ctx, n.cfg.NodeName, metav1.GetOptions{})
 		if err == nil && kubelet.NodeReady(node) {
@@ -125,17 +179,18 @@ func (n *Network) Ready(ctx context.Context) error {
 	}
 }
 
-// masqBackend picks how the CNI plugins masquerade pod traffic and map host
-// ports: nftables where the nft tool exists, iptables otherwise, none when
-// neither is installed (pods then reach only the node and each other).
+// masqBackend picks how kubox masquerades pod traffic and the portmap
+// plugin maps host ports: nftables where the nft tool exists, iptables
+// otherwise, none when neither is installed (pods then reach only the
+// nodes and each other).
 func (n *Network) masqBackend() string {
 	if _, err := n.cfg.LookPath("nft"); err == nil {
-		return "nftables"
+		return MasqNFTables
 	}
 	if _, err := n.cfg.LookPath("iptables"); err == nil {
-		return "iptables"
+		return MasqIPTables
 	}
-	return "none"
+	return MasqNone
 }
 
 func (n *Network) conflist(podCIDR string) ([]byte, string, error) {
@@ -152,10 +207,11 @@ func (n *Network) conflist(podCIDR string) ([]byte, string, error) {
 			"dataDir": n.cfg.IPAMDir,
 		},
 	}
+	// No ipMasq: the plugin would masquerade everything leaving the node's
+	// own pod CIDR, other nodes' pods included; kubox's own rules
+	// (ensureMasquerade) spare the whole cluster CIDR.
 	plugins := []any{bridge}
-	if backend != "none" {
-		bridge["ipMasq"] = true
-		bridge["ipMasqBackend"] = backend
+	if backend != MasqNone {
 		plugins = append(plugins, map[string]any{
 			"type":         "portmap",
 			"backend":      backend,
@@ -173,4 +229,16 @@ func (n *Network) conflist(podCIDR string) ([]byte, string, error) {
 	return data, backend, nil
 }
 
-func (n *Network) Stop(ctx context.Context) error { return nil }
+// Stop removes the masquerade rules with CleanupOnStop.
+func (n *Network) Stop(ctx context.Context) error {
+	if err := n.Goroutine.Stop(ctx); err != nil {
+		return err
+	}
+	if !n.cfg.CleanupOnStop {
+		return nil
+	}
+	if err := RemoveMasquerade(ctx, n.cfg.LookPath); err != nil {
+		return fmt.Errorf("remove pod masquerade: %w", err)
+	}
+	return nil
+}

@@ -60,8 +60,10 @@ func TestConflistFollowsTheHostsMasqueradeTools(t *testing.T) {
 			}
 			continue
 		}
-		if !masq || bridge["ipMasqBackend"] != tc.wantBackend {
-			t.Errorf("masquerade: %v", bridge)
+		// kubox masquerades itself (masq.go): the plugin's ipMasq would
+		// NAT traffic to other nodes' pods too.
+		if masq || bridge["ipMasqBackend"] != nil {
+			t.Errorf("bridge plugin masquerades: %v", bridge)
 		}
 		if len(c.Plugins) != 2 || c.Plugins[1]["type"] != "portmap" || c.Plugins[1]["backend"] != tc.wantBackend {
 			t.Errorf("portmap: %v", c.Plugins)

@@ -428,6 +428,8 @@ func podToPod(ctx context.Context, t *testing.T, from, to *harness.Node) {
 	if err != nil || !strings.Contains(out, "kubox-test ok") {
 		t.Fatalf("pod on box1 fetching http://%s:8080/ on box3: %q %v", ip, out, err)
 	}
+	// No NAT between pods on the host-route path either.
+	assertPeer(ctx, t, from, "client-near", "web-far", ip, 8080, podIP(ctx, t, from, "client-near"), "")
 	t.Logf("pod on box1 reached pod %s on box3", ip)
 }
 

@@ -32,8 +32,9 @@ var (
 	// Created by the kubelet outside its root dir.
 	watchedPaths = []string{"/var/lib/kubelet", "/var/log/pods", "/var/log/containers"}
 	// The kubelet's iptables canaries and the service proxy's chains (the
-	// iptables and ipvs modes): every KUBE-* chain.
-	watchedChainPrefix = "KUBE-"
+	// iptables and ipvs modes): every KUBE-* chain; kubox's pod masquerade
+	// where nft is missing: KUBOX-*.
+	watchedChainPrefixes = []string{"KUBE-", "KUBOX-"}
 	// Pod cgroups at the root, and under the per-box roots of tests that run
 	// several kubelets (CgroupRootPrefix).
 	cgroupNames = []string{"kubepods", "kubepods.slice", CgroupRootPrefix + "*"}
@@ -270,8 +271,13 @@ func iptablesChains() map[string]bool {
 			}
 			for _, line := range strings.Split(string(out), "\n") {
 				f := strings.Fields(line)
-				if len(f) == 2 && f[0] == "-N" && strings.HasPrefix(f[1], watchedChainPrefix) {
-					m[bin+"/"+table+"/"+f[1]] = true
+				if len(f) != 2 || f[0] != "-N" {
+					continue
+				}
+				for _, prefix := range watchedChainPrefixes {
+					if strings.HasPrefix(f[1], prefix) {
+						m[bin+"/"+table+"/"+f[1]] = true
+					}
 				}
 			}
 		}
