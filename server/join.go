@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -176,13 +177,11 @@ func (s *Server) prepareJoin(ctx context.Context) (*joinResult, error) {
 	res.shared = shared
 	// Only now does anything reach this box's disk.
 	if err := bootstrap.WriteShared(p.PKI, shared); err != nil {
-		s.rollbackMember(res)
-		return nil, fmt.Errorf("install the cluster's PKI: %w", err)
+		return nil, fmt.Errorf("install the cluster's PKI: %w (%s)", err, s.rollbackMember(res))
 	}
 	state, _ := json.Marshal(joinState{Peers: res.peers})
 	if err := fsutil.WriteFileAtomic(filepath.Join(c.DataDir, joinStateFile), state, 0o600); err != nil {
-		s.rollbackMember(res)
-		return nil, fmt.Errorf("record the join: %w", err)
+		return nil, fmt.Errorf("record the join: %w (%s)", err, s.rollbackMember(res))
 	}
 	return res, nil
 }
@@ -278,9 +277,24 @@ func (s *Server) addMember(ctx context.Context, cli *clientv3.Client, via string
 			voters++
 		}
 	}
-	actx, cancel := context.WithTimeout(ctx, joinTimeout)
-	added, err := cli.MemberAddAsLearner(actx, []string{myPeer})
-	cancel()
+	var added *clientv3.MemberAddResponse
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, joinTimeout)
+		added, err = cli.MemberAddAsLearner(actx, []string{myPeer})
+		cancel()
+		// etcd derives a new member's ID from its peer URL and the time in
+		// whole seconds: an add within the second of an earlier add of the
+		// same URL (a join retried right after its rollback) gets that
+		// removed member's ID and is refused as "member not found".
+		if !errors.Is(err, rpctypes.ErrMemberNotFound) || attempt == 3 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 	if err != nil {
 		return nil, refuse("etcd refused to add this box as a member: %v; no member was added", err)
 	}

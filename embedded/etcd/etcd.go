@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
@@ -130,7 +131,11 @@ func (e *Etcd) Start(ctx context.Context) error {
 		return fmt.Errorf("etcd config: %w", err)
 	}
 	srv, err := embed.StartEtcd(c)
-	if err != nil {
+	if err != nil && e.cfg.ClusterState == embed.ClusterStateFlagExisting {
+		// Joining: the usual cause is a firewall between the boxes.
+		return fmt.Errorf("start embedded etcd in %s to join the members at %s (this box and they must reach each other's etcd peer port): %w",
+			e.cfg.DataDir, strings.Join(e.otherPeers(), ", "), err)
+	} else if err != nil {
 		return fmt.Errorf("start embedded etcd in %s: %w", e.cfg.DataDir, err)
 	}
 	e.e = srv
@@ -147,6 +152,17 @@ func (e *Etcd) Start(ctx context.Context) error {
 		}
 	}()
 	return nil
+}
+
+// otherPeers are the peer URLs of InitialCluster's other members.
+func (e *Etcd) otherPeers() []string {
+	var urls []string
+	for _, kv := range strings.Split(e.cfg.InitialCluster, ",") {
+		if name, u, ok := strings.Cut(kv, "="); ok && name != e.cfg.Name {
+			urls = append(urls, u)
+		}
+	}
+	return urls
 }
 
 // stopReason says why etcd stopped by itself; the common case on a
