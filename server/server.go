@@ -167,6 +167,12 @@ func (s *Server) Run(ctx context.Context) error {
 		// Only now: etcd no longer uses the dir that is moved aside.
 		err = s.undoJoin(s.join, err)
 	}
+	if errors.Is(err, etcd.ErrRemoved) {
+		if stopErr != nil {
+			s.log.Warn("stop after the removal", "err", stopErr)
+		}
+		return &RemovedError{DataDir: s.cfg.DataDir}
+	}
 	return errors.Join(err, stopErr)
 }
 
@@ -243,6 +249,7 @@ func (s *Server) build(ctx context.Context) error {
 		ClientPort: c.EtcdClientPort, PeerPort: c.EtcdPeerPort,
 		ServerCACert: pki.EtcdServerCACert, ServerCert: pki.EtcdServerCert, ServerKey: pki.EtcdServerKey,
 		PeerCACert: pki.EtcdPeerCACert, PeerCert: pki.EtcdPeerCert, PeerKey: pki.EtcdPeerKey,
+		ClientCert: pki.EtcdClientCert, ClientKey: pki.EtcdClientKey,
 	}
 	var etcdServers []string
 	if join != nil {
