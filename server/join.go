@@ -51,6 +51,10 @@ const (
 	joinStateFile = "join.json"
 	// joinTimeout bounds each remote step of a join.
 	joinTimeout = 15 * time.Second
+	// quorumTimeout bounds the reads that need etcd's quorum (the join
+	// bundle, the member list): a healthy cluster answers them in
+	// milliseconds, one without quorum never does.
+	quorumTimeout = 5 * time.Second
 )
 
 // ClusterSettings are the settings every box of a cluster must share.
@@ -199,10 +203,12 @@ func fetchBundle(ctx context.Context, addr, host string, tok bootstrap.Token) (m
 	if err != nil {
 		return nil, settings, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, joinTimeout)
+	ctx, cancel := context.WithTimeout(ctx, quorumTimeout)
 	defer cancel()
 	sec, err := client.CoreV1().Secrets("kube-system").Get(ctx, JoinSecret, metav1.GetOptions{})
 	switch {
+	case err != nil && (ctx.Err() != nil || apierrors.IsTimeout(err) || apierrors.IsServerTimeout(err)):
+		return nil, settings, refuse("%s did not serve the join within %s: its etcd has no quorum or is unreachable: bring a majority of members back before joining; no member was added", addr, quorumTimeout)
 	case apierrors.IsUnauthorized(err):
 		return nil, settings, refuse("%s refused the token: it is wrong, expired or deleted (see `kubox token list` on a member; create one with `kubox token create`)", addr)
 	case apierrors.IsForbidden(err):
@@ -240,8 +246,10 @@ func etcdClient(endpoints []string, tlsCfg *tls.Config) (*clientv3.Client, error
 func (s *Server) addMember(ctx context.Context, cli *clientv3.Client, via string) (*joinResult, error) {
 	c := s.cfg
 	myPeer := "https://" + net.JoinHostPort(c.NodeIP.String(), strconv.Itoa(c.EtcdPeerPort))
-	lctx, cancel := context.WithTimeout(ctx, joinTimeout)
-	list, err := cli.MemberList(lctx) // linearizable: needs quorum
+	// Linearizable, so it needs quorum; a member that knows of no leader
+	// says so at once rather than at the timeout.
+	lctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), quorumTimeout)
+	list, err := cli.MemberList(lctx)
 	cancel()
 	if err != nil {
 		return nil, refuse("etcd at %s has no quorum or is unreachable (%v): bring a majority of members back before joining; no member was added", via, err)
