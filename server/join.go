@@ -297,6 +297,7 @@ func (s *Server) addMember(ctx context.Context, cli *clientv3.Client, via string
 		if !errors.Is(err, rpctypes.ErrMemberNotFound) || attempt == 3 {
 			break
 		}
+		s.log.Info("etcd gave the new member the ID of one removed this second (a join retried at once); adding it again in a second")
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()

@@ -179,6 +179,9 @@ func TestJoinLifecycle(t *testing.T) {
 	if _, err := box3.Kubectl(ctx, "get", "configmap", "after-promote"); err != nil {
 		t.Fatal(err)
 	}
+	if log, _ := os.ReadFile(box3.LogPath); strings.Contains(string(log), "ID of one removed this second") {
+		t.Logf("the retry came within the second of the rolled-back add: etcd reused the removed ID once, and the add was retried")
+	}
 	phase("box3 joined on retry")
 
 	// node remove: box3's kubox stops, with the exit status that keeps
