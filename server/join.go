@@ -285,26 +285,10 @@ func (s *Server) addMember(ctx context.Context, cli *clientv3.Client, via string
 			voters++
 		}
 	}
-	var added *clientv3.MemberAddResponse
-	for attempt := 1; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, joinTimeout)
-		added, err = cli.MemberAddAsLearner(actx, []string{myPeer})
-		cancel()
-		// etcd derives a new member's ID from its peer URL and the time in
-		// whole seconds: an add within the second of an earlier add of the
-		// same URL (a join retried right after its rollback) gets that
-		// removed member's ID and is refused as "member not found".
-		if !errors.Is(err, rpctypes.ErrMemberNotFound) || attempt == 3 {
-			break
-		}
-		s.log.Info("etcd gave the new member the ID of one removed this second (a join retried at once); adding it again in a second")
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(time.Second):
-		}
-	}
-	if err != nil {
+	added, err := s.addLearner(ctx, cli, myPeer)
+	if errors.Is(err, rpctypes.ErrUnhealthy) {
+		return nil, refuse("etcd refused to add this box as a member for %s: a voting member is down or keeps reconnecting (see `kubox etcd members`); bring it back and try again; no member was added", removeSettle)
+	} else if err != nil {
 		return nil, refuse("etcd refused to add this box as a member: %v; no member was added", err)
 	}
 	res := &joinResult{memberID: added.Member.ID, promote: voters >= 2}
@@ -330,4 +314,38 @@ func (s *Server) addMember(ctx context.Context, cli *clientv3.Client, via string
 		res.etcdServers = voterURLs
 	}
 	return res, nil
+}
+
+// addLearner adds peerURL as a learner, retrying what etcd refuses only for
+// a moment:
+//   - etcd refuses a member add until every voting member has been
+//     connected to the leader for 5 s (strict reconfiguration check); one
+//     that was just promoted or restarted is not yet: retried for
+//     removeSettle;
+//   - etcd derives a new member's ID from its peer URL and the time in
+//     whole seconds: an add within the second of an earlier add of the same
+//     URL (a join retried right after its rollback) gets that removed
+//     member's ID and is refused as "member not found": retried twice.
+func (s *Server) addLearner(ctx context.Context, cli *clientv3.Client, peerURL string) (*clientv3.MemberAddResponse, error) {
+	deadline := time.Now().Add(removeSettle)
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, joinTimeout)
+		added, err := cli.MemberAddAsLearner(actx, []string{peerURL})
+		cancel()
+		switch {
+		case errors.Is(err, rpctypes.ErrMemberNotFound) && attempt < 3:
+			s.log.Info("etcd gave the new member the ID of one removed this second (a join retried at once); adding it again in a second")
+		case errors.Is(err, rpctypes.ErrUnhealthy) && time.Now().Before(deadline):
+			if attempt == 1 {
+				s.log.Info("etcd refuses new members until every voter has been connected for 5 s (one was just promoted or restarted); retrying")
+			}
+		default:
+			return added, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }
