@@ -4,9 +4,12 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/kubox/kubox/server"
 )
 
 // version is kubox's own version, set at build time with -X main.version.
@@ -18,7 +21,14 @@ func main() {
 	}
 	if err := newRootCommand().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "kubox: "+err.Error())
-		os.Exit(1)
+		code := 1
+		// A box removed from its cluster has an exit status of its own,
+		// on which systemd does not restart it.
+		var removed *server.RemovedError
+		if errors.As(err, &removed) {
+			code = removed.ExitCode()
+		}
+		os.Exit(code)
 	}
 }
 

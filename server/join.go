@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -50,6 +51,10 @@ const (
 	joinStateFile = "join.json"
 	// joinTimeout bounds each remote step of a join.
 	joinTimeout = 15 * time.Second
+	// quorumTimeout bounds the reads that need etcd's quorum (the join
+	// bundle, the member list): a healthy cluster answers them in
+	// milliseconds, one without quorum never does.
+	quorumTimeout = 5 * time.Second
 )
 
 // ClusterSettings are the settings every box of a cluster must share.
@@ -176,13 +181,11 @@ func (s *Server) prepareJoin(ctx context.Context) (*joinResult, error) {
 	res.shared = shared
 	// Only now does anything reach this box's disk.
 	if err := bootstrap.WriteShared(p.PKI, shared); err != nil {
-		s.rollbackMember(res)
-		return nil, fmt.Errorf("install the cluster's PKI: %w", err)
+		return nil, fmt.Errorf("install the cluster's PKI: %w (%s)", err, s.rollbackMember(res))
 	}
 	state, _ := json.Marshal(joinState{Peers: res.peers})
 	if err := fsutil.WriteFileAtomic(filepath.Join(c.DataDir, joinStateFile), state, 0o600); err != nil {
-		s.rollbackMember(res)
-		return nil, fmt.Errorf("record the join: %w", err)
+		return nil, fmt.Errorf("record the join: %w (%s)", err, s.rollbackMember(res))
 	}
 	return res, nil
 }
@@ -200,10 +203,12 @@ func fetchBundle(ctx context.Context, addr, host string, tok bootstrap.Token) (m
 	if err != nil {
 		return nil, settings, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, joinTimeout)
+	ctx, cancel := context.WithTimeout(ctx, quorumTimeout)
 	defer cancel()
 	sec, err := client.CoreV1().Secrets("kube-system").Get(ctx, JoinSecret, metav1.GetOptions{})
 	switch {
+	case err != nil && (ctx.Err() != nil || apierrors.IsTimeout(err) || apierrors.IsServerTimeout(err)):
+		return nil, settings, refuse("%s did not serve the join within %s: its etcd has no quorum or is unreachable: bring a majority of members back before joining; no member was added", addr, quorumTimeout)
 	case apierrors.IsUnauthorized(err):
 		return nil, settings, refuse("%s refused the token: it is wrong, expired or deleted (see `kubox token list` on a member; create one with `kubox token create`)", addr)
 	case apierrors.IsForbidden(err):
@@ -241,8 +246,10 @@ func etcdClient(endpoints []string, tlsCfg *tls.Config) (*clientv3.Client, error
 func (s *Server) addMember(ctx context.Context, cli *clientv3.Client, via string) (*joinResult, error) {
 	c := s.cfg
 	myPeer := "https://" + net.JoinHostPort(c.NodeIP.String(), strconv.Itoa(c.EtcdPeerPort))
-	lctx, cancel := context.WithTimeout(ctx, joinTimeout)
-	list, err := cli.MemberList(lctx) // linearizable: needs quorum
+	// Linearizable, so it needs quorum; a member that knows of no leader
+	// says so at once rather than at the timeout.
+	lctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), quorumTimeout)
+	list, err := cli.MemberList(lctx)
 	cancel()
 	if err != nil {
 		return nil, refuse("etcd at %s has no quorum or is unreachable (%v): bring a majority of members back before joining; no member was added", via, err)
@@ -278,10 +285,10 @@ func (s *Server) addMember(ctx context.Context, cli *clientv3.Client, via string
 			voters++
 		}
 	}
-	actx, cancel := context.WithTimeout(ctx, joinTimeout)
-	added, err := cli.MemberAddAsLearner(actx, []string{myPeer})
-	cancel()
-	if err != nil {
+	added, err := s.addLearner(ctx, cli, myPeer)
+	if errors.Is(err, rpctypes.ErrUnhealthy) {
+		return nil, refuse("etcd refused to add this box as a member for %s: a voting member is down or keeps reconnecting (see `kubox etcd members`); bring it back and try again; no member was added", removeSettle)
+	} else if err != nil {
 		return nil, refuse("etcd refused to add this box as a member: %v; no member was added", err)
 	}
 	res := &joinResult{memberID: added.Member.ID, promote: voters >= 2}
@@ -307,4 +314,38 @@ func (s *Server) addMember(ctx context.Context, cli *clientv3.Client, via string
 		res.etcdServers = voterURLs
 	}
 	return res, nil
+}
+
+// addLearner adds peerURL as a learner, retrying what etcd refuses only for
+// a moment:
+//   - etcd refuses a member add until every voting member has been
+//     connected to the leader for 5 s (strict reconfiguration check); one
+//     that was just promoted or restarted is not yet: retried for
+//     removeSettle;
+//   - etcd derives a new member's ID from its peer URL and the time in
+//     whole seconds: an add within the second of an earlier add of the same
+//     URL (a join retried right after its rollback) gets that removed
+//     member's ID and is refused as "member not found": retried twice.
+func (s *Server) addLearner(ctx context.Context, cli *clientv3.Client, peerURL string) (*clientv3.MemberAddResponse, error) {
+	deadline := time.Now().Add(removeSettle)
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, joinTimeout)
+		added, err := cli.MemberAddAsLearner(actx, []string{peerURL})
+		cancel()
+		switch {
+		case errors.Is(err, rpctypes.ErrMemberNotFound) && attempt < 3:
+			s.log.Info("etcd gave the new member the ID of one removed this second (a join retried at once); adding it again in a second")
+		case errors.Is(err, rpctypes.ErrUnhealthy) && time.Now().Before(deadline):
+			if attempt == 1 {
+				s.log.Info("etcd refuses new members until every voter has been connected for 5 s (one was just promoted or restarted); retrying")
+			}
+		default:
+			return added, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }

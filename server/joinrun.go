@@ -26,38 +26,53 @@ import (
 )
 
 // rollbackMember removes the etcd member a failed join added, so the
-// cluster is left as it was.
-func (s *Server) rollbackMember(res *joinResult) {
+// cluster is left as it was. It returns what it did, for the user.
+func (s *Server) rollbackMember(res *joinResult) string {
+	id := fmt.Sprintf("%x", res.memberID)
+	failed := func(err error) string {
+		s.log.Error("join failed and the etcd member it added could not be removed", "member", id, "err", err)
+		return fmt.Sprintf("the etcd member %s it added could not be removed (%v): run `kubox node remove %s` on a member", id, err, s.cfg.NodeName)
+	}
 	cli, err := etcdClient(res.etcdEndpoints, res.etcdTLS)
 	if err != nil {
-		s.log.Error("join failed and the etcd member it added could not be removed; remove it with `kubox node remove`", "member", fmt.Sprintf("%x", res.memberID), "err", err)
-		return
+		return failed(err)
 	}
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), joinTimeout)
 	defer cancel()
 	if _, err := cli.MemberRemove(ctx, res.memberID); err != nil && !errors.Is(err, rpctypes.ErrMemberNotFound) {
-		s.log.Error("join failed and the etcd member it added could not be removed; remove it with `kubox node remove`", "member", fmt.Sprintf("%x", res.memberID), "err", err)
-		return
+		return failed(err)
 	}
-	s.log.Info("join failed: removed the etcd member it had added", "member", fmt.Sprintf("%x", res.memberID))
+	s.log.Info("join failed: removed the etcd member it had added", "member", id)
+	return "the etcd member it added was removed"
 }
 
-// undoJoin is called when a fresh join fails to start: the member goes,
-// and the local etcd data and join record are moved aside so the next start
-// joins afresh.
-func (s *Server) undoJoin(res *joinResult) {
-	s.rollbackMember(res)
+// undoJoin is called when a fresh join fails to start, once nothing runs
+// any more: the member goes, and the local etcd data and join record are
+// moved aside so the next start joins afresh. It returns cause wrapped in
+// one line saying what was undone.
+func (s *Server) undoJoin(res *joinResult, cause error) error {
+	done := []string{s.rollbackMember(res)}
 	now := time.Now()
+	var moved []string
 	for _, p := range []string{s.paths.Etcd, filepath.Join(s.cfg.DataDir, joinStateFile)} {
 		if ok, _ := fsutil.Exists(p); ok {
 			if to, err := fsutil.MoveAside(p, now); err != nil {
 				s.log.Error("could not move aside", "path", p, "err", err)
+				done = append(done, fmt.Sprintf("%s could not be moved aside (%v): move it yourself", p, err))
 			} else {
 				s.log.Info("moved aside", "path", p, "to", to)
+				moved = append(moved, filepath.Base(p))
 			}
 		}
 	}
+	if len(moved) > 0 {
+		done = append(done, strings.Join(moved, " and ")+" moved aside in "+s.cfg.DataDir)
+	}
+	if cause == nil {
+		return fmt.Errorf("join stopped before it completed (%s): run the same command again to join", strings.Join(done, "; "))
+	}
+	return fmt.Errorf("join failed (%s); fix the cause and run the same command again: %w", strings.Join(done, "; "), cause)
 }
 
 // restartEtcdServers tells the apiserver of a box that joined earlier

@@ -116,7 +116,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.notify.Status("preparing certificates and components")
 	if err := s.build(ctx); err != nil {
 		if s.join != nil {
-			s.undoJoin(s.join)
+			err = s.undoJoin(s.join, err)
 		}
 		s.notify.Stopping("failed: " + err.Error())
 		return err
@@ -131,9 +131,7 @@ func (s *Server) Run(ctx context.Context) error {
 	startCtx, cancelStart := context.WithTimeout(ctx, startTimeout)
 	err := s.sup.Start(startCtx, runCtx)
 	cancelStart()
-	if err != nil && s.join != nil {
-		s.undoJoin(s.join)
-	}
+	startFailed := err != nil
 	if err != nil && ctx.Err() != nil {
 		// Asked to stop while starting: a normal stop, not a failure.
 		s.log.Info("stopping before start completed", "reason", context.Cause(ctx))
@@ -164,6 +162,16 @@ func (s *Server) Run(ctx context.Context) error {
 		// Kept pods still use their rootfs and volume mounts, and the next
 		// kubox adopts them as they are.
 		s.cleanupMounts()
+	}
+	if startFailed && s.join != nil {
+		// Only now: etcd no longer uses the dir that is moved aside.
+		err = s.undoJoin(s.join, err)
+	}
+	if errors.Is(err, etcd.ErrRemoved) {
+		if stopErr != nil {
+			s.log.Warn("stop after the removal", "err", stopErr)
+		}
+		return &RemovedError{DataDir: s.cfg.DataDir}
 	}
 	return errors.Join(err, stopErr)
 }
@@ -241,6 +249,7 @@ func (s *Server) build(ctx context.Context) error {
 		ClientPort: c.EtcdClientPort, PeerPort: c.EtcdPeerPort,
 		ServerCACert: pki.EtcdServerCACert, ServerCert: pki.EtcdServerCert, ServerKey: pki.EtcdServerKey,
 		PeerCACert: pki.EtcdPeerCACert, PeerCert: pki.EtcdPeerCert, PeerKey: pki.EtcdPeerKey,
+		ClientCert: pki.EtcdClientCert, ClientKey: pki.EtcdClientKey,
 	}
 	var etcdServers []string
 	if join != nil {

@@ -238,6 +238,10 @@ TimeoutStopSec=2min
 Restart=always
 RestartSec=5s
 $(restart_backoff)
+# Except on exit status 78: "kubox node remove" took this box out of its
+# cluster, and no restart helps until its data dir is moved aside and it
+# joins again (systemctl status kubox shows the line saying so).
+RestartPreventExitStatus=78
 
 [Install]
 WantedBy=multi-user.target

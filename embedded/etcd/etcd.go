@@ -10,10 +10,13 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
 )
 
 // Config says where the member keeps its data, where it listens, and which
@@ -27,6 +30,11 @@ type Config struct {
 
 	ServerCACert, ServerCert, ServerKey string // client listener: server cert, CA of allowed clients
 	PeerCACert, PeerCert, PeerKey       string // peer listener, both directions
+	// ClientCert and ClientKey (signed by the CA of ServerCACert) let the
+	// member ask the others, when it stops by itself, whether it was
+	// removed: they refuse a removed member's connections, so a member
+	// that was removed while it was down stops without learning why.
+	ClientCert, ClientKey string
 
 	// InitialCluster and ClusterState are for joins; empty means a new
 	// one-member cluster (or the existing one in DataDir).
@@ -130,14 +138,29 @@ func (e *Etcd) Start(ctx context.Context) error {
 		return fmt.Errorf("etcd config: %w", err)
 	}
 	srv, err := embed.StartEtcd(c)
-	if err != nil {
+	if err != nil && e.cfg.ClusterState == embed.ClusterStateFlagExisting {
+		// Joining: the usual cause is a firewall between the boxes.
+		return fmt.Errorf("start embedded etcd in %s to join the members at %s (this box and they must reach each other's etcd peer port): %w",
+			e.cfg.DataDir, strings.Join(e.otherPeers(), ", "), err)
+	} else if err != nil {
 		return fmt.Errorf("start embedded etcd in %s: %w", e.cfg.DataDir, err)
 	}
 	e.e = srv
 	go func() {
 		select {
 		case err, ok := <-srv.Err():
-			if ok && err != nil {
+			if !ok || err == nil {
+				return
+			}
+			select {
+			case <-srv.Server.StoppingNotify():
+				// The listeners gave up because the server stops by
+				// itself (before it was ready): say why it does.
+				<-srv.Server.StopNotify()
+				if ctx.Err() == nil {
+					e.failed <- e.stopReason(srv)
+				}
+			default:
 				e.failed <- err
 			}
 		case <-srv.Server.StopNotify():
@@ -149,14 +172,75 @@ func (e *Etcd) Start(ctx context.Context) error {
 	return nil
 }
 
+// otherPeers are the peer URLs of InitialCluster's other members.
+func (e *Etcd) otherPeers() []string {
+	var urls []string
+	for _, kv := range strings.Split(e.cfg.InitialCluster, ",") {
+		if name, u, ok := strings.Cut(kv, "="); ok && name != e.cfg.Name {
+			urls = append(urls, u)
+		}
+	}
+	return urls
+}
+
+// ErrRemoved means this member was removed from its cluster (`kubox node
+// remove`): its data dir can never serve that cluster again.
+var ErrRemoved = errors.New("this box's etcd member was removed from the cluster")
+
 // stopReason says why etcd stopped by itself; the common case on a
-// multi-box cluster is that this member was removed (`kubox node remove`).
+// multi-box cluster is that this member was removed (`kubox node remove`),
+// either while it ran (it applied its own removal) or while it was down
+// (the others refused it at once).
 func (e *Etcd) stopReason(srv *embed.Etcd) error {
-	if srv.Server.Cluster().Member(srv.Server.MemberID()) == nil {
-		return fmt.Errorf("this box's etcd member was removed from the cluster (kubox node remove): to join again, move %s aside and join with a new token", e.cfg.DataDir)
+	id, cluster := srv.Server.MemberID(), srv.Server.Cluster()
+	if cluster.Member(id) == nil {
+		return ErrRemoved
+	}
+	var others []string
+	for _, m := range cluster.Members() {
+		if m.ID != id {
+			others = append(others, m.ClientURLs...)
+		}
+	}
+	if removed, err := e.removedPerOthers(uint64(id), others); err == nil && removed {
+		return ErrRemoved
 	}
 	return errors.New("etcd server stopped")
 }
+
+// removedPerOthers asks the other members whether id is still one of them.
+// Only an answer from a member with quorum (a linearizable member list)
+// counts.
+func (e *Etcd) removedPerOthers(id uint64, endpoints []string) (bool, error) {
+	if len(endpoints) == 0 || e.cfg.ClientCert == "" {
+		return false, errors.New("no other member to ask")
+	}
+	tlsCfg, err := (&transport.TLSInfo{CertFile: e.cfg.ClientCert, KeyFile: e.cfg.ClientKey, TrustedCAFile: e.cfg.ServerCACert}).ClientConfig()
+	if err != nil {
+		return false, err
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, TLS: tlsCfg, DialTimeout: askTimeout, Logger: zap.NewNop()})
+	if err != nil {
+		return false, err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), askTimeout)
+	defer cancel()
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, m := range list.Members {
+		if m.ID == id {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// askTimeout bounds the question to the other members: a cluster with
+// quorum answers in milliseconds.
+const askTimeout = 3 * time.Second
 
 func (e *Etcd) Ready(ctx context.Context) error {
 	select {

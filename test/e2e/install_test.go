@@ -182,7 +182,7 @@ func TestInstallOfflineIntoRoot(t *testing.T) {
 	for _, line := range []string{
 		`ExecStart=/usr/local/bin/kubox server --stop-pods-on-exit=false "--node-name" "box 1" "--data-dir=/srv/kubox"`,
 		"Type=notify", "KillMode=process", "Delegate=yes", "LimitNOFILE=1048576", "TasksMax=infinity",
-		"Restart=always", "TimeoutStartSec=15min", "EnvironmentFile=-/etc/systemd/system/kubox.service.env",
+		"Restart=always", "RestartPreventExitStatus=78", "TimeoutStartSec=15min", "EnvironmentFile=-/etc/systemd/system/kubox.service.env",
 	} {
 		if !strings.Contains(unit, "\n"+line+"\n") {
 			t.Errorf("unit lacks %q:\n%s", line, unit)
