@@ -85,8 +85,7 @@ type joinState struct {
 type joinResult struct {
 	memberID       uint64
 	initialCluster string
-	promote        bool     // promote this member once caught up
-	etcdServers    []string // for the apiserver; nil = the local member
+	promote        bool // promote this member once caught up
 	peers          []string
 	shared         map[string][]byte
 	// How to reach the cluster's etcd to undo the member add.
@@ -293,7 +292,6 @@ func (s *Server) addMember(ctx context.Context, cli *clientv3.Client, via string
 	}
 	res := &joinResult{memberID: added.Member.ID, promote: voters >= 2}
 	var cluster []string
-	var voterURLs []string
 	for _, m := range added.Members {
 		switch {
 		case m.ID == added.Member.ID:
@@ -303,16 +301,9 @@ func (s *Server) addMember(ctx context.Context, cli *clientv3.Client, via string
 				cluster = append(cluster, m.Name+"="+u)
 			}
 			res.peers = append(res.peers, m.ClientURLs...)
-			if !m.IsLearner || res.promote {
-				voterURLs = append(voterURLs, m.ClientURLs...)
-			}
 		}
 	}
 	res.initialCluster = strings.Join(cluster, ",")
-	if !res.promote {
-		// A learner serves no writes: its apiserver uses the voters.
-		res.etcdServers = voterURLs
-	}
 	return res, nil
 }
 

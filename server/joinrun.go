@@ -6,14 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	"go.etcd.io/etcd/client/pkg/v3/transport"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -73,50 +70,6 @@ func (s *Server) undoJoin(res *joinResult, cause error) error {
 		return fmt.Errorf("join stopped before it completed (%s): run the same command again to join", strings.Join(done, "; "))
 	}
 	return fmt.Errorf("join failed (%s); fix the cause and run the same command again: %w", strings.Join(done, "; "), cause)
-}
-
-// restartEtcdServers tells the apiserver of a box that joined earlier
-// which etcd members to use: its own, unless it is still a learner (which
-// serves no writes), then the voters.
-func (s *Server) restartEtcdServers(ctx context.Context, pki *bootstrap.PKI) []string {
-	data, err := os.ReadFile(filepath.Join(s.cfg.DataDir, joinStateFile))
-	if err != nil {
-		return nil
-	}
-	var st joinState
-	if err := json.Unmarshal(data, &st); err != nil || len(st.Peers) == 0 {
-		return nil
-	}
-	tlsCfg, err := (&transport.TLSInfo{CertFile: pki.EtcdClientCert, KeyFile: pki.EtcdClientKey, TrustedCAFile: pki.EtcdServerCACert}).ClientConfig()
-	if err != nil {
-		return nil
-	}
-	cli, err := etcdClient(st.Peers, tlsCfg)
-	if err != nil {
-		return nil
-	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	list, err := cli.MemberList(ctx, clientv3.WithSerializable())
-	if err != nil {
-		s.log.Warn("could not ask the other members whether this one is a learner; the apiserver uses the local member", "err", err)
-		return nil
-	}
-	learner := false
-	var voters []string
-	for _, m := range list.Members {
-		if m.Name == s.cfg.NodeName {
-			learner = m.IsLearner
-		} else if !m.IsLearner {
-			voters = append(voters, m.ClientURLs...)
-		}
-	}
-	if !learner {
-		return nil
-	}
-	s.log.Info("this box's etcd member is a learner (hot standby): its apiserver uses the voting members", "voters", strings.Join(voters, ","))
-	return voters
 }
 
 // promoter turns this box's new learner into a voter once it has caught up.

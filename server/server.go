@@ -9,10 +9,10 @@ import (
 	"net"
 	"os"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/component-base/metrics/legacyregistry"
@@ -26,6 +26,7 @@ import (
 	"github.com/kubox/kubox/embedded/csrapprover"
 	"github.com/kubox/kubox/embedded/dns"
 	"github.com/kubox/kubox/embedded/etcd"
+	"github.com/kubox/kubox/embedded/etcdproxy"
 	"github.com/kubox/kubox/embedded/kubelet"
 	"github.com/kubox/kubox/embedded/metrics"
 	"github.com/kubox/kubox/embedded/network"
@@ -251,23 +252,43 @@ func (s *Server) build(ctx context.Context) error {
 		PeerCACert: pki.EtcdPeerCACert, PeerCert: pki.EtcdPeerCert, PeerKey: pki.EtcdPeerKey,
 		ClientCert: pki.EtcdClientCert, ClientKey: pki.EtcdClientKey,
 	}
-	var etcdServers []string
 	if join != nil {
 		etcdCfg.InitialCluster, etcdCfg.ClusterState = join.initialCluster, "existing"
-		etcdServers = join.etcdServers
 		if !join.promote {
 			s.log.Info("joined as a non-voting etcd learner (hot standby): two voters would tolerate no loss; " +
 				"join a third box (this one is then promoted) or run `kubox etcd promote`")
 		}
-	} else if c.JoinURL != "" {
-		etcdServers = s.restartEtcdServers(ctx, pki)
 	}
 	et := etcd.New(etcdCfg)
-	if len(etcdServers) == 0 {
-		etcdServers = []string{et.ClientURL()}
+	etcdURL := et.ClientURL()
+	var etcdProxy *etcdproxy.Proxy
+	if c.JoinURL != "" {
+		// A joined box's member may be a learner now and a voter later, and
+		// any other member may go: the apiserver reaches etcd through a
+		// proxy that follows the membership (see embedded/etcdproxy). A
+		// box that never joined is the first member, always a voter.
+		tlsCfg, err := (&transport.TLSInfo{CertFile: pki.EtcdClientCert, KeyFile: pki.EtcdClientKey, TrustedCAFile: pki.EtcdServerCACert}).ClientConfig()
+		if err != nil {
+			return fmt.Errorf("etcd client TLS for the etcd proxy: %w", err)
+		}
+		members := func(ctx context.Context) ([]etcdproxy.Member, error) {
+			ms, err := et.Members(ctx)
+			out := make([]etcdproxy.Member, 0, len(ms))
+			for _, m := range ms {
+				out = append(out, etcdproxy.Member{Name: m.Name, Learner: m.Learner, ClientURLs: m.ClientURLs})
+			}
+			return out, err
+		}
+		if etcdProxy, err = etcdproxy.New(etcdproxy.Config{
+			Name: c.NodeName, LocalURL: et.ClientURL(), Members: members, TLS: tlsCfg,
+			Log: s.log.With("component", "etcd-proxy"),
+		}); err != nil {
+			return err
+		}
+		etcdURL = etcdProxy.URL()
 	}
 	api := apiserver.New(apiserver.Config{
-		NodeIP: c.NodeIP, Port: c.HTTPSPort, ServiceCIDR: c.ServiceCIDR.String(), EtcdURL: strings.Join(etcdServers, ","),
+		NodeIP: c.NodeIP, Port: c.HTTPSPort, ServiceCIDR: c.ServiceCIDR.String(), EtcdURL: etcdURL,
 		ClusterCA: pki.CACert, ClientCA: pki.ClientCACert, RequestCA: pki.RequestHeaderCACert,
 		ProxyCert: pki.FrontProxyClientCert, ProxyKey: pki.FrontProxyClientKey,
 		ServingCert: pki.ServingChainFile(), ServingKey: pki.APIServerKey,
@@ -283,6 +304,9 @@ func (s *Server) build(ctx context.Context) error {
 	comps := []component.Component{et}
 	if join != nil && join.promote {
 		comps = append(comps, &promoter{res: join, log: s.log.With("component", "etcd-promote")})
+	}
+	if etcdProxy != nil {
+		comps = append(comps, etcdProxy)
 	}
 	comps = append(comps, api,
 		&publisher{client: client, pkiDir: p.PKI, settings: c.clusterSettings(), log: s.log.With("component", "join-bundle")},

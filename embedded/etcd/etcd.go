@@ -270,5 +270,25 @@ func (e *Etcd) Stop(ctx context.Context) error {
 	}
 }
 
+// Member is an etcd member as this one knows it.
+type Member struct {
+	Name       string // empty until the member first starts
+	Learner    bool
+	ClientURLs []string
+}
+
+// Members is the membership this member has applied. It needs no request,
+// so a learner, which refuses every membership call, knows it too.
+func (e *Etcd) Members(context.Context) ([]Member, error) {
+	if e.e == nil {
+		return nil, errors.New("etcd is not started")
+	}
+	var out []Member
+	for _, m := range e.e.Server.Cluster().Members() {
+		out = append(out, Member{Name: m.Name, Learner: m.IsLearner, ClientURLs: m.ClientURLs})
+	}
+	return out, nil
+}
+
 // DialTimeout is how long clients of this member wait for a connection.
 const DialTimeout = 5 * time.Second

@@ -120,9 +120,10 @@ func configMapCount(ctx context.Context, n *harness.Node, ns string) (int, error
 // TestJoinThreeBoxes is the multi-box story on three "hosts" (network
 // namespaces on a bridge): a refused join for every kind of bad input with
 // nothing added to etcd, box 2 joining as a learner, box 3 joining as a voter
-// (box 2 promoted), the cluster surviving box 2's SIGKILL with every
-// acknowledged write readable and box 2 catching up, node remove, and a join
-// refused while etcd has no quorum.
+// (box 2 promoted), the cluster surviving box 1's SIGKILL (served by box 2,
+// whose apiserver started while it was a learner, and box 3) and then box
+// 2's, with every acknowledged write readable and the killed box catching
+// up, node remove, and a join refused while etcd has no quorum.
 //
 // Every box runs the whole stack, its kubelet under its own pod cgroup root.
 func TestJoinThreeBoxes(t *testing.T) {
@@ -292,26 +293,26 @@ func TestJoinThreeBoxes(t *testing.T) {
 	}
 
 	phase("200 ConfigMaps")
-	// SIGKILL box 2; keep writing through box 3 for 10 s.
+	// Box 2's apiserver started while box 2 was a learner, and was not
+	// restarted since its promotion: it follows the membership through its
+	// etcd proxy.
+	if log, _ := os.ReadFile(box2.LogPath); !strings.Contains(string(log), "this box's member is a voter") {
+		t.Errorf("box2's etcd proxy did not switch to its own member after the promotion")
+	}
+	// SIGKILL box 1 (the first member, likely etcd's leader): box 2 and
+	// box 3 keep serving writes and reads.
+	box1.Kill()
+	acked := writesWhileDown(ctx, t, "box1-down", box2, box3)
+	phase("box1 killed, writes, reads")
+	startBox(ctx, t, box1)
+	want := 200 + len(acked)
+	waitConfigMaps(ctx, t, want, box1)
+
+	phase("box1 back and caught up")
+	// SIGKILL box 2; keep writing through box 3.
 	box2.Kill()
-	var acked []string
-	failures := 0
-	end := time.Now().Add(10 * time.Second)
-	for i := 0; time.Now().Before(end); i++ {
-		name := fmt.Sprintf("during-%04d", i)
-		wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := box3.Kubectl(wctx, "create", "configmap", "-n", "load", name, "--from-literal=i="+name)
-		wcancel()
-		if err == nil {
-			acked = append(acked, name)
-		} else {
-			failures++
-		}
-	}
-	t.Logf("with box2 down: %d writes acknowledged through box3, %d failed", len(acked), failures)
-	if len(acked) == 0 {
-		t.Fatal("no write succeeded through box3 while box2 was down")
-	}
+	acked = writesWhileDown(ctx, t, "box2-down", box3)
+	want += len(acked)
 	for _, b := range []*harness.Node{box1, box3} {
 		out, err := b.Kubectl(ctx, "get", "configmaps", "-n", "load", "-o", "name")
 		if err != nil {
@@ -327,22 +328,7 @@ func TestJoinThreeBoxes(t *testing.T) {
 	phase("box2 killed, writes, reads")
 	// Box 2 comes back (same args, so --join again: it must just restart).
 	startBox(ctx, t, box2)
-	want := 200 + len(acked)
-	for _, b := range []*harness.Node{box1, box2, box3} {
-		var got int
-		deadline := time.Now().Add(time.Minute)
-		for {
-			got, err = configMapCount(ctx, b, "load")
-			if (err == nil && got >= want) || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(500 * time.Millisecond)
-		}
-		// kube-root-ca.crt is there too.
-		if got != want+1 {
-			t.Fatalf("%s sees %d ConfigMaps in load, want %d (+kube-root-ca.crt): %v", b.Netns, got, want, err)
-		}
-	}
+	waitConfigMaps(ctx, t, want, box1, box2, box3)
 	if got := describe(members(ctx, t, box2)); got != "box1=voter,box2=voter,box3=voter" {
 		t.Fatalf("after box2's restart etcd has %s", got)
 	}
@@ -431,6 +417,64 @@ func podToPod(ctx context.Context, t *testing.T, from, to *harness.Node) {
 	// No NAT between pods on the host-route path either.
 	assertPeer(ctx, t, from, "client-near", "web-far", ip, 8080, podIP(ctx, t, from, "client-near"), "")
 	t.Logf("pod on box1 reached pod %s on box3", ip)
+}
+
+// writesWhileDown creates ConfigMaps in namespace load for 8 s, in turn
+// through each of boxes, and checks that every acknowledged one is readable
+// through each of them. It returns the acknowledged names.
+func writesWhileDown(ctx context.Context, t *testing.T, prefix string, boxes ...*harness.Node) []string {
+	t.Helper()
+	var acked []string
+	failures := 0
+	end := time.Now().Add(8 * time.Second)
+	for i := 0; time.Now().Before(end); i++ {
+		name := fmt.Sprintf("%s-%04d", prefix, i)
+		wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := boxes[i%len(boxes)].Kubectl(wctx, "create", "configmap", "-n", "load", name, "--from-literal=i="+name)
+		wcancel()
+		if err == nil {
+			acked = append(acked, name)
+		} else {
+			failures++
+		}
+	}
+	t.Logf("%s: %d writes acknowledged, %d failed", prefix, len(acked), failures)
+	if len(acked) == 0 {
+		t.Fatalf("%s: no write succeeded", prefix)
+	}
+	for _, b := range boxes {
+		out, err := b.Kubectl(ctx, "get", "configmaps", "-n", "load", "-o", "name")
+		if err != nil {
+			t.Fatalf("%s: read through %s: %v", prefix, b.Netns, err)
+		}
+		for _, name := range acked {
+			if !strings.Contains(out, "configmap/"+name+"\n") {
+				t.Fatalf("%s: acknowledged write %s not readable through %s", prefix, name, b.Netns)
+			}
+		}
+	}
+	return acked
+}
+
+// waitConfigMaps waits up to a minute for each of boxes to see want
+// ConfigMaps in namespace load (besides kube-root-ca.crt).
+func waitConfigMaps(ctx context.Context, t *testing.T, want int, boxes ...*harness.Node) {
+	t.Helper()
+	for _, b := range boxes {
+		var got int
+		var err error
+		deadline := time.Now().Add(time.Minute)
+		for {
+			got, err = configMapCount(ctx, b, "load")
+			if (err == nil && got >= want+1) || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		if got != want+1 {
+			t.Fatalf("%s sees %d ConfigMaps in load, want %d (+kube-root-ca.crt): %v", b.Netns, got, want, err)
+		}
+	}
 }
 
 // startBox starts b's kubox server and waits up to 3 minutes for its apiserver.
