@@ -36,11 +36,7 @@ func TestJoinLifecycle(t *testing.T) {
 	defer cancel()
 	network := harness.NewNetwork(t, "kbxlc", 3)
 	ns, ip := network.Namespaces, network.IPs
-	last := time.Now()
-	phase := func(what string) {
-		t.Logf("%-40s %s", what, time.Since(last).Round(100*time.Millisecond))
-		last = time.Now()
-	}
+	phase := phaseTimer(t)
 	newBox := func(i int, extra ...string) *harness.Node {
 		name := "box" + string(rune('1'+i))
 		b := harness.NewNodeWith(t, env, harness.NodeOptions{NoHostRestore: true}, boxArgs(name, ip[i], append([]string{"--disable-agent"}, extra...)...)...)

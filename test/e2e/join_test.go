@@ -132,11 +132,7 @@ func TestJoinThreeBoxes(t *testing.T) {
 	defer cancel()
 	network := harness.NewNetwork(t, "kbxe2e", 3)
 	ns, ip := network.Namespaces, network.IPs
-	last := time.Now()
-	phase := func(what string) {
-		t.Logf("%-40s %s", what, time.Since(last).Round(100*time.Millisecond))
-		last = time.Now()
-	}
+	phase := phaseTimer(t)
 
 	box1 := harness.NewNode(t, env, boxArgs("box1", ip[0], cgroupRoot("box1"))...)
 	box1.Netns = ns[0]
@@ -394,17 +390,7 @@ func podToPod(ctx context.Context, t *testing.T, from, to *harness.Node) {
 		}
 	}
 	manifest := fmt.Sprintf(podTemplate, "web-far", "box3") + "---\n" + fmt.Sprintf(podTemplate, "client-near", "box1")
-	mf := filepath.Join(from.Root, "pods.yaml")
-	if err := os.WriteFile(mf, []byte(manifest), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := from.Kubectl(ctx, "apply", "-f", mf); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := from.Kubectl(ctx, "wait", "--for=condition=Ready", "pod/web-far", "pod/client-near", "--timeout=120s"); err != nil {
-		out, _ := from.Kubectl(ctx, "get", "pods", "-o", "wide")
-		t.Fatalf("%v\n%s", err, out)
-	}
+	applyWebAndClient(ctx, t, from, manifest)
 	ip, err := from.Kubectl(ctx, "get", "pod", "web-far", "-o", "jsonpath={.status.podIP}")
 	if err != nil {
 		t.Fatal(err)
@@ -485,5 +471,33 @@ func startBox(ctx context.Context, t *testing.T, b *harness.Node) {
 	defer cancel()
 	if err := b.WaitAPIReady(wctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// applyWebAndClient applies manifest (pods web-far and client-near) through
+// n and waits for both to be Ready.
+func applyWebAndClient(ctx context.Context, t *testing.T, n *harness.Node, manifest string) {
+	t.Helper()
+	mf := filepath.Join(n.Root, "pods.yaml")
+	if err := os.WriteFile(mf, []byte(manifest), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Kubectl(ctx, "apply", "-f", mf); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Kubectl(ctx, "wait", "--for=condition=Ready", "pod/web-far", "pod/client-near", "--timeout=120s"); err != nil {
+		out, _ := n.Kubectl(ctx, "get", "pods", "-o", "wide")
+		t.Fatalf("%v\n%s", err, out)
+	}
+}
+
+// phaseTimer returns a function that logs what was done and how long it
+// took since the previous call.
+func phaseTimer(t *testing.T) func(what string) {
+	last := time.Now()
+	return func(what string) {
+		t.Helper()
+		t.Logf("%-40s %s", what, time.Since(last).Round(100*time.Millisecond))
+		last = time.Now()
 	}
 }

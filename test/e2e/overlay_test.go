@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -91,17 +89,7 @@ func TestPodNetworkAcrossSubnets(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	mf := filepath.Join(box1.Root, "pods.yaml")
-	if err := os.WriteFile(mf, []byte(overlayPods), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := box1.Kubectl(ctx, "apply", "-f", mf); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := box1.Kubectl(ctx, "wait", "--for=condition=Ready", "pod/web-far", "pod/client-near", "--timeout=120s"); err != nil {
-		out, _ := box1.Kubectl(ctx, "get", "pods", "-o", "wide")
-		t.Fatalf("%v\n%s", err, out)
-	}
+	applyWebAndClient(ctx, t, box1, overlayPods)
 	webIP := podIP(ctx, t, box1, "web-far")
 	clientIP := podIP(ctx, t, box1, "client-near")
 
