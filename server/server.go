@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -31,6 +32,7 @@ import (
 	"github.com/kubox/kubox/embedded/metrics"
 	"github.com/kubox/kubox/embedded/network"
 	"github.com/kubox/kubox/embedded/scheduler"
+	"github.com/kubox/kubox/internal/fsutil"
 	"github.com/kubox/kubox/internal/mounts"
 )
 
@@ -262,7 +264,9 @@ func (s *Server) build(ctx context.Context) error {
 	et := etcd.New(etcdCfg)
 	etcdURL := et.ClientURL()
 	var etcdProxy *etcdproxy.Proxy
-	if c.JoinURL != "" {
+	// join.json too: a joined box may be restarted without --join.
+	joined, _ := fsutil.Exists(filepath.Join(c.DataDir, joinStateFile))
+	if c.JoinURL != "" || joined {
 		// A joined box's member may be a learner now and a voter later, and
 		// any other member may go: the apiserver reaches etcd through a
 		// proxy that follows the membership (see embedded/etcdproxy). A

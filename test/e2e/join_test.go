@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -361,7 +362,14 @@ func TestJoinThreeBoxes(t *testing.T) {
 	// and adds no member.
 	box2.Kill()
 	refusedJoin(ctx, t, env, ns[2], ip[2], "quorum", nil, "--join", joinURL, "--token", tok2)
+	// Back without --join or token: a joined box (join.json) still starts
+	// its apiserver behind the etcd proxy.
+	box2.Args, box2.Env = slices.DeleteFunc(slices.Clone(box2.Args), func(a string) bool { return a == "--join" || a == joinURL }), nil
+	before, _ := os.ReadFile(box2.LogPath)
 	startBox(ctx, t, box2)
+	if log, _ := os.ReadFile(box2.LogPath); !strings.Contains(string(log[len(before):]), "etcd proxy: apiserver's etcd backend") {
+		t.Errorf("box2 restarted without --join does not reach etcd through its etcd proxy")
+	}
 	if got := describe(members(ctx, t, box1)); got != "box1=voter,box2=voter" {
 		t.Fatalf("after the join without quorum etcd has %s, want box1=voter,box2=voter", got)
 	}
