@@ -48,11 +48,7 @@ func TestJoinLifecycle(t *testing.T) {
 	startBox(ctx, t, box1)
 	phase("box1 ready")
 	joinURL := "https://" + net.JoinHostPort(ip[0], "6443")
-	out, err := box1.Kubox(ctx, "token", "create", "--data-dir", box1.DataDir, "--ttl", "1h")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok := strings.TrimSpace(out)
+	tok := createToken(ctx, t, box1, "1h")
 
 	box2 := newBox(1, "--join", joinURL)
 	box2.Env = []string{"KUBOX_TOKEN=" + tok}
@@ -72,6 +68,7 @@ func TestJoinLifecycle(t *testing.T) {
 	// Promote box2, through box2 itself (a learner: the verb asks the
 	// members it joined). etcd refuses while the learner lags; retry then.
 	var promoteOut string
+	var err error
 	deadline := time.Now().Add(time.Minute)
 	for {
 		promoteOut, err = box2.Kubox(ctx, "etcd", "promote", "box2", "--data-dir", box2.DataDir)
@@ -182,7 +179,7 @@ func TestJoinLifecycle(t *testing.T) {
 
 	// node remove: box3's kubox stops, with the exit status that keeps
 	// systemd from restarting it.
-	out, err = box1.Kubox(ctx, "node", "remove", "box3", "--data-dir", box1.DataDir, "--node-name", "box1")
+	out, err := box1.Kubox(ctx, "node", "remove", "box3", "--data-dir", box1.DataDir, "--node-name", "box1")
 	if err != nil || strings.TrimSpace(out) != "removed etcd member box3" {
 		t.Fatalf("node remove box3: %v %q", err, out)
 	}

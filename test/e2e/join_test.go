@@ -137,27 +137,13 @@ func TestJoinThreeBoxes(t *testing.T) {
 
 	box1 := harness.NewNode(t, env, boxArgs("box1", ip[0], cgroupRoot("box1"))...)
 	box1.Netns = ns[0]
-	box1.Start()
-	wctx, wcancel := context.WithTimeout(ctx, 3*time.Minute)
-	if err := box1.WaitNodeReady(wctx); err != nil {
-		wcancel()
-		t.Fatal(err)
-	}
-	wcancel()
+	startBoxNodeReady(ctx, t, box1)
 	phase("box1 Node Ready")
 	joinURL := "https://" + net.JoinHostPort(ip[0], "6443")
 
 	newToken := func(ttl string) string {
 		t.Helper()
-		out, err := box1.Kubox(ctx, "token", "create", "--data-dir", box1.DataDir, "--ttl", ttl, "--description", "e2e")
-		if err != nil {
-			t.Fatal(err)
-		}
-		tok := strings.TrimSpace(out)
-		if _, err := bootstrap.ParseToken(tok); err != nil {
-			t.Fatalf("token create printed %q: %v", tok, err)
-		}
-		return tok
+		return createToken(ctx, t, box1, ttl)
 	}
 	tok := newToken("1h")
 	parsed, _ := bootstrap.ParseToken(tok)
@@ -468,6 +454,33 @@ func waitConfigMaps(ctx context.Context, t *testing.T, want int, boxes ...*harne
 		if got != want+1 {
 			t.Fatalf("%s sees %d ConfigMaps in load, want %d (+kube-root-ca.crt): %v", b.Netns, got, want, err)
 		}
+	}
+}
+
+// createToken makes a join token on b with `kubox token create` and checks
+// that what it printed parses.
+func createToken(ctx context.Context, t *testing.T, b *harness.Node, ttl string) string {
+	t.Helper()
+	out, err := b.Kubox(ctx, "token", "create", "--data-dir", b.DataDir, "--ttl", ttl, "--description", "e2e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := strings.TrimSpace(out)
+	if _, err := bootstrap.ParseToken(tok); err != nil {
+		t.Fatalf("token create printed %q: %v", tok, err)
+	}
+	return tok
+}
+
+// startBoxNodeReady starts b's kubox server and waits up to 3 minutes for
+// its Node to be Ready.
+func startBoxNodeReady(ctx context.Context, t *testing.T, b *harness.Node) {
+	t.Helper()
+	b.Start()
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	if err := b.WaitNodeReady(wctx); err != nil {
+		t.Fatal(err)
 	}
 }
 

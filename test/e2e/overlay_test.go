@@ -62,19 +62,10 @@ func TestPodNetworkAcrossSubnets(t *testing.T) {
 
 	box1 := harness.NewNode(t, env, boxArgs("box1", ip[0], cgroupRoot("box1"))...)
 	box1.Netns = ns[0]
-	box1.Start()
-	wctx, wcancel := context.WithTimeout(ctx, 3*time.Minute)
-	if err := box1.WaitNodeReady(wctx); err != nil {
-		wcancel()
-		t.Fatal(err)
-	}
-	wcancel()
-	out, err := box1.Kubox(ctx, "token", "create", "--data-dir", box1.DataDir, "--ttl", "1h")
-	if err != nil {
-		t.Fatal(err)
-	}
+	startBoxNodeReady(ctx, t, box1)
+	tok := createToken(ctx, t, box1, "1h")
 	box2 := harness.NewNode(t, env, boxArgs("box2", ip[1], cgroupRoot("box2"), "--join", "https://"+net.JoinHostPort(ip[0], "6443"))...)
-	box2.Netns, box2.Env = ns[1], []string{"KUBOX_TOKEN=" + strings.TrimSpace(out)}
+	box2.Netns, box2.Env = ns[1], []string{"KUBOX_TOKEN=" + tok}
 	// Runs first among the cleanups: no kubelet may still run while the
 	// boxes' host cleanups remove pod cgroups.
 	t.Cleanup(func() {
@@ -102,7 +93,7 @@ func TestPodNetworkAcrossSubnets(t *testing.T) {
 	}
 
 	// Pod to pod across the subnets, by pod IP.
-	out, err = box1.Kubectl(ctx, "exec", "client-near", "--", "sh", "-c", `printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 5 `+webIP+` 8080`)
+	out, err := box1.Kubectl(ctx, "exec", "client-near", "--", "sh", "-c", `printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 5 `+webIP+` 8080`)
 	if err != nil || !strings.Contains(out, "kubox-test ok") {
 		t.Fatalf("pod on box1 fetching http://%s:8080/ on box2: %q %v", webIP, out, err)
 	}
