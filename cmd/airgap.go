@@ -26,22 +26,6 @@ import (
 	"github.com/kubox/kubox/server"
 )
 
-// airgapServerFlags are `kubox server`'s air-gap flags (and config keys).
-type airgapServerFlags struct {
-	imagesDir, publicKeyFile string
-	requireSignature         bool
-}
-
-func (f *airgapServerFlags) register(fs *pflag.FlagSet) {
-	fs.StringVar(&f.imagesDir, "airgap-images-dir", "", "image bundles here are imported at start and when they appear (default <data-dir>/images)")
-	fs.StringVar(&f.publicKeyFile, "airgap-public-key-file", "", "trusted ed25519 public key: bundle signatures are checked against it")
-	fs.BoolVar(&f.requireSignature, "airgap-require-signature", false, "refuse bundles not signed by the trusted key")
-}
-
-func (f *airgapServerFlags) apply(c *server.Config) {
-	c.AirgapImagesDir, c.AirgapPublicKeyFile, c.AirgapRequireSignature = f.imagesDir, f.publicKeyFile, f.requireSignature
-}
-
 // airgapSettings are the node's air-gap settings, from the flags of the
 // airgap verb, else the config file `kubox server` reads.
 type airgapSettings struct {
@@ -50,7 +34,7 @@ type airgapSettings struct {
 }
 
 func loadAirgapSettings(cmd *cobra.Command, configFile string) (*airgapSettings, error) {
-	var f serverFlags
+	f := newServerFlags()
 	full := pflag.NewFlagSet("server", pflag.ContinueOnError)
 	f.register(full)
 	var setErr error
@@ -65,14 +49,14 @@ func loadAirgapSettings(cmd *cobra.Command, configFile string) (*airgapSettings,
 	if err := configfile.Apply(full, configFile, cmd.Flags().Changed("config")); err != nil {
 		return nil, err
 	}
-	dd, err := filepath.Abs(f.dataDir)
+	dd, err := filepath.Abs(f.cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
-	s := &airgapSettings{dataDir: dd, socket: filepath.Join(f.runDir, "containerd", "containerd.sock")}
-	s.policy.Require = f.airgap.requireSignature
-	if f.airgap.publicKeyFile != "" {
-		if s.policy.PublicKey, err = airgap.LoadPublicKey(f.airgap.publicKeyFile); err != nil {
+	s := &airgapSettings{dataDir: dd, socket: filepath.Join(f.cfg.RunDir, "containerd", "containerd.sock")}
+	s.policy.Require = f.cfg.AirgapRequireSignature
+	if f.cfg.AirgapPublicKeyFile != "" {
+		if s.policy.PublicKey, err = airgap.LoadPublicKey(f.cfg.AirgapPublicKeyFile); err != nil {
 			return nil, err
 		}
 	}
@@ -110,7 +94,7 @@ garbage collection never removes them.`,
 		grpclog.SetLoggerV2(grpclog.NewLoggerV2(io.Discard, io.Discard, io.Discard))
 	}
 	pf := cmd.PersistentFlags()
-	pf.StringVarP(&configFile, "config", "c", defaultConfigFile, "kubox config file (YAML; the keys of 'kubox server')")
+	pf.StringVarP(&configFile, "config", "c", server.DefaultConfigFile, "kubox config file (YAML; the keys of 'kubox server')")
 	pf.String("data-dir", "/var/lib/kubox", "kubox data dir")
 	pf.String("run-dir", "/run/kubox", "kubox run dir (containerd's socket)")
 	pf.String("airgap-public-key-file", "", "trusted public key to check bundle signatures with")

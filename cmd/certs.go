@@ -16,6 +16,7 @@ import (
 
 	"github.com/kubox/kubox/bootstrap"
 	"github.com/kubox/kubox/hostcheck"
+	"github.com/kubox/kubox/server"
 )
 
 // certJSON is one certificate in `kubox certs check -o json`.
@@ -122,10 +123,10 @@ A running kubox server renews every leaf certificate by itself once less
 than a third of its lifetime is left (it looks at start and every
 --cert-check-interval, default 1h). CAs (10 years) are rotated only on
 request, with rotate-ca.
-The data dir comes from --data-dir, else from ` + defaultConfigFile + `.`,
+The data dir comes from --data-dir, else from ` + server.DefaultConfigFile + `.`,
 	}
 	pf := cmd.PersistentFlags()
-	pf.StringVarP(&configFile, "config", "c", defaultConfigFile, "kubox config file (YAML; the keys of 'kubox server')")
+	pf.StringVarP(&configFile, "config", "c", server.DefaultConfigFile, "kubox config file (YAML; the keys of 'kubox server')")
 	pf.String("data-dir", "/var/lib/kubox", "kubox data dir")
 	cmd.AddCommand(newCertsCheckCommand(&configFile), newCertsRotateCommand(&configFile), newCertsRotateCACommand(&configFile))
 	return cmd
@@ -145,7 +146,7 @@ func newCertsCheckCommand(configFile *string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			certs, err := readCerts(filepath.Join(f.dataDir, "pki"))
+			certs, err := readCerts(filepath.Join(f.cfg.DataDir, "pki"))
 			if err != nil {
 				return err
 			}
@@ -207,7 +208,7 @@ are re-issued here, as the next start would. Names are those of
 			if err != nil {
 				return err
 			}
-			pkiDir := filepath.Join(full.dataDir, "pki")
+			pkiDir := filepath.Join(full.cfg.DataDir, "pki")
 			certs, err := readCerts(pkiDir)
 			if err != nil {
 				return err
@@ -238,7 +239,7 @@ are re-issued here, as the next start would. Names are those of
 					return err
 				}
 			}
-			running := serverRunning(full.dataDir)
+			running := serverRunning(full.cfg.DataDir)
 			if !running {
 				cfg, err := full.config()
 				if err != nil {

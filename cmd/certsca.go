@@ -46,11 +46,11 @@ cluster.`,
 			if err != nil {
 				return err
 			}
-			pkiDir := filepath.Join(full.dataDir, "pki")
+			pkiDir := filepath.Join(full.cfg.DataDir, "pki")
 			if _, err := os.Stat(filepath.Join(pkiDir, "ca.key")); err != nil {
 				return fmt.Errorf("no CA in %s: %w (is --data-dir right?)", pkiDir, err)
 			}
-			p := bootstrap.Layout(pkiDir, filepath.Join(full.dataDir, "kubeconfig"))
+			p := bootstrap.Layout(pkiDir, filepath.Join(full.cfg.DataDir, "kubeconfig"))
 			now := time.Now()
 			var lines []string
 			if finish {
@@ -64,7 +64,7 @@ cluster.`,
 			// The kubelet's serving certificate comes from a CSR signed by
 			// the cluster CA: move it aside so the kubelet asks the new CA
 			// for one when it next starts.
-			kubeletCert := filepath.Join(full.dataDir, "kubelet", "pki", "kubelet-server-current.pem")
+			kubeletCert := filepath.Join(full.cfg.DataDir, "kubelet", "pki", "kubelet-server-current.pem")
 			if _, err := os.Lstat(kubeletCert); err == nil {
 				if _, err := fsutil.MoveAside(kubeletCert, now); err != nil {
 					return err
@@ -76,7 +76,7 @@ cluster.`,
 			for _, l := range lines {
 				fmt.Fprintln(w, l)
 			}
-			if !serverRunning(full.dataDir) {
+			if !serverRunning(full.cfg.DataDir) {
 				fmt.Fprintln(w, "kubox server is not running: its next start issues every leaf certificate from the new CAs")
 				return nil
 			}

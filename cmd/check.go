@@ -22,7 +22,7 @@ import (
 // verb's own flags named in shared (given on the command line) win over the
 // config file, which wins over the defaults.
 func loadServerFlags(cmd *cobra.Command, configFile string, shared ...string) (*serverFlags, error) {
-	f := &serverFlags{}
+	f := newServerFlags()
 	full := pflag.NewFlagSet("server", pflag.ContinueOnError)
 	f.register(full)
 	for _, name := range shared {
@@ -35,11 +35,11 @@ func loadServerFlags(cmd *cobra.Command, configFile string, shared ...string) (*
 	if err := configfile.Apply(full, configFile, cmd.Flags().Changed("config")); err != nil {
 		return nil, err
 	}
-	dd, err := filepath.Abs(f.dataDir)
+	dd, err := filepath.Abs(f.cfg.DataDir)
 	if err != nil {
-		return nil, fmt.Errorf("data dir %q: %w", f.dataDir, err)
+		return nil, fmt.Errorf("data dir %q: %w", f.cfg.DataDir, err)
 	}
-	f.dataDir = dd
+	f.cfg.DataDir = dd
 	return f, nil
 }
 
@@ -76,7 +76,7 @@ is non-zero when any check FAILs. Nothing on the host is changed: link types
 and nftables are tried in a throwaway network namespace.
 
 Ports and the data dir come from the flags, else from the config file
-` + defaultConfigFile + ` (the keys of "kubox server").`,
+` + server.DefaultConfigFile + ` (the keys of "kubox server").`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
@@ -87,10 +87,10 @@ Ports and the data dir come from the flags, else from the config file
 				return err
 			}
 			cfg := hostcheck.Config{
-				ProcRoot: procRoot, SysRoot: sysRoot, DataDir: f.dataDir,
-				ServerRunning:  serverRunning(f.dataDir),
+				ProcRoot: procRoot, SysRoot: sysRoot, DataDir: f.cfg.DataDir,
+				ServerRunning:  serverRunning(f.cfg.DataDir),
 				CapSysResource: server.HasCapSysResource,
-				ProxyMode:      f.proxy.mode, IPVSScheduler: f.proxy.scheduler,
+				ProxyMode:      f.cfg.Proxy.Mode, IPVSScheduler: f.cfg.Proxy.IPVSScheduler,
 			}
 			peerHost := ""
 			if f.nodeIP != "" {
@@ -101,20 +101,20 @@ Ports and the data dir come from the flags, else from the config file
 				}
 			}
 			cfg.Ports = []hostcheck.Port{
-				{Port: f.httpsPort, What: "apiserver", Flag: "--https-port"},
-				{Host: "127.0.0.1", Port: f.etcdClientPort, What: "etcd client", Flag: "--etcd-client-port"},
-				{Host: peerHost, Port: f.etcdPeerPort, What: "etcd peer", Flag: "--etcd-peer-port"},
+				{Port: f.cfg.HTTPSPort, What: "apiserver", Flag: "--https-port"},
+				{Host: "127.0.0.1", Port: f.cfg.EtcdClientPort, What: "etcd client", Flag: "--etcd-client-port"},
+				{Host: peerHost, Port: f.cfg.EtcdPeerPort, What: "etcd peer", Flag: "--etcd-peer-port"},
 			}
-			if !f.disableAgent {
-				cfg.Ports = append(cfg.Ports, hostcheck.Port{Port: f.kubeletPort, What: "kubelet", Flag: "--kubelet-port"})
+			if !f.cfg.DisableAgent {
+				cfg.Ports = append(cfg.Ports, hostcheck.Port{Port: f.cfg.KubeletPort, What: "kubelet", Flag: "--kubelet-port"})
 			}
-			if host, port, err := net.SplitHostPort(f.metricsAddress); err == nil {
+			if host, port, err := net.SplitHostPort(f.cfg.MetricsAddress); err == nil {
 				if n, err := strconv.Atoi(port); err == nil && n != 0 {
 					cfg.Ports = append(cfg.Ports, hostcheck.Port{Host: host, Port: n, What: "kubox metrics", Flag: "--metrics-address"})
 				}
 			}
 			results := hostcheck.Run(cfg)
-			results = append(results, certExpiryCheck(filepath.Join(f.dataDir, "pki")))
+			results = append(results, certExpiryCheck(filepath.Join(f.cfg.DataDir, "pki")))
 			if output == "json" {
 				if err := printJSON(cmd.OutOrStdout(), results); err != nil {
 					return err
@@ -135,7 +135,7 @@ Ports and the data dir come from the flags, else from the config file
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVarP(&configFile, "config", "c", defaultConfigFile, "kubox config file (YAML; the keys of 'kubox server')")
+	fl.StringVarP(&configFile, "config", "c", server.DefaultConfigFile, "kubox config file (YAML; the keys of 'kubox server')")
 	fl.StringVarP(&output, "output", "o", "", "output format: json, or nothing for a table")
 	fl.String("data-dir", "/var/lib/kubox", "kubox data dir")
 	fl.Int("https-port", 6443, "apiserver port")

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kubox/kubox/backup"
+	"github.com/kubox/kubox/server"
 )
 
 func newRestoreCommand() *cobra.Command {
@@ -90,7 +91,7 @@ the flags or the config file, as for "kubox server".`,
 	fl.String("key-file", backup.DefaultKeyFile, "backup key file")
 	fl.BoolVar(&insecure, "insecure-plaintext", false, "restore a snapshot written with --insecure-plaintext (no key)")
 	fl.BoolVarP(&quiet, "quiet", "q", false, "print only the result")
-	fl.StringVarP(&configFile, "config", "c", defaultConfigFile, "kubox config file (YAML; the keys of 'kubox server')")
+	fl.StringVarP(&configFile, "config", "c", server.DefaultConfigFile, "kubox config file (YAML; the keys of 'kubox server')")
 	fl.String("data-dir", "/var/lib/kubox", "kubox data dir to restore into")
 	fl.String("node-name", "", "this box's node name (default: the hostname, lower-cased)")
 	fl.String("node-ip", "", "this box's IPv4 address (default: the address of the default route's interface)")

@@ -25,23 +25,6 @@ import (
 	"github.com/kubox/kubox/server"
 )
 
-// snapshotServerFlags are `kubox server`'s scheduled-snapshot flags.
-type snapshotServerFlags struct {
-	schedule, dir, keyFile string
-	retention              int
-}
-
-func (f *snapshotServerFlags) register(fs *pflag.FlagSet) {
-	fs.StringVar(&f.schedule, "snapshot-schedule", "", `take encrypted etcd+PKI snapshots on this cron schedule ("0 */6 * * *", "@every 6h"); empty: none`)
-	fs.IntVar(&f.retention, "snapshot-retention", 0, "keep the newest N scheduled snapshots (manual ones are never pruned); 0 keeps all")
-	fs.StringVar(&f.dir, "snapshot-dir", "", "where snapshots go (default <data-dir>/snapshots)")
-	fs.StringVar(&f.keyFile, "snapshot-key-file", backup.DefaultKeyFile, "backup key file (create it with \"kubox snapshot key create\")")
-}
-
-func (f *snapshotServerFlags) apply(c *server.Config) {
-	c.SnapshotSchedule, c.SnapshotRetention, c.SnapshotDir, c.SnapshotKeyFile = f.schedule, f.retention, f.dir, f.keyFile
-}
-
 // nodeSettings are what the snapshot and restore verbs need from the node's
 // configuration: the same flags and config file as `kubox server`.
 type nodeSettings struct {
@@ -62,7 +45,7 @@ var sharedFlags = map[string]string{
 // loadNodeSettings reads the config file the way `kubox server` does, with
 // the command's own flags (given on the command line) winning.
 func loadNodeSettings(cmd *cobra.Command, configFile string) (*nodeSettings, error) {
-	s := &nodeSettings{}
+	s := &nodeSettings{flags: *newServerFlags()}
 	full := pflag.NewFlagSet("server", pflag.ContinueOnError)
 	s.flags.register(full)
 	var setErr error
@@ -77,16 +60,16 @@ func loadNodeSettings(cmd *cobra.Command, configFile string) (*nodeSettings, err
 	if err := configfile.Apply(full, configFile, cmd.Flags().Changed("config")); err != nil {
 		return nil, err
 	}
-	dd, err := filepath.Abs(s.flags.dataDir)
+	dd, err := filepath.Abs(s.flags.cfg.DataDir)
 	if err != nil {
-		return nil, fmt.Errorf("data dir %q: %w", s.flags.dataDir, err)
+		return nil, fmt.Errorf("data dir %q: %w", s.flags.cfg.DataDir, err)
 	}
 	s.dataDir = dd
-	s.snapDir = s.flags.snapshot.dir
+	s.snapDir = s.flags.cfg.SnapshotDir
 	if s.snapDir == "" {
 		s.snapDir = backup.DefaultDir(dd)
 	}
-	s.keyFile = s.flags.snapshot.keyFile
+	s.keyFile = s.flags.cfg.SnapshotKeyFile
 	if s.keyFile == "" {
 		s.keyFile = backup.DefaultKeyFile
 	}
@@ -96,7 +79,7 @@ func loadNodeSettings(cmd *cobra.Command, configFile string) (*nodeSettings, err
 func (s *nodeSettings) etcdEndpoint() backup.EtcdEndpoint {
 	dir := filepath.Join(s.dataDir, "pki", "etcd")
 	return backup.EtcdEndpoint{
-		URL:    "https://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(s.flags.etcdClientPort)),
+		URL:    "https://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(s.flags.cfg.EtcdClientPort)),
 		CACert: filepath.Join(dir, "server-ca.crt"),
 		Cert:   filepath.Join(dir, "client.crt"),
 		Key:    filepath.Join(dir, "client.key"),
@@ -114,7 +97,7 @@ A snapshot is one file holding the etcd database and the cluster's PKI (CAs,
 keys, service-account keys, the secrets-at-rest encryption config),
 compressed and encrypted to the backup key. "kubox restore" brings a cluster
 back from it on any box. The data dir, snapshot dir, key file and etcd port
-come from the flags, else from the config file ` + defaultConfigFile + `
+come from the flags, else from the config file ` + server.DefaultConfigFile + `
 (the keys of "kubox server": data-dir, snapshot-dir, snapshot-key-file, ...).`,
 	}
 	// gRPC's own logging (routed to klog by the embedded components) would
@@ -123,7 +106,7 @@ come from the flags, else from the config file ` + defaultConfigFile + `
 		grpclog.SetLoggerV2(grpclog.NewLoggerV2(io.Discard, io.Discard, io.Discard))
 	}
 	pf := cmd.PersistentFlags()
-	pf.StringVarP(&configFile, "config", "c", defaultConfigFile, "kubox config file (YAML; the keys of 'kubox server')")
+	pf.StringVarP(&configFile, "config", "c", server.DefaultConfigFile, "kubox config file (YAML; the keys of 'kubox server')")
 	pf.String("data-dir", "/var/lib/kubox", "kubox data dir")
 	pf.String("snapshot-dir", "", "snapshot dir (default <data-dir>/snapshots)")
 	pf.String("key-file", backup.DefaultKeyFile, "backup key file")
@@ -233,7 +216,7 @@ func newSnapshotSaveCommand(settings settingsFunc) *cobra.Command {
 			}
 			// Unless told, Save records the name of the etcd member, which
 			// kubox server names after its node (whatever flags it ran with).
-			node := strings.ToLower(s.flags.nodeName)
+			node := strings.ToLower(s.flags.cfg.NodeName)
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			errw := cmd.ErrOrStderr()

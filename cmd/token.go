@@ -24,7 +24,7 @@ func clusterAdminFlags(cmd *cobra.Command) func(*cobra.Command) (*server.Admin, 
 		grpclog.SetLoggerV2(grpclog.NewLoggerV2(io.Discard, io.Discard, io.Discard))
 	}
 	pf := cmd.PersistentFlags()
-	pf.StringVarP(&configFile, "config", "c", defaultConfigFile, "kubox config file (YAML; the keys of 'kubox server')")
+	pf.StringVarP(&configFile, "config", "c", server.DefaultConfigFile, "kubox config file (YAML; the keys of 'kubox server')")
 	pf.String("data-dir", "/var/lib/kubox", "kubox data dir of this box")
 	pf.Int("etcd-client-port", 2379, "this box's etcd client port")
 	pf.String("node-name", "", "this box's node name (default: the hostname, lower-cased)")
@@ -33,11 +33,11 @@ func clusterAdminFlags(cmd *cobra.Command) func(*cobra.Command) (*server.Admin, 
 		if err != nil {
 			return nil, err
 		}
-		name := s.flags.nodeName
+		name := s.flags.cfg.NodeName
 		if name == "" {
 			name, _ = os.Hostname()
 		}
-		return &server.Admin{DataDir: filepath.Clean(s.dataDir), EtcdClientPort: s.flags.etcdClientPort, NodeName: strings.ToLower(name)}, nil
+		return &server.Admin{DataDir: filepath.Clean(s.dataDir), EtcdClientPort: s.flags.cfg.EtcdClientPort, NodeName: strings.ToLower(name)}, nil
 	}
 }
 

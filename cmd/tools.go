@@ -7,20 +7,16 @@ import (
 	ctrapp "github.com/containerd/containerd/v2/cmd/ctr/app"
 	"k8s.io/component-base/cli"
 	kubectlcmd "k8s.io/kubectl/pkg/cmd"
-)
 
-// Defaults the embedded tools use when the user has not said otherwise.
-const (
-	defaultAdminKubeconfig = "/etc/kubox/admin.kubeconfig"
-	defaultContainerdSock  = "/run/kubox/containerd/containerd.sock"
+	"github.com/kubox/kubox/server"
 )
 
 // runKubectl is upstream kubectl; it talks to this box unless KUBECONFIG or
 // --kubeconfig says otherwise.
 func runKubectl(args []string) int {
 	if os.Getenv("KUBECONFIG") == "" {
-		if _, err := os.Stat(defaultAdminKubeconfig); err == nil {
-			os.Setenv("KUBECONFIG", defaultAdminKubeconfig)
+		if _, err := os.Stat(server.DefaultAdminKubeconfig); err == nil {
+			os.Setenv("KUBECONFIG", server.DefaultAdminKubeconfig)
 		}
 	}
 	os.Args = append([]string{"kubectl"}, args...)
@@ -30,7 +26,7 @@ func runKubectl(args []string) int {
 // runCtr is containerd's ctr, pointed at kubox's containerd.
 func runCtr(args []string) int {
 	if os.Getenv("CONTAINERD_ADDRESS") == "" {
-		os.Setenv("CONTAINERD_ADDRESS", defaultContainerdSock)
+		os.Setenv("CONTAINERD_ADDRESS", server.LayoutOf(server.DefaultDataDir, server.DefaultRunDir).ContainerdSock)
 	}
 	if err := ctrapp.New().Run(append([]string{"ctr"}, args...)); err != nil {
 		fmt.Fprintln(os.Stderr, "ctr: "+err.Error())

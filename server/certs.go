@@ -39,7 +39,7 @@ func (c *Config) PKIConfig() bootstrap.Config {
 		ClusterDomain:       c.ClusterDomain,
 		APIServerURL:        "https://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(c.HTTPSPort)),
 		AdminKubeconfigPath: c.WriteKubeconfig,
-		LeafLifetime:        c.LeafCertLifetime,
+		LeafLifetime:        c.Testing.LeafCertLifetime,
 	}
 }
 
@@ -72,12 +72,8 @@ type certRenewer struct {
 	component.Goroutine
 }
 
-func (s *Server) certComponent() component.Component {
-	iv := s.cfg.CertCheckInterval
-	if iv <= 0 {
-		iv = DefaultCertCheckInterval
-	}
-	return &certRenewer{cfg: s.cfg.PKIConfig(), interval: iv, log: s.log.With("component", "certs")}
+func newCertRenewer(c Config, log *slog.Logger) *certRenewer {
+	return &certRenewer{cfg: c.PKIConfig(), interval: c.CertCheckInterval, log: log}
 }
 
 func (r *certRenewer) Name() string                   { return "certs" }

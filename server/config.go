@@ -9,20 +9,30 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kubox/kubox/backup"
+	"github.com/kubox/kubox/embedded/kubelet"
+	"github.com/kubox/kubox/embedded/metrics"
+	"github.com/kubox/kubox/embedded/network"
+	"github.com/kubox/kubox/proxy"
+	"github.com/kubox/kubox/proxy/mode"
 )
 
-// Config is everything `kubox server` can be told.
+// Config is everything `kubox server` can be told. DefaultConfig holds its
+// defaults (the flags are registered from it), Complete derives what
+// depends on the host or on other fields, and Validate checks it.
 type Config struct {
-	DataDir         string // persistent state; default /var/lib/kubox
-	RunDir          string // sockets and runtime state; default /run/kubox
-	WriteKubeconfig string // admin kubeconfig copy; default /etc/kubox/admin.kubeconfig
-	NodeName        string
-	NodeIP          net.IP
+	DataDir         string // persistent state
+	RunDir          string // sockets and runtime state
+	WriteKubeconfig string // admin kubeconfig copy
+	NodeName        string // default: the hostname, lower-cased
+	NodeIP          net.IP // default: the default route's source address
 	ClusterCIDR     *net.IPNet
 	ServiceCIDR     *net.IPNet
-	ClusterDNS      net.IP
+	ClusterDNS      net.IP // default: the 10th address of ServiceCIDR
 	ClusterDomain   string
 	HTTPSPort       int
 	EtcdClientPort  int
@@ -35,26 +45,20 @@ type Config struct {
 	Token   string
 	// StopPodsOnExit stops every pod when kubox stops, so nothing outlives it.
 	StopPodsOnExit bool
-	// StartTimeout bounds a whole start (default StartTimeout); slow boxes
-	// and emulators need more.
+	// StartTimeout bounds a whole start; slow boxes and emulators need more.
 	StartTimeout time.Duration
 
-	// Cluster DNS (see embedded/dns): served on NodeIP:DNSPort (default
-	// 53) unless DisableDNS; DNSConfigFile holds extra Corefile server
-	// blocks (default /etc/kubox/dns.conf; missing = none); ResolvConf
-	// lists the upstream resolvers (default /etc/resolv.conf).
+	// Cluster DNS (see embedded/dns): served on NodeIP:DNSPort unless
+	// DisableDNS; DNSConfigFile holds extra Corefile server blocks
+	// (missing = none); ResolvConf lists the upstream resolvers.
 	DisableDNS    bool
 	DNSPort       int
 	DNSConfigFile string
 	ResolvConf    string
-	// DNSReloadInterval: how often a changed DNSConfigFile is looked for
-	// (0 = 30s; tests set 2s).
-	DNSReloadInterval time.Duration
 
 	// Scheduled snapshots (see backup.SchedulerConfig): a cron spec, how
-	// many scheduled snapshots to keep (0 = all), where, and the key.
-	// SnapshotDir defaults to <DataDir>/snapshots, SnapshotKeyFile to
-	// /etc/kubox/backup.key.
+	// many scheduled snapshots to keep (0 = all), where (default
+	// <DataDir>/snapshots), and the key.
 	SnapshotSchedule  string
 	SnapshotRetention int
 	SnapshotDir       string
@@ -62,19 +66,17 @@ type Config struct {
 	// KuboxVersion is recorded in snapshot headers.
 	KuboxVersion string
 
-	// Certificate renewal: how often the running server looks for leaves
-	// to renew (default DefaultCertCheckInterval), and, for tests only, a
-	// short lifetime for the leaves it issues (0 = one year).
+	// CertCheckInterval is how often the running server looks for leaves
+	// to renew.
 	CertCheckInterval time.Duration
-	LeafCertLifetime  time.Duration
 	// MetricsAddress is host:port of kubox's own metrics endpoint (TLS,
 	// client certs from the client CA); "none" turns it off.
 	MetricsAddress string
 
 	// CPU manager and reserved resources (see embedded/kubelet): policy
-	// "none" (default) or "static"; ReservedCPUs is a cpuset such as "0"
-	// or "0-1"; SystemReserved/KubeReserved map resource names (cpu,
-	// memory, ephemeral-storage, pid) to quantities.
+	// "none" or "static"; ReservedCPUs is a cpuset such as "0" or "0-1";
+	// SystemReserved/KubeReserved map resource names (cpu, memory,
+	// ephemeral-storage, pid) to quantities.
 	CPUManagerPolicy string
 	ReservedCPUs     string
 	SystemReserved   map[string]string
@@ -85,9 +87,6 @@ type Config struct {
 	// PodNetwork says how pod traffic crosses boxes (see podnetwork.go).
 	PodNetwork PodNetworkSettings
 
-	// KubeletCgroupRoot puts this box's pod cgroups under that cgroup; for
-	// several boxes on one test machine (see embedded/kubelet).
-	KubeletCgroupRoot string
 	// Air-gap image bundles (see package airgap): the images dir (default
 	// <DataDir>/images), the trusted public key file, and whether bundles
 	// must be signed by it.
@@ -99,11 +98,78 @@ type Config struct {
 	// collected.
 	ImageGCHighThreshold, ImageGCLowThreshold int
 	ImageGCMinAge                             time.Duration
-	// TestEvictionHard, for tests only, replaces the kubelet's hard
-	// eviction thresholds: the eviction manager checks every 10 s and
-	// reclaims disk by deleting unused, unpinned images, whereas the
-	// periodic image GC runs only every 5 minutes.
-	TestEvictionHard map[string]string
+
+	// Testing holds knobs that only tests set (hidden flags).
+	Testing TestingSettings
+}
+
+// TestingSettings are for tests only; production leaves them zero.
+type TestingSettings struct {
+	// KubeletCgroupRoot puts this box's pod cgroups under that cgroup, so
+	// several boxes can run on one test machine (see embedded/kubelet).
+	KubeletCgroupRoot string
+	// LeafCertLifetime shortens the leaves the server issues (0 = one year).
+	LeafCertLifetime time.Duration
+	// DNSReloadInterval: how often a changed DNSConfigFile is looked for
+	// (0 = 30s).
+	DNSReloadInterval time.Duration
+	// EvictionHard replaces the kubelet's hard eviction thresholds: the
+	// eviction manager checks every 10 s and reclaims disk by deleting
+	// unused, unpinned images, whereas the periodic image GC runs only
+	// every 5 minutes.
+	EvictionHard map[string]string
+}
+
+// Defaults that more than one verb needs.
+const (
+	DefaultDataDir         = "/var/lib/kubox"
+	DefaultRunDir          = "/run/kubox"
+	DefaultConfigFile      = "/etc/kubox/config.yaml"
+	DefaultAdminKubeconfig = "/etc/kubox/admin.kubeconfig"
+	DefaultDNSConfigFile   = "/etc/kubox/dns.conf"
+	DefaultResolvConf      = "/etc/resolv.conf"
+	DefaultClusterCIDR     = "10.42.0.0/16"
+	DefaultServiceCIDR     = "10.43.0.0/16"
+	DefaultClusterDomain   = "cluster.local"
+	DefaultHTTPSPort       = 6443
+	DefaultEtcdClientPort  = 2379
+	DefaultEtcdPeerPort    = 2380
+	DefaultKubeletPort     = 10250
+	DefaultDNSPort         = 53
+	// NodeCIDRMaskSize: each node's pod range is a /24 of ClusterCIDR.
+	NodeCIDRMaskSize = 24
+)
+
+// DefaultConfig returns the configuration `kubox server` runs with when told
+// nothing; the flags take their defaults from it. Fields that depend on the
+// host (node name and IP) or on other fields are left for Complete.
+func DefaultConfig() Config {
+	_, clusterCIDR, _ := net.ParseCIDR(DefaultClusterCIDR)
+	_, serviceCIDR, _ := net.ParseCIDR(DefaultServiceCIDR)
+	return Config{
+		DataDir: DefaultDataDir, RunDir: DefaultRunDir, WriteKubeconfig: DefaultAdminKubeconfig,
+		ClusterCIDR: clusterCIDR, ServiceCIDR: serviceCIDR, ClusterDomain: DefaultClusterDomain,
+		HTTPSPort: DefaultHTTPSPort, EtcdClientPort: DefaultEtcdClientPort, EtcdPeerPort: DefaultEtcdPeerPort,
+		KubeletPort:    DefaultKubeletPort,
+		StopPodsOnExit: true,
+		StartTimeout:   StartTimeout,
+		DNSPort:        DefaultDNSPort, DNSConfigFile: DefaultDNSConfigFile, ResolvConf: DefaultResolvConf,
+		SnapshotKeyFile:   backup.DefaultKeyFile,
+		CertCheckInterval: DefaultCertCheckInterval,
+		MetricsAddress:    metrics.DefaultAddress,
+		CPUManagerPolicy:  kubelet.CPUManagerNone,
+		SystemReserved:    map[string]string{"cpu": "100m", "memory": "256Mi"},
+		KubeReserved:      map[string]string{"cpu": "100m", "memory": "256Mi"},
+		Proxy: ProxySettings{
+			Mode: string(mode.Auto), IPVSScheduler: mode.DefaultScheduler,
+			SyncPeriod: proxy.DefaultSyncPeriod, MinSyncPeriod: proxy.DefaultMinSyncPeriod,
+			CleanupOnStop: true,
+		},
+		PodNetwork: PodNetworkSettings{
+			Backend: string(network.BackendAuto), VXLANPort: network.DefaultVXLANPort, VXLANVNI: network.DefaultVXLANVNI,
+		},
+		ImageGCHighThreshold: 85, ImageGCLowThreshold: 80, ImageGCMinAge: 2 * time.Minute,
+	}
 }
 
 // Paths are the files and dirs kubox keeps under DataDir and RunDir.
@@ -112,12 +178,18 @@ type Paths struct {
 	ContainerdRoot, ContainerdState, ContainerdSock string
 	ContainerdConfig, ContainerdLog                 string
 	Bin, CNIBin, CNIConf, CNIIPAM                   string
-	Lock, Corefile                                  string
+	Lock, Corefile, ProxyModeState, JoinState       string
 }
 
 // Paths returns where this node keeps its files.
 func (c *Config) Paths() Paths {
-	d, r := c.DataDir, c.RunDir
+	return LayoutOf(c.DataDir, c.RunDir)
+}
+
+// LayoutOf returns the layout of a data dir and a run dir; the verbs that
+// read a node's files without a whole Config use it.
+func LayoutOf(dataDir, runDir string) Paths {
+	d, r := dataDir, runDir
 	return Paths{
 		PKI:              filepath.Join(d, "pki"),
 		Kubeconfigs:      filepath.Join(d, "kubeconfig"),
@@ -135,19 +207,50 @@ func (c *Config) Paths() Paths {
 		CNIIPAM:          filepath.Join(d, "cni", "networks"),
 		Lock:             filepath.Join(d, "kubox.lock"),
 		Corefile:         filepath.Join(d, "dns", "Corefile"),
+		ProxyModeState:   filepath.Join(d, "agent", "proxy-mode"),
+		JoinState:        filepath.Join(d, joinStateFile),
 	}
 }
 
-// Complete fills in defaults and checks the configuration. Every error is
-// one line that says what is wrong and what to do.
+// Port is a TCP port kubox listens on, and the flag that sets it.
+type Port struct {
+	Host string // "" = every address
+	What string // "apiserver"
+	Flag string // "--https-port"
+	Port int
+}
+
+// Ports lists the TCP ports this node will listen on; the preflight and
+// `kubox check` test the same list.
+func (c *Config) Ports() []Port {
+	nodeIP := ""
+	if c.NodeIP != nil {
+		nodeIP = c.NodeIP.String()
+	}
+	ps := []Port{
+		{"", "apiserver", "--https-port", c.HTTPSPort},
+		{"127.0.0.1", "etcd client", "--etcd-client-port", c.EtcdClientPort},
+		{nodeIP, "etcd peer", "--etcd-peer-port", c.EtcdPeerPort},
+	}
+	if !c.DisableAgent {
+		ps = append(ps, Port{"", "kubelet", "--kubelet-port", c.KubeletPort})
+	}
+	if host, p, err := net.SplitHostPort(c.MetricsAddress); err == nil {
+		if n, err := strconv.Atoi(p); err == nil && n != 0 {
+			ps = append(ps, Port{host, "kubox metrics", "--metrics-address", n})
+		}
+	}
+	if !c.DisableDNS {
+		ps = append(ps, Port{nodeIP, "cluster DNS", "--dns-port", c.DNSPort})
+	}
+	return ps
+}
+
+// Complete derives what depends on the host or on other fields: an
+// absolute data dir, node name and IP, the cluster DNS address, the
+// snapshot and images dirs. It checks nothing beyond what it must read.
 func (c *Config) Complete() error {
-	if c.DataDir == "" {
-		c.DataDir = "/var/lib/kubox"
-	}
-	if c.RunDir == "" {
-		c.RunDir = "/run/kubox"
-	}
-	if !filepath.IsAbs(c.DataDir) {
+	if c.DataDir != "" && !filepath.IsAbs(c.DataDir) {
 		abs, err := filepath.Abs(c.DataDir)
 		if err != nil {
 			return fmt.Errorf("data dir %q: %w", c.DataDir, err)
@@ -169,7 +272,31 @@ func (c *Config) Complete() error {
 		}
 		c.NodeIP = ip
 	}
-	if c.NodeIP.IsLoopback() || c.NodeIP.IsUnspecified() {
+	if c.ClusterDNS == nil && c.ServiceCIDR != nil {
+		c.ClusterDNS = NthIP(c.ServiceCIDR, 10)
+	}
+	if c.AirgapImagesDir == "" && c.DataDir != "" {
+		c.AirgapImagesDir = filepath.Join(c.DataDir, "images")
+	}
+	if m, err := mode.Parse(c.Proxy.Mode); err == nil {
+		c.Proxy.Mode = string(m)
+	}
+	if b, err := network.ParseBackend(c.PodNetwork.Backend); err == nil {
+		c.PodNetwork.Backend = string(b)
+	}
+	return nil
+}
+
+// Validate checks a completed configuration and changes nothing. Every
+// error is one line that says what is wrong and what to do.
+func (c *Config) Validate() error {
+	if c.DataDir == "" || c.RunDir == "" {
+		return errors.New("--data-dir and --run-dir must not be empty")
+	}
+	if c.NodeName == "" {
+		return errors.New("node name is empty: set --node-name")
+	}
+	if c.NodeIP == nil || c.NodeIP.IsLoopback() || c.NodeIP.IsUnspecified() {
 		return fmt.Errorf("node IP %s: must be an address of this host other than loopback (set --node-ip)", c.NodeIP)
 	}
 	if c.ClusterCIDR == nil || c.ServiceCIDR == nil {
@@ -178,49 +305,48 @@ func (c *Config) Complete() error {
 	if c.ClusterCIDR.Contains(c.ServiceCIDR.IP) || c.ServiceCIDR.Contains(c.ClusterCIDR.IP) {
 		return fmt.Errorf("--cluster-cidr %s and --service-cidr %s overlap: choose ranges that do not", c.ClusterCIDR, c.ServiceCIDR)
 	}
-	if ones, bits := c.ClusterCIDR.Mask.Size(); bits != 32 || ones > 24 {
-		return fmt.Errorf("--cluster-cidr %s: need an IPv4 range of /24 or larger (each node gets a /24)", c.ClusterCIDR)
+	if ones, bits := c.ClusterCIDR.Mask.Size(); bits != 32 || ones > NodeCIDRMaskSize {
+		return fmt.Errorf("--cluster-cidr %s: need an IPv4 range of /%d or larger (each node gets a /%d)", c.ClusterCIDR, NodeCIDRMaskSize, NodeCIDRMaskSize)
 	}
 	if ones, bits := c.ServiceCIDR.Mask.Size(); bits != 32 || ones > 28 {
 		return fmt.Errorf("--service-cidr %s: need an IPv4 range of /28 or larger", c.ServiceCIDR)
 	}
-	if c.ClusterDNS == nil {
-		c.ClusterDNS = NthIP(c.ServiceCIDR, 10)
-	}
-	if !c.ServiceCIDR.Contains(c.ClusterDNS) {
+	if c.ClusterDNS == nil || !c.ServiceCIDR.Contains(c.ClusterDNS) {
 		return fmt.Errorf("--cluster-dns %s is outside --service-cidr %s", c.ClusterDNS, c.ServiceCIDR)
 	}
 	if c.ClusterDomain == "" {
-		c.ClusterDomain = "cluster.local"
+		return errors.New("--cluster-domain must not be empty (the usual one is " + DefaultClusterDomain + ")")
 	}
-	for name, p := range map[string]*int{"https-port": &c.HTTPSPort, "etcd-client-port": &c.EtcdClientPort, "etcd-peer-port": &c.EtcdPeerPort, "kubelet-port": &c.KubeletPort} {
-		if *p < 0 || *p > 65535 {
-			return fmt.Errorf("--%s %d: not a TCP port", name, *p)
+	for _, p := range []struct {
+		flag string
+		port int
+	}{{"https-port", c.HTTPSPort}, {"etcd-client-port", c.EtcdClientPort}, {"etcd-peer-port", c.EtcdPeerPort}, {"kubelet-port", c.KubeletPort}, {"dns-port", c.DNSPort}} {
+		if p.port < 1 || p.port > 65535 {
+			return fmt.Errorf("--%s %d: not a TCP port", p.flag, p.port)
 		}
 	}
 	if (c.JoinURL == "") != (c.Token == "") {
 		return errors.New("--join and --token go together: give both (the token from `kubox token create` on a running box), or neither")
 	}
-	if c.HTTPSPort == 0 {
-		c.HTTPSPort = 6443
+	if c.StartTimeout <= 0 {
+		return fmt.Errorf("--start-timeout %s: must be positive, e.g. 10m", c.StartTimeout)
 	}
-	if c.EtcdClientPort == 0 {
-		c.EtcdClientPort = 2379
+	if c.CertCheckInterval <= 0 {
+		return fmt.Errorf("--cert-check-interval %s: must be positive, e.g. 1h", c.CertCheckInterval)
 	}
-	if c.EtcdPeerPort == 0 {
-		c.EtcdPeerPort = 2380
+	if c.MetricsAddress != "none" {
+		if _, port, err := net.SplitHostPort(c.MetricsAddress); err != nil || port == "" {
+			return fmt.Errorf("--metrics-address %q: want host:port such as %s, or none", c.MetricsAddress, metrics.DefaultAddress)
+		}
 	}
-	if c.KubeletPort == 0 {
-		c.KubeletPort = 10250
+	if err := kubelet.CheckPolicy(c.CPUManagerPolicy); err != nil {
+		return err
 	}
-	if c.AirgapImagesDir == "" {
-		c.AirgapImagesDir = filepath.Join(c.DataDir, "images")
+	if err := kubelet.CheckReservedCPUs(c.ReservedCPUs); err != nil {
+		return err
 	}
 	if c.AirgapRequireSignature && c.AirgapPublicKeyFile == "" {
 		return errors.New("--airgap-require-signature needs --airgap-public-key-file: the trusted key bundles must be signed with")
-	}
-	if c.ImageGCHighThreshold == 0 && c.ImageGCLowThreshold == 0 {
-		c.ImageGCHighThreshold, c.ImageGCLowThreshold = 85, 80
 	}
 	if c.ImageGCHighThreshold < 0 || c.ImageGCHighThreshold > 100 || c.ImageGCLowThreshold < 0 || c.ImageGCLowThreshold >= c.ImageGCHighThreshold {
 		return fmt.Errorf("--image-gc-high-threshold %d, --image-gc-low-threshold %d: need 0 <= low < high <= 100", c.ImageGCHighThreshold, c.ImageGCLowThreshold)
@@ -228,22 +354,10 @@ func (c *Config) Complete() error {
 	if c.ImageGCMinAge < 0 {
 		return fmt.Errorf("--image-gc-min-age %s: must not be negative", c.ImageGCMinAge)
 	}
-	if c.DNSPort < 0 || c.DNSPort > 65535 {
-		return fmt.Errorf("--dns-port %d: not a port", c.DNSPort)
-	}
-	if c.DNSPort == 0 {
-		c.DNSPort = 53
-	}
-	if c.DNSConfigFile == "" {
-		c.DNSConfigFile = "/etc/kubox/dns.conf"
-	}
-	if c.ResolvConf == "" {
-		c.ResolvConf = "/etc/resolv.conf"
-	}
-	if err := c.PodNetwork.complete(); err != nil {
+	if err := c.PodNetwork.validate(); err != nil {
 		return err
 	}
-	return c.Proxy.complete()
+	return c.Proxy.validate()
 }
 
 // NthIP returns the n-th address of a range (the network address is the 0th).

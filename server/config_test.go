@@ -17,17 +17,23 @@ func mustCIDR(t *testing.T, s string) *net.IPNet {
 }
 
 func validConfig(t *testing.T) Config {
-	return Config{
-		NodeName:    "Box-1",
-		NodeIP:      net.ParseIP("192.0.2.10").To4(),
-		ClusterCIDR: mustCIDR(t, "10.42.0.0/16"),
-		ServiceCIDR: mustCIDR(t, "10.43.0.0/16"),
+	c := DefaultConfig()
+	c.NodeName = "Box-1"
+	c.NodeIP = net.ParseIP("192.0.2.10").To4()
+	return c
+}
+
+// completeValid completes c and validates it, as `kubox server` does.
+func completeValid(c *Config) error {
+	if err := c.Complete(); err != nil {
+		return err
 	}
+	return c.Validate()
 }
 
 func TestCompleteDefaults(t *testing.T) {
 	c := validConfig(t)
-	if err := c.Complete(); err != nil {
+	if err := completeValid(&c); err != nil {
 		t.Fatal(err)
 	}
 	if c.NodeName != "box-1" {
@@ -62,9 +68,9 @@ func TestCompleteRejects(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := validConfig(t)
 			tc.change(&c)
-			err := c.Complete()
+			err := completeValid(&c)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("Complete = %v, want an error mentioning %q", err, tc.want)
+				t.Fatalf("Complete+Validate = %v, want an error mentioning %q", err, tc.want)
 			}
 			if strings.Contains(err.Error(), "\n") {
 				t.Errorf("error is not one line: %q", err)
@@ -106,7 +112,7 @@ func TestLockIsExclusive(t *testing.T) {
 
 func TestCompleteProxy(t *testing.T) {
 	c := validConfig(t)
-	if err := c.Complete(); err != nil {
+	if err := completeValid(&c); err != nil {
 		t.Fatal(err)
 	}
 	if c.Proxy.Mode != "auto" || c.Proxy.IPVSScheduler != "rr" || c.Proxy.SyncPeriod.String() != "30s" {
@@ -126,9 +132,53 @@ func TestCompleteProxy(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := validConfig(t)
 			tc.change(&c.Proxy)
-			if err := c.Complete(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			if err := completeValid(&c); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// Validate only checks: a config that fails it is left as it was.
+func TestValidateChangesNothing(t *testing.T) {
+	c := validConfig(t)
+	c.NodeName = "Box-1"
+	c.ClusterDNS = nil
+	c.HTTPSPort = 0
+	if err := c.Validate(); err == nil {
+		t.Fatal("Validate accepted a config without cluster DNS and with port 0")
+	}
+	if c.NodeName != "Box-1" || c.ClusterDNS != nil || c.HTTPSPort != 0 {
+		t.Errorf("Validate changed the config: %+v", c)
+	}
+}
+
+// Ports is the one list the preflight and kubox check test: the DNS port
+// is in it unless DNS is off, the kubelet's unless the agent is.
+func TestPortsFollowConfig(t *testing.T) {
+	c := validConfig(t)
+	if err := completeValid(&c); err != nil {
+		t.Fatal(err)
+	}
+	has := func(ps []Port, what string) bool {
+		for _, p := range ps {
+			if p.What == what {
+				return true
+			}
+		}
+		return false
+	}
+	ps := c.Ports()
+	for _, what := range []string{"apiserver", "etcd client", "etcd peer", "kubelet", "kubox metrics", "cluster DNS"} {
+		if !has(ps, what) {
+			t.Errorf("Ports() lacks %s: %+v", what, ps)
+		}
+	}
+	c.DisableDNS, c.DisableAgent, c.MetricsAddress = true, true, "none"
+	ps = c.Ports()
+	for _, what := range []string{"cluster DNS", "kubelet", "kubox metrics"} {
+		if has(ps, what) {
+			t.Errorf("Ports() has %s although it is off: %+v", what, ps)
+		}
 	}
 }

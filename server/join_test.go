@@ -40,7 +40,7 @@ func TestJoinAddr(t *testing.T) {
 func TestCompleteJoinNeedsToken(t *testing.T) {
 	c := validConfig(t)
 	c.JoinURL = "https://10.0.0.1:6443"
-	if err := c.Complete(); err == nil || !strings.Contains(err.Error(), "--token") {
+	if err := completeValid(&c); err == nil || !strings.Contains(err.Error(), "--token") {
 		t.Fatalf("join without token: %v", err)
 	}
 }
@@ -51,12 +51,12 @@ func TestPrepareJoinOtherCluster(t *testing.T) {
 	c := validConfig(t)
 	c.DataDir = t.TempDir()
 	c.JoinURL = "https://192.0.2.99:6443" // never dialled
-	if err := c.Complete(); err == nil {
-		t.Fatal("Complete accepted --join without a token")
+	if err := completeValid(&c); err == nil {
+		t.Fatal("Validate accepted --join without a token")
 	}
 	tok, _ := bootstrap.NewToken(strings.Repeat("ab", 32))
 	c.Token = tok.String()
-	if err := c.Complete(); err != nil {
+	if err := completeValid(&c); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := bootstrap.Ensure(context.Background(), c.PKIConfig()); err != nil {

@@ -14,21 +14,13 @@ type PodNetworkSettings struct {
 	VXLANVNI  int    // default network.DefaultVXLANVNI
 }
 
-// complete fills in defaults and checks the settings, one line per error.
-func (p *PodNetworkSettings) complete() error {
-	b, err := network.ParseBackend(p.Backend)
-	if err != nil {
+// validate checks the settings, one line per error.
+func (p *PodNetworkSettings) validate() error {
+	if _, err := network.ParseBackend(p.Backend); err != nil {
 		return err
-	}
-	p.Backend = string(b)
-	if p.VXLANPort == 0 {
-		p.VXLANPort = network.DefaultVXLANPort
 	}
 	if p.VXLANPort < 1 || p.VXLANPort > 65535 {
 		return fmt.Errorf("--vxlan-port %d: not a UDP port (default %d)", p.VXLANPort, network.DefaultVXLANPort)
-	}
-	if p.VXLANVNI == 0 {
-		p.VXLANVNI = network.DefaultVXLANVNI
 	}
 	if p.VXLANVNI < 1 || p.VXLANVNI > 1<<24-1 {
 		return fmt.Errorf("--vxlan-vni %d: want 1 to 16777215 (default %d)", p.VXLANVNI, network.DefaultVXLANVNI)

@@ -43,42 +43,16 @@ func (l *Lock) Release() {
 	}
 }
 
-// port is a TCP port kubox will listen on.
-type port struct {
-	host, what, flag string
-	port             int
-}
-
-func (c *Config) ports() []port {
-	ps := []port{
-		{"", "apiserver", "--https-port", c.HTTPSPort},
-		{"127.0.0.1", "etcd client", "--etcd-client-port", c.EtcdClientPort},
-		{c.NodeIP.String(), "etcd peer", "--etcd-peer-port", c.EtcdPeerPort},
-	}
-	if !c.DisableAgent {
-		ps = append(ps, port{"", "kubelet", "--kubelet-port", c.KubeletPort})
-	}
-	if host, p, err := net.SplitHostPort(c.MetricsAddress); err == nil {
-		if n, err := strconv.Atoi(p); err == nil && n != 0 {
-			ps = append(ps, port{host, "kubox metrics", "--metrics-address", n})
-		}
-	}
-	if !c.DisableDNS {
-		ps = append(ps, port{c.NodeIP.String(), "cluster DNS", "--dns-port", c.DNSPort})
-	}
-	return ps
-}
-
 // CheckPorts fails on the first port that something else already holds.
 func (c *Config) CheckPorts() error {
-	for _, p := range c.ports() {
-		addr := net.JoinHostPort(p.host, strconv.Itoa(p.port))
+	for _, p := range c.Ports() {
+		addr := net.JoinHostPort(p.Host, strconv.Itoa(p.Port))
 		l, err := net.Listen("tcp", addr)
 		if err != nil {
 			if errors.Is(err, unix.EADDRINUSE) {
-				return fmt.Errorf("port %d (%s) is already in use: stop what holds it or set %s", p.port, p.what, p.flag)
+				return fmt.Errorf("port %d (%s) is already in use: stop what holds it or set %s", p.Port, p.What, p.Flag)
 			}
-			return fmt.Errorf("listen on %s (%s): %w", addr, p.what, err)
+			return fmt.Errorf("listen on %s (%s): %w", addr, p.What, err)
 		}
 		l.Close()
 	}

@@ -2,10 +2,7 @@ package server
 
 import (
 	"fmt"
-	"path/filepath"
 	"time"
-
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubox/kubox/proxy"
 	"github.com/kubox/kubox/proxy/mode"
@@ -24,23 +21,15 @@ type ProxySettings struct {
 	CleanupOnStop     bool
 }
 
-// complete fills in defaults and checks the settings, one line per error.
-func (p *ProxySettings) complete() error {
-	m, err := mode.Parse(p.Mode)
-	if err != nil {
+// validate checks the settings, one line per error.
+func (p *ProxySettings) validate() error {
+	if _, err := mode.Parse(p.Mode); err != nil {
 		return err
 	}
-	p.Mode = string(m)
 	if err := mode.CheckScheduler(p.IPVSScheduler); err != nil {
 		return err
 	}
-	if p.IPVSScheduler == "" {
-		p.IPVSScheduler = mode.DefaultScheduler
-	}
-	if p.SyncPeriod == 0 {
-		p.SyncPeriod = proxy.DefaultSyncPeriod
-	}
-	if p.SyncPeriod < 0 {
+	if p.SyncPeriod <= 0 {
 		return fmt.Errorf("--proxy-sync-period %s: must be positive, e.g. 30s", p.SyncPeriod)
 	}
 	if p.MinSyncPeriod < 0 || p.MinSyncPeriod > p.SyncPeriod {
@@ -50,22 +39,4 @@ func (p *ProxySettings) complete() error {
 		return err
 	}
 	return nil
-}
-
-// proxyComponent is the service proxy for this node, or nil when disabled.
-func (s *Server) proxyComponent(client kubernetes.Interface) *proxy.Proxy {
-	c := s.cfg
-	if c.Proxy.Disable {
-		s.log.Info("service proxy disabled (--disable-proxy)")
-		return nil
-	}
-	return proxy.New(proxy.Config{
-		Mode: mode.Mode(c.Proxy.Mode), Scheduler: c.Proxy.IPVSScheduler,
-		NodeName: c.NodeName, NodeIP: c.NodeIP, ClusterCIDR: c.ClusterCIDR, Client: client,
-		SyncPeriod: c.Proxy.SyncPeriod, MinSyncPeriod: c.Proxy.MinSyncPeriod,
-		MasqueradeAll: c.Proxy.MasqueradeAll, NodePortAddresses: c.Proxy.NodePortAddresses,
-		StrictARP: c.Proxy.IPVSStrictARP, CleanupOnStop: c.Proxy.CleanupOnStop,
-		StateFile: filepath.Join(c.DataDir, "agent", "proxy-mode"),
-		Log:       s.log.With("component", "proxy"),
-	})
 }

@@ -28,6 +28,7 @@ type Config struct {
 	NodeIP        net.IP // advertise address: must not be loopback
 	Port          int    // secure port on all addresses; default 6443
 	ServiceCIDR   string
+	ClusterDomain string // the service-account issuer is the kubernetes Service's name in it
 	EtcdURL       string
 	DataDir       string // for the apiserver's own scratch files
 	ClusterCA     string // serving CA (kubeconfigs trust it)
@@ -114,8 +115,8 @@ func (a *APIServer) Args() []string {
 		"proxy-client-key-file":              c.ProxyKey,
 		"service-account-key-file":           c.SAPub,
 		"service-account-signing-key-file":   c.SAKey,
-		"service-account-issuer":             "https://kubernetes.default.svc.cluster.local",
-		"api-audiences":                      "https://kubernetes.default.svc.cluster.local",
+		"service-account-issuer":             "https://kubernetes.default.svc." + c.ClusterDomain,
+		"api-audiences":                      "https://kubernetes.default.svc." + c.ClusterDomain,
 		"encryption-provider-config":         c.Encryption,
 		"profiling":                          "false",
 		"enable-bootstrap-token-auth":        "true",

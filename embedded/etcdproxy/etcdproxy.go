@@ -43,8 +43,11 @@ type Config struct {
 	// TLS is an etcd client configuration (kubox's etcd client
 	// certificate), to probe members with a TLS handshake.
 	TLS *tls.Config
-	// Listen is the proxy's address; default 127.0.0.1:0 (any free port).
-	Listen string
+	// Listener, when set, is where the proxy serves: the caller binds it
+	// (and closes it if the proxy never starts), so that New touches
+	// nothing. Otherwise New listens on Listen, default 127.0.0.1:0.
+	Listener net.Listener
+	Listen   string
 	// Refresh is how often the member list is read; default 1s.
 	Refresh time.Duration
 	// DialTimeout bounds a connection to a member and a probe; default 2s.
@@ -111,9 +114,11 @@ func New(cfg Config) (*Proxy, error) {
 	if err != nil || u.Host == "" {
 		return nil, fmt.Errorf("etcd proxy: local member URL %q: not a URL", cfg.LocalURL)
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("etcd proxy: listen on %s: %w", cfg.Listen, err)
+	ln := cfg.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return nil, fmt.Errorf("etcd proxy: listen on %s: %w", cfg.Listen, err)
+		}
 	}
 	p := &Proxy{cfg: cfg, log: cfg.Log, local: u.Host, ln: ln,
 		pairs: map[*pair]struct{}{}, ready: make(chan struct{}), kick: make(chan struct{}, 1)}

@@ -1,0 +1,334 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/component-base/metrics/legacyregistry"
+
+	"github.com/kubox/kubox/airgap"
+	"github.com/kubox/kubox/backup"
+	"github.com/kubox/kubox/bootstrap"
+	"github.com/kubox/kubox/embedded/apiserver"
+	"github.com/kubox/kubox/embedded/assets"
+	"github.com/kubox/kubox/embedded/component"
+	"github.com/kubox/kubox/embedded/containerd"
+	"github.com/kubox/kubox/embedded/controllers"
+	"github.com/kubox/kubox/embedded/csrapprover"
+	"github.com/kubox/kubox/embedded/dns"
+	"github.com/kubox/kubox/embedded/etcd"
+	"github.com/kubox/kubox/embedded/etcdproxy"
+	"github.com/kubox/kubox/embedded/kubelet"
+	"github.com/kubox/kubox/embedded/metrics"
+	"github.com/kubox/kubox/embedded/network"
+	"github.com/kubox/kubox/embedded/scheduler"
+	"github.com/kubox/kubox/internal/fsutil"
+	"github.com/kubox/kubox/proxy"
+	"github.com/kubox/kubox/proxy/mode"
+)
+
+// A start has two steps. prepare does everything that touches this host or
+// another box before any component runs (a join's etcd member add, the PKI,
+// the runtime binaries, the etcd proxy's listener, API clients) and hands
+// back an undo for what must not outlive a failed start. plan then builds
+// the components in start order from what prepare produced and touches
+// nothing, so a unit test can pin the order.
+
+// prepared is what prepare produced and plan reads.
+type prepared struct {
+	cfg   Config
+	paths Paths
+	log   *slog.Logger
+
+	pki        *bootstrap.PKI
+	signerCert string // the cluster CA's signer certificate (see bootstrap.PKI.SignerCertFile)
+	// join is a join under way (nil unless this start joins).
+	join *joinResult
+	// etcdProxy is set on a box that joined: its apiserver reaches etcd
+	// through the proxy (see embedded/etcdproxy), which serves here.
+	etcdProxy    net.Listener
+	etcdProxyTLS *tls.Config
+	// client reads and writes the API as admin; dnsClient is the DNS
+	// server's own (it lists Services, EndpointSlices, Namespaces).
+	client, dnsClient kubernetes.Interface
+	airgapPolicy      airgap.SignaturePolicy
+	capSysResource    bool
+}
+
+// step is one component of the plan and the components it needs ready
+// before it starts. The supervisor starts the plan in order, one at a
+// time; needs records why the order is what it is.
+type step struct {
+	component.Component
+	needs []string
+}
+
+// prepare does the start's side effects in order. When it fails, what it
+// did is undone before it returns; when a later start step fails, the
+// caller runs undo (with the failure) once every component has stopped.
+func (s *Server) prepare(ctx context.Context) (in *prepared, undo func(error) error, err error) {
+	c, p := s.cfg, s.paths
+	in = &prepared{cfg: c, paths: p, log: s.log, capSysResource: HasCapSysResource()}
+	var undos []func()
+	undo = func(cause error) error {
+		for i := len(undos) - 1; i >= 0; i-- {
+			undos[i]()
+		}
+		if in.join != nil {
+			// Only now: etcd no longer uses the dir that is moved aside.
+			cause = s.undoJoin(in.join, cause)
+		}
+		return cause
+	}
+	defer func() {
+		if err != nil {
+			err = undo(err)
+			in, undo = nil, nil
+		}
+	}()
+
+	if c.JoinURL != "" {
+		if in.join, err = s.prepareJoin(ctx); err != nil {
+			return nil, nil, err
+		}
+	}
+	if in.pki, err = bootstrap.Ensure(ctx, c.PKIConfig()); err != nil {
+		return nil, nil, fmt.Errorf("bootstrap PKI: %w", err)
+	}
+	if in.signerCert, err = in.pki.SignerCertFile(); err != nil {
+		return nil, nil, err
+	}
+	if err := in.pki.WriteServingChain(); err != nil {
+		return nil, nil, err
+	}
+	s.adminKubeconfig = in.pki.AdminKubeconfig
+	// join.json too: a joined box may be restarted without --join.
+	if joined, _ := fsutil.Exists(p.JoinState); c.JoinURL != "" || joined {
+		if in.etcdProxyTLS, err = (&transport.TLSInfo{CertFile: in.pki.EtcdClientCert, KeyFile: in.pki.EtcdClientKey, TrustedCAFile: in.pki.EtcdServerCACert}).ClientConfig(); err != nil {
+			return nil, nil, fmt.Errorf("etcd client TLS for the etcd proxy: %w", err)
+		}
+		if in.etcdProxy, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			return nil, nil, fmt.Errorf("etcd proxy: listen on 127.0.0.1: %w", err)
+		}
+		ln := in.etcdProxy
+		undos = append(undos, func() { ln.Close() })
+	}
+	if in.client, err = adminClient(in.pki.AdminKubeconfig); err != nil {
+		return nil, nil, err
+	}
+	if !c.DisableDNS {
+		if in.dnsClient, err = adminClient(in.pki.AdminKubeconfig); err != nil {
+			return nil, nil, err
+		}
+	}
+	if !c.DisableAgent {
+		if err := assets.Install(p.Bin); err != nil {
+			return nil, nil, fmt.Errorf("install runtime binaries into %s: %w", p.Bin, err)
+		}
+		in.airgapPolicy.Require = c.AirgapRequireSignature
+		if c.AirgapPublicKeyFile != "" {
+			if in.airgapPolicy.PublicKey, err = airgap.LoadPublicKey(c.AirgapPublicKeyFile); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	if c.Proxy.Disable {
+		s.log.Info("service proxy disabled (--disable-proxy)")
+	}
+	return in, undo, nil
+}
+
+// plan returns this node's components in start order. It only builds
+// them: nothing runs and nothing on the host changes.
+func plan(in *prepared) ([]step, error) {
+	c, p, pki := in.cfg, in.paths, in.pki
+	logFor := func(name string) *slog.Logger { return in.log.With("component", name) }
+	var steps []step
+	add := func(comp component.Component, needs ...string) {
+		steps = append(steps, step{Component: comp, needs: needs})
+	}
+
+	etcdCfg := etcd.Config{
+		Name: c.NodeName, DataDir: p.Etcd, NodeIP: c.NodeIP,
+		ClientPort: c.EtcdClientPort, PeerPort: c.EtcdPeerPort,
+		ServerCACert: pki.EtcdServerCACert, ServerCert: pki.EtcdServerCert, ServerKey: pki.EtcdServerKey,
+		PeerCACert: pki.EtcdPeerCACert, PeerCert: pki.EtcdPeerCert, PeerKey: pki.EtcdPeerKey,
+		ClientCert: pki.EtcdClientCert, ClientKey: pki.EtcdClientKey,
+	}
+	if in.join != nil {
+		etcdCfg.InitialCluster, etcdCfg.ClusterState = in.join.initialCluster, "existing"
+	}
+	et := etcd.New(etcdCfg)
+	add(et)
+	if in.join != nil && in.join.promote {
+		add(&promoter{res: in.join, log: logFor("etcd-promote")}, "etcd")
+	}
+
+	// The apiserver of a box that never joined talks to its own member,
+	// always a voter. A joined box's member may be a learner now and a
+	// voter later, and any other member may go: its apiserver goes through
+	// a proxy that follows the membership.
+	etcdURL, etcdNeed := et.ClientURL(), "etcd"
+	if in.etcdProxy != nil {
+		members := func(ctx context.Context) ([]etcdproxy.Member, error) {
+			ms, err := et.Members(ctx)
+			out := make([]etcdproxy.Member, 0, len(ms))
+			for _, m := range ms {
+				out = append(out, etcdproxy.Member{Name: m.Name, Learner: m.Learner, ClientURLs: m.ClientURLs})
+			}
+			return out, err
+		}
+		px, err := etcdproxy.New(etcdproxy.Config{
+			Name: c.NodeName, LocalURL: et.ClientURL(), Members: members, TLS: in.etcdProxyTLS,
+			Listener: in.etcdProxy, Log: logFor("etcd-proxy"),
+		})
+		if err != nil {
+			return nil, err
+		}
+		add(px, "etcd")
+		etcdURL, etcdNeed = px.URL(), px.Name()
+	}
+	add(apiserver.New(apiserver.Config{
+		NodeIP: c.NodeIP, Port: c.HTTPSPort, ServiceCIDR: c.ServiceCIDR.String(), ClusterDomain: c.ClusterDomain, EtcdURL: etcdURL,
+		ClusterCA: pki.CACert, ClientCA: pki.ClientCACert, RequestCA: pki.RequestHeaderCACert,
+		ProxyCert: pki.FrontProxyClientCert, ProxyKey: pki.FrontProxyClientKey,
+		ServingCert: pki.ServingChainFile(), ServingKey: pki.APIServerKey,
+		EtcdCA: pki.EtcdServerCACert, EtcdCert: pki.EtcdClientCert, EtcdKey: pki.EtcdClientKey,
+		KubeletCert: pki.APIServerKubeletClientCert, KubeletKey: pki.APIServerKubeletClientKey,
+		SAKey: pki.ServiceAccountKey, SAPub: pki.ServiceAccountPub, Encryption: pki.EncryptionConfig,
+		AdminCert: pki.AdminCert, AdminKey: pki.AdminKey, Log: logFor("apiserver"),
+	}), etcdNeed)
+	add(&publisher{client: in.client, pkiDir: p.PKI, settings: c.clusterSettings(), log: logFor("join-bundle")}, "apiserver")
+	add(controllers.New(controllers.Config{
+		Kubeconfig: pki.ControllerManagerKubeconfig, ClusterCIDR: c.ClusterCIDR.String(), ServiceCIDR: c.ServiceCIDR.String(),
+		NodeCIDRMaskV4:     NodeCIDRMaskSize,
+		ClusterSigningCert: in.signerCert, ClusterSigningKey: pki.CAKey, RootCA: pki.CACert, SAKey: pki.ServiceAccountKey,
+	}), "apiserver")
+	add(scheduler.New(scheduler.Config{Kubeconfig: pki.SchedulerKubeconfig}), "apiserver")
+	if !c.DisableDNS {
+		add(dns.New(dns.Config{
+			NodeName: c.NodeName, NodeIP: c.NodeIP, Port: c.DNSPort,
+			ClusterDNS: c.ClusterDNS, ClusterDomain: c.ClusterDomain,
+			Kubeconfig: pki.AdminKubeconfig, Client: in.dnsClient,
+			ResolvConf: c.ResolvConf, OverrideFile: c.DNSConfigFile, CorefilePath: p.Corefile,
+			ReloadInterval: c.Testing.DNSReloadInterval,
+			Log:            logFor("dns"),
+		}), "apiserver")
+	}
+	if !c.DisableAgent {
+		agentSteps(in, add)
+	}
+	add(backupScheduler(in, et.ClientURL()), "apiserver")
+	add(newCertRenewer(c, logFor("certs")))
+	if c.MetricsAddress != "none" && c.MetricsAddress != "" {
+		add(metrics.New(metrics.Config{
+			Address:  c.MetricsAddress,
+			CertFile: pki.APIServerCert, KeyFile: pki.APIServerKey, ClientCAFile: pki.ClientCACert,
+			Gatherer: legacyregistry.DefaultGatherer, Log: logFor("metrics"),
+		}))
+	}
+	return steps, nil
+}
+
+// agentSteps adds what runs pods: the service proxy, the kubelet's CSR
+// approver, containerd, the air-gap importer, the kubelet and the pod
+// network.
+func agentSteps(in *prepared, add func(component.Component, ...string)) {
+	c, p, pki := in.cfg, in.paths, in.pki
+	logFor := func(name string) *slog.Logger { return in.log.With("component", name) }
+	// The proxy comes before the kubelet, so Services work when pods start.
+	if !c.Proxy.Disable {
+		add(proxy.New(proxy.Config{
+			Mode: mode.Mode(c.Proxy.Mode), Scheduler: c.Proxy.IPVSScheduler,
+			NodeName: c.NodeName, NodeIP: c.NodeIP, ClusterCIDR: c.ClusterCIDR, Client: in.client,
+			SyncPeriod: c.Proxy.SyncPeriod, MinSyncPeriod: c.Proxy.MinSyncPeriod,
+			MasqueradeAll: c.Proxy.MasqueradeAll, NodePortAddresses: c.Proxy.NodePortAddresses,
+			StrictARP: c.Proxy.IPVSStrictARP, CleanupOnStop: c.Proxy.CleanupOnStop,
+			StateFile: p.ProxyModeState,
+			Log:       logFor("proxy"),
+		}), "apiserver")
+	}
+	// Approves this kubelet's serving certificate requests.
+	add(csrapprover.New(csrapprover.Config{
+		Client: in.client, Log: logFor("csr-approver"),
+		Nodes: func() []csrapprover.Node { return []csrapprover.Node{{Name: c.NodeName, IPs: []net.IP{c.NodeIP}}} },
+	}), "apiserver")
+	ctrd := containerd.New(containerd.Config{
+		Binary: filepath.Join(p.Bin, "containerd"),
+		Root:   p.ContainerdRoot, State: p.ContainerdState, Socket: p.ContainerdSock,
+		ConfigFile: p.ContainerdConfig, LogFile: p.ContainerdLog,
+		BinDir: p.Bin, ShimPath: filepath.Join(p.Bin, "containerd-shim-runc-v2"), RuncPath: filepath.Join(p.Bin, "runc"),
+		CNIBinDir: p.CNIBin, CNIConfDir: p.CNIConf,
+		SandboxImage:        assets.PauseImage,
+		ImportImages:        []func() (io.ReadCloser, error){assets.PauseImageArchive},
+		RestrictOOMScoreAdj: !in.capSysResource,
+		StopPodsOnExit:      c.StopPodsOnExit,
+		Log:                 logFor("containerd"),
+	})
+	add(ctrd)
+	// Before the kubelet, so pods find their images.
+	add(airgap.NewWatcher(airgap.WatcherConfig{
+		Dir:       c.AirgapImagesDir,
+		Record:    airgap.Record{Path: airgap.DefaultRecordPath(c.DataDir)},
+		Address:   p.ContainerdSock,
+		Signature: in.airgapPolicy,
+		Log:       logFor("airgap"),
+	}), "containerd")
+	kubeletNeeds := []string{"apiserver", "containerd", "csr-approver", "airgap"}
+	if !c.Proxy.Disable {
+		kubeletNeeds = append(kubeletNeeds, "proxy")
+	}
+	add(kubelet.New(kubelet.Config{
+		NodeName: c.NodeName, NodeIP: c.NodeIP, Port: c.KubeletPort,
+		RootDir: p.Kubelet, ConfigFile: p.KubeletConfig, Kubeconfig: pki.KubeletKubeconfig,
+		ClientCA:    pki.ClientCACert, // serving cert: requested from the cluster CA, approved by csr-approver
+		CRIEndpoint: ctrd.Endpoint(), ClusterDNS: c.ClusterDNS, ClusterDomain: c.ClusterDomain,
+		ResolvConf:       dns.PodResolvConf(c.ResolvConf, systemdResolvConf),
+		Client:           in.client,
+		CPUManagerPolicy: c.CPUManagerPolicy, ReservedCPUs: c.ReservedCPUs,
+		SystemReserved: c.SystemReserved, KubeReserved: c.KubeReserved,
+		CgroupRoot:           c.Testing.KubeletCgroupRoot,
+		ImageGCHighThreshold: c.ImageGCHighThreshold, ImageGCLowThreshold: c.ImageGCLowThreshold, ImageGCMinAge: c.ImageGCMinAge,
+		EvictionHard: c.Testing.EvictionHard,
+		Log:          logFor("kubelet"),
+	}), kubeletNeeds...)
+	// Writes the CNI config once the controller manager gave this node
+	// its pod range.
+	add(network.New(network.Config{
+		NodeName: c.NodeName, Client: in.client, ConfDir: p.CNIConf, IPAMDir: p.CNIIPAM,
+		ClusterCIDR: c.ClusterCIDR, CleanupOnStop: c.Proxy.CleanupOnStop,
+		Log: logFor("network"),
+	}), "controller-manager", "kubelet")
+	add(network.NewRoutes(network.RoutesConfig{
+		NodeName: c.NodeName, NodeIP: c.NodeIP, Client: in.client,
+		Backend: network.Backend(c.PodNetwork.Backend), VXLANPort: c.PodNetwork.VXLANPort, VXLANVNI: c.PodNetwork.VXLANVNI,
+		CleanupOnStop: c.Proxy.CleanupOnStop,
+		Log:           logFor("pod-routes"),
+	}), "apiserver")
+}
+
+// backupScheduler is the last component but the renewer and metrics: it
+// finishes a `kubox restore` once the apiserver is up (removes the old
+// box's Node object) and, when SnapshotSchedule is set, takes scheduled
+// snapshots with retention.
+func backupScheduler(in *prepared, etcdURL string) component.Component {
+	c, pki := in.cfg, in.pki
+	dir := c.SnapshotDir
+	if dir == "" {
+		dir = backup.DefaultDir(c.DataDir)
+	}
+	return backup.NewScheduler(backup.SchedulerConfig{
+		Schedule: c.SnapshotSchedule, Retention: c.SnapshotRetention, Dir: dir, KeyFile: c.SnapshotKeyFile,
+		Etcd:   backup.EtcdEndpoint{URL: etcdURL, CACert: pki.EtcdServerCACert, Cert: pki.EtcdClientCert, Key: pki.EtcdClientKey},
+		PKIDir: pki.Dir, NodeName: c.NodeName, KuboxVersion: c.KuboxVersion,
+		DataDir: c.DataDir, Kubeconfig: pki.AdminKubeconfig,
+		Log: in.log.With("component", "backup"),
+	})
+}
