@@ -307,13 +307,13 @@ func (s *Server) build(ctx context.Context) error {
 	}
 	comps := []component.Component{et}
 	if join != nil && join.promote {
-		comps = append(comps, &promoter{res: join, log: s.log.With("component", "etcd-promote")})
+		comps = append(comps, newPromoter(join, s.log))
 	}
 	if etcdProxy != nil {
 		comps = append(comps, etcdProxy)
 	}
 	comps = append(comps, api,
-		&publisher{client: client, pkiDir: p.PKI, settings: c.clusterSettings(), log: s.log.With("component", "join-bundle")},
+		newPublisher(client, p.PKI, c.clusterSettings(), s.log),
 		controllers.New(controllers.Config{
 			Kubeconfig: pki.ControllerManagerKubeconfig, ClusterCIDR: c.ClusterCIDR.String(), ServiceCIDR: c.ServiceCIDR.String(),
 			ClusterSigningCert: signerCert, ClusterSigningKey: pki.CAKey, RootCA: pki.CACert, SAKey: pki.ServiceAccountKey,

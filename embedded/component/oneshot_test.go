@@ -128,7 +128,7 @@ type blocked struct {
 }
 
 func (b *blocked) Ready(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }
-func (b *blocked) Failed() <-chan error           { return b.failed }
+func (b *blocked) Failed() <-chan error            { return b.failed }
 
 func TestSupervisorStartFailsEarlyWhenAFailerFails(t *testing.T) {
 	b := &blocked{bare: bare{name: "apiserver", rec: func(string) {}}, failed: make(chan error, 1)}
