@@ -48,8 +48,15 @@ type Watcher struct {
 	seen map[string]fileState
 	// pending are files that changed lately, by when they last did.
 	pending map[string]time.Time
-	component.Goroutine
+	run     component.Goroutine
 }
+
+var (
+	_ component.Component   = (*Watcher)(nil)
+	_ component.Initializer = (*Watcher)(nil)
+	_ component.Readier     = (*Watcher)(nil)
+	_ component.Failer      = (*Watcher)(nil)
+)
 
 type fileState struct {
 	size  int64
@@ -104,9 +111,12 @@ func (w *Watcher) Start(ctx context.Context) error {
 		return fmt.Errorf("watch images dir %s: %w", w.cfg.Dir, err)
 	}
 	w.client, w.fsw = client, fsw
-	w.Go(ctx, "airgap", w.run)
+	w.run.Go(ctx, "airgap", w.watch)
 	return nil
 }
+
+// Failed reports a watch that ended on its own (the directory watch closed).
+func (w *Watcher) Failed() <-chan error { return w.run.Failed() }
 
 // Ready waits for the start-time pass over the images dir.
 func (w *Watcher) Ready(ctx context.Context) error {
@@ -119,7 +129,7 @@ func (w *Watcher) Ready(ctx context.Context) error {
 }
 
 func (w *Watcher) Stop(ctx context.Context) error {
-	err := w.Goroutine.Stop(ctx)
+	err := w.run.Stop(ctx)
 	if w.fsw != nil {
 		w.fsw.Close()
 	}
@@ -129,7 +139,7 @@ func (w *Watcher) Stop(ctx context.Context) error {
 	return err
 }
 
-func (w *Watcher) run(ctx context.Context) error {
+func (w *Watcher) watch(ctx context.Context) error {
 	begin := time.Now()
 	st := w.scan(ctx, true)
 	w.cfg.Log.Info("images dir checked", "dir", w.cfg.Dir, "bundles", st.bundles, "imported", st.imported,

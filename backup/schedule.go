@@ -12,9 +12,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/kubox/kubox/embedded/component"
 	"github.com/kubox/kubox/internal/fsutil"
 )
 
@@ -63,6 +65,11 @@ type Scheduler struct {
 	runs     int
 	failures int
 }
+
+var (
+	_ component.Component   = (*Scheduler)(nil)
+	_ component.Initializer = (*Scheduler)(nil)
+)
 
 // NewScheduler returns the component for cfg.
 func NewScheduler(cfg SchedulerConfig) *Scheduler {
@@ -129,8 +136,6 @@ func (s *Scheduler) Start(ctx context.Context) error {
 		"next", s.sched.Next(time.Now()).Format(time.RFC3339))
 	return nil
 }
-
-func (s *Scheduler) Ready(ctx context.Context) error { return nil }
 
 // Stop cancels a snapshot in progress (its temp file is removed) and waits
 // for it to end.
@@ -250,24 +255,26 @@ func (s *Scheduler) finishRestore(ctx context.Context) {
 			return
 		}
 		var lastErr error
-		for attempt := 0; ; attempt++ {
+		attempt, gaveUp := 0, errors.New("gave up")
+		err := wait.PollUntilContextCancel(ctx, time.Second, true, func(ctx context.Context) (bool, error) {
 			dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			err := s.client.CoreV1().Nodes().Delete(dctx, m.SnapshotNode, metav1.DeleteOptions{})
 			cancel()
 			if err == nil || apierrors.IsNotFound(err) {
-				s.log.Info("restore: removed the Node object of the snapshot's box", "old_node", m.SnapshotNode, "node", s.cfg.NodeName)
-				break
+				return true, nil
 			}
 			lastErr = err
-			if attempt >= 30 || ctx.Err() != nil {
-				s.log.Error("restore: could not remove the old Node object; remove it with kubectl delete node", "old_node", m.SnapshotNode, "err", errors.Join(lastErr, ctx.Err()))
-				return
+			if attempt >= 30 {
+				return false, gaveUp
 			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
+			attempt++
+			return false, nil
+		})
+		if err != nil {
+			s.log.Error("restore: could not remove the old Node object; remove it with kubectl delete node", "old_node", m.SnapshotNode, "err", errors.Join(lastErr, ctx.Err()))
+			return
 		}
+		s.log.Info("restore: removed the Node object of the snapshot's box", "old_node", m.SnapshotNode, "node", s.cfg.NodeName)
 	}
 	if err := FinishRestoreMarker(s.cfg.DataDir); err != nil {
 		s.log.Error("restore: could not mark the restore finished", "err", err)

@@ -26,11 +26,13 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/kubernetes/pkg/proxy/apis"
 
+	"github.com/kubox/kubox/embedded/component"
 	"github.com/kubox/kubox/internal/fsutil"
 	"github.com/kubox/kubox/proxy/mode"
 )
@@ -151,6 +153,12 @@ type Proxy struct {
 	informed []interface{ Shutdown() }
 	events   events.EventBroadcaster
 }
+
+var (
+	_ component.Component   = (*Proxy)(nil)
+	_ component.Initializer = (*Proxy)(nil)
+	_ component.Readier     = (*Proxy)(nil)
+)
 
 // New returns the component for cfg.
 func New(cfg Config) *Proxy {
@@ -292,12 +300,11 @@ func (p *Proxy) Ready(ctx context.Context) error {
 	if b == nil {
 		return errors.New("proxy not started")
 	}
-	for !b.synced() {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("the %s proxier has not synced its rules: %w", p.choice.Mode, ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
+	err := wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(context.Context) (bool, error) {
+		return b.synced(), nil
+	})
+	if err != nil {
+		return fmt.Errorf("the %s proxier has not synced its rules: %w", p.choice.Mode, err)
 	}
 	return nil
 }

@@ -69,21 +69,23 @@ type certRenewer struct {
 	cfg      bootstrap.Config
 	interval time.Duration
 	log      *slog.Logger
-	component.Goroutine
+	loop     component.Goroutine
 }
+
+// The renewal loop ends only when stopped: a failed renewal is retried, so
+// the renewer is not a component.Failer.
+var _ component.Component = (*certRenewer)(nil)
 
 func newCertRenewer(c Config, log *slog.Logger) *certRenewer {
 	return &certRenewer{cfg: c.PKIConfig(), interval: c.CertCheckInterval, log: log}
 }
 
 func (r *certRenewer) Name() string                   { return "certs" }
-func (r *certRenewer) Init(context.Context) error     { return nil }
-func (r *certRenewer) Ready(context.Context) error    { return nil }
-func (r *certRenewer) Stop(ctx context.Context) error { return r.Goroutine.Stop(ctx) }
+func (r *certRenewer) Stop(ctx context.Context) error { return r.loop.Stop(ctx) }
 
 func (r *certRenewer) Start(ctx context.Context) error {
 	registerCertMetrics.Do(func() { legacyregistry.MustRegister(certExpiry) })
-	r.Go(ctx, "certificate renewal", r.run)
+	r.loop.Go(ctx, "certificate renewal", r.run)
 	return nil
 }
 

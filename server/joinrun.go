@@ -15,6 +15,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubox/kubox/bootstrap"
@@ -72,71 +73,71 @@ func (s *Server) undoJoin(res *joinResult, cause error) error {
 	return fmt.Errorf("join failed (%s); fix the cause and run the same command again: %w", strings.Join(done, "; "), cause)
 }
 
-// promoter turns this box's new learner into a voter once it has caught up.
+// newPromoter returns the step that turns this box's new learner into a
+// voter once it has caught up.
+func newPromoter(res *joinResult, log *slog.Logger) component.Component {
+	p := &promoter{res: res, log: log.With("component", "etcd-promote")}
+	return component.OneShot("etcd-promote", p.promote)
+}
+
 type promoter struct {
 	res *joinResult
 	log *slog.Logger
 }
 
-func (p *promoter) Name() string                   { return "etcd-promote" }
-func (p *promoter) Init(context.Context) error     { return nil }
-func (p *promoter) Start(context.Context) error    { return nil }
-func (p *promoter) Stop(ctx context.Context) error { return nil }
-
-func (p *promoter) Ready(ctx context.Context) error {
+func (p *promoter) promote(ctx context.Context) error {
 	cli, err := etcdClient(p.res.etcdEndpoints, p.res.etcdTLS)
 	if err != nil {
 		return err
 	}
 	defer cli.Close()
 	begin, said := time.Now(), time.Time{}
-	for {
+	var last error
+	err = wait.PollUntilContextCancel(ctx, 500*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 		pctx, cancel := context.WithTimeout(ctx, joinTimeout)
-		_, err := cli.MemberPromote(pctx, p.res.memberID)
+		_, last = cli.MemberPromote(pctx, p.res.memberID)
 		cancel()
-		if err == nil {
-			p.log.Info("this box's etcd member caught up and is now a voter", "took", time.Since(begin).Round(time.Millisecond))
-			return nil
+		if last == nil {
+			return true, nil
 		}
 		if time.Since(said) > 5*time.Second {
-			p.log.Info("waiting for this box's etcd learner to catch up before promoting it", "last", err)
+			p.log.Info("waiting for this box's etcd learner to catch up before promoting it", "last", last)
 			said = time.Now()
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("promote this member: %w (last: %v)", ctx.Err(), err)
-		case <-time.After(500 * time.Millisecond):
-		}
+		return false, nil
+	})
+	if err != nil {
+		return fmt.Errorf("promote this member: %w (last: %v)", context.Cause(ctx), last)
 	}
+	p.log.Info("this box's etcd member caught up and is now a voter", "took", time.Since(begin).Round(time.Millisecond))
+	return nil
 }
 
-// publisher keeps JoinSecret and the RBAC that lets join tokens read it
-// up to date; every box does it at start, so the bundle follows the PKI.
+// newPublisher returns the step that keeps JoinSecret and the RBAC that
+// lets join tokens read it up to date; every box does it at start, so the
+// bundle follows the PKI.
+func newPublisher(client kubernetes.Interface, pkiDir string, settings ClusterSettings, log *slog.Logger) component.Component {
+	p := &publisher{client: client, pkiDir: pkiDir, settings: settings, log: log.With("component", "join-bundle")}
+	return component.OneShot("join-bundle", p.run)
+}
+
 type publisher struct {
 	client   kubernetes.Interface
 	pkiDir   string
 	settings ClusterSettings
 	log      *slog.Logger
-	component.Goroutine
 }
 
-func (p *publisher) Name() string                   { return "join-bundle" }
-func (p *publisher) Init(context.Context) error     { return nil }
-func (p *publisher) Start(context.Context) error    { return nil }
-func (p *publisher) Stop(ctx context.Context) error { return nil }
-
-func (p *publisher) Ready(ctx context.Context) error {
+func (p *publisher) run(ctx context.Context) error {
 	var last error
-	for {
-		if last = p.publish(ctx); last == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("publish the join bundle: %w (last: %v)", ctx.Err(), last)
-		case <-time.After(time.Second):
-		}
+	err := wait.PollUntilContextCancel(ctx, time.Second, true, func(ctx context.Context) (bool, error) {
+		last = p.publish(ctx)
+		return last == nil, nil
+	})
+	if err != nil {
+		return fmt.Errorf("publish the join bundle: %w (last: %v)", context.Cause(ctx), last)
 	}
+	return nil
 }
 
 func (p *publisher) publish(ctx context.Context) error {

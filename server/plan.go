@@ -168,7 +168,7 @@ func plan(in *prepared) ([]step, error) {
 	et := etcd.New(etcdCfg)
 	add(et)
 	if in.join != nil && in.join.promote {
-		add(&promoter{res: in.join, log: logFor("etcd-promote")}, "etcd")
+		add(newPromoter(in.join, in.log), "etcd")
 	}
 
 	// The apiserver of a box that never joined talks to its own member,
@@ -205,7 +205,7 @@ func plan(in *prepared) ([]step, error) {
 		SAKey: pki.ServiceAccountKey, SAPub: pki.ServiceAccountPub, Encryption: pki.EncryptionConfig,
 		AdminCert: pki.AdminCert, AdminKey: pki.AdminKey, Log: logFor("apiserver"),
 	}), etcdNeed)
-	add(&publisher{client: in.client, pkiDir: p.PKI, settings: c.clusterSettings(), log: logFor("join-bundle")}, "apiserver")
+	add(newPublisher(in.client, p.PKI, c.clusterSettings(), in.log), "apiserver")
 	add(controllers.New(controllers.Config{
 		Kubeconfig: pki.ControllerManagerKubeconfig, ClusterCIDR: c.ClusterCIDR.String(), ServiceCIDR: c.ServiceCIDR.String(),
 		NodeCIDRMaskV4:     NodeCIDRMaskSize,

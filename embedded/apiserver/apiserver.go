@@ -14,6 +14,7 @@ import (
 	"time"
 
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	"k8s.io/kubernetes/cmd/kube-apiserver/app"
 	"k8s.io/kubernetes/cmd/kube-apiserver/app/options"
@@ -59,8 +60,15 @@ type APIServer struct {
 	cfg  Config
 	opts options.CompletedOptions
 	log  *slog.Logger
-	component.Goroutine
+	run  component.Goroutine
 }
+
+var (
+	_ component.Component   = (*APIServer)(nil)
+	_ component.Initializer = (*APIServer)(nil)
+	_ component.Readier     = (*APIServer)(nil)
+	_ component.Failer      = (*APIServer)(nil)
+)
 
 // New returns the component for cfg.
 func New(cfg Config) *APIServer {
@@ -153,9 +161,12 @@ func (a *APIServer) Init(ctx context.Context) error {
 }
 
 func (a *APIServer) Start(ctx context.Context) error {
-	a.Go(ctx, "apiserver", func(ctx context.Context) error { return app.Run(ctx, a.opts) })
+	a.run.Go(ctx, "apiserver", func(ctx context.Context) error { return app.Run(ctx, a.opts) })
 	return nil
 }
+
+// Failed reports an apiserver that stopped serving on its own.
+func (a *APIServer) Failed() <-chan error { return a.run.Failed() }
 
 // Ready polls /readyz with the admin client certificate.
 func (a *APIServer) Ready(ctx context.Context) error {
@@ -164,23 +175,23 @@ func (a *APIServer) Ready(ctx context.Context) error {
 		return err
 	}
 	var last error
-	for {
+	err = wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, a.URL()+"/readyz", nil)
 		resp, err := client.Do(req)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return nil
+				return true, nil
 			}
 			err = fmt.Errorf("/readyz: %s", resp.Status)
 		}
 		last = err
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w (last: %v)", ctx.Err(), last)
-		case <-time.After(100 * time.Millisecond):
-		}
+		return false, nil
+	})
+	if err != nil {
+		return fmt.Errorf("%w (last: %v)", err, last)
 	}
+	return nil
 }
 
 func (a *APIServer) probeClient() (*http.Client, error) {
@@ -211,7 +222,7 @@ const stopGrace = 3 * time.Second
 func (a *APIServer) Stop(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, stopGrace)
 	defer cancel()
-	if err := a.Goroutine.Stop(ctx); err != nil {
+	if err := a.run.Stop(ctx); err != nil {
 		a.log.Info("apiserver still draining requests; it ends with the process", "waited", stopGrace)
 	}
 	return nil

@@ -7,8 +7,11 @@ import (
 	"sync"
 )
 
-// Goroutine runs a component's blocking upstream Run function and gives the
-// component its Failed and Stop behaviour. The zero value is ready to use.
+// Goroutine runs a component's blocking Run function (an upstream server,
+// a reconcile loop) and gives the component its Stop and, where the run can
+// end on its own, its Failed. Keep it in a named field, not embedded: a
+// component that can fail declares Failed and returns the Goroutine's. The
+// zero value is ready to use.
 type Goroutine struct {
 	once   sync.Once
 	cancel context.CancelFunc

@@ -21,13 +21,16 @@ type Supervisor struct {
 	started []Component
 }
 
-// Start initialises every component, then starts them one by one. runCtx
-// bounds the components' run; ctx bounds the start itself. On error the
-// components already started are left for Stop.
+// Start initialises every component that has Init, then starts them one by
+// one, waiting for each that has Ready. runCtx bounds the components' run;
+// ctx bounds the start itself. On error the components already started
+// (Start called) are left for Stop.
 func (s *Supervisor) Start(ctx, runCtx context.Context) error {
 	for _, c := range s.Components {
-		if err := c.Init(ctx); err != nil {
-			return fmt.Errorf("init %s: %w", c.Name(), err)
+		if in, ok := c.(Initializer); ok {
+			if err := in.Init(ctx); err != nil {
+				return fmt.Errorf("init %s: %w", c.Name(), err)
+			}
 		}
 	}
 	for i, c := range s.Components {
@@ -47,12 +50,17 @@ func (s *Supervisor) Start(ctx, runCtx context.Context) error {
 	return nil
 }
 
-// ready waits for c to be ready, and fails early if c fails meanwhile.
+// ready waits for c to be ready, and fails early if c fails meanwhile. A
+// component without Ready is ready once started.
 func (s *Supervisor) ready(ctx context.Context, c Component) error {
+	r, ok := c.(Readier)
+	if !ok {
+		return nil
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- c.Ready(ctx) }()
+	go func() { done <- r.Ready(ctx) }()
 	var failed <-chan error
 	if f, ok := c.(Failer); ok {
 		failed = f.Failed()

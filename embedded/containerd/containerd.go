@@ -20,9 +20,11 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"k8s.io/apimachinery/pkg/util/wait"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/kubox/kubox/airgap"
+	"github.com/kubox/kubox/embedded/component"
 	"github.com/kubox/kubox/internal/fsutil"
 )
 
@@ -61,7 +63,16 @@ type Containerd struct {
 	exited chan struct{}
 	failed chan error
 	log    *os.File
+	// setup waits for the socket and imports the images kubox ships.
+	setup component.Step
 }
+
+var (
+	_ component.Component   = (*Containerd)(nil)
+	_ component.Initializer = (*Containerd)(nil)
+	_ component.Readier     = (*Containerd)(nil)
+	_ component.Failer      = (*Containerd)(nil)
+)
 
 // New returns the component for cfg.
 func New(cfg Config) *Containerd {
@@ -119,30 +130,37 @@ func (c *Containerd) Start(ctx context.Context) error {
 		}
 		c.failed <- fmt.Errorf("%w (see %s)", err, c.cfg.LogFile)
 	}()
+	c.setup.Go(ctx, c.prepare)
 	return nil
 }
 
 func (c *Containerd) Failed() <-chan error { return c.failed }
 
-// Ready waits for the socket to answer, then imports the images kubox ships.
-func (c *Containerd) Ready(ctx context.Context) error {
+// Ready waits until containerd answers, has imported the images kubox
+// ships, and its CRI plugin answers.
+func (c *Containerd) Ready(ctx context.Context) error { return c.setup.Wait(ctx) }
+
+// prepare waits for the socket to answer, then imports the images kubox
+// ships, then waits for the CRI plugin.
+func (c *Containerd) prepare(ctx context.Context) error {
 	var client *containerd.Client
-	for {
-		if _, err := os.Stat(c.cfg.Socket); err == nil {
-			cl, err := containerd.New(c.cfg.Socket, containerd.WithTimeout(2*time.Second), containerd.WithDefaultNamespace(Namespace))
-			if err == nil {
-				if _, err = cl.Version(ctx); err == nil {
-					client = cl
-					break
-				}
-				cl.Close()
-			}
+	err := wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		if _, err := os.Stat(c.cfg.Socket); err != nil {
+			return false, nil
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("containerd socket %s: %w", c.cfg.Socket, ctx.Err())
-		case <-time.After(50 * time.Millisecond):
+		cl, err := containerd.New(c.cfg.Socket, containerd.WithTimeout(2*time.Second), containerd.WithDefaultNamespace(Namespace))
+		if err != nil {
+			return false, nil
 		}
+		if _, err = cl.Version(ctx); err != nil {
+			cl.Close()
+			return false, nil
+		}
+		client = cl
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("containerd socket %s: %w", c.cfg.Socket, context.Cause(ctx))
 	}
 	defer client.Close()
 	for _, open := range c.cfg.ImportImages {
@@ -162,17 +180,15 @@ func (c *Containerd) criReady(ctx context.Context) error {
 	}
 	defer conn.Close()
 	rt := runtimeapi.NewRuntimeServiceClient(conn)
-	for {
-		_, err := rt.Version(ctx, &runtimeapi.VersionRequest{})
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("CRI not answering on %s: %v", c.cfg.Socket, err)
-		case <-time.After(50 * time.Millisecond):
-		}
+	var last error
+	err = wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		_, last = rt.Version(ctx, &runtimeapi.VersionRequest{})
+		return last == nil, nil
+	})
+	if err != nil {
+		return fmt.Errorf("CRI not answering on %s: %v", c.cfg.Socket, last)
 	}
+	return nil
 }
 
 func (c *Containerd) criConn() (*grpc.ClientConn, error) {
@@ -236,6 +252,9 @@ func (c *Containerd) Stop(ctx context.Context) error {
 	}
 	defer c.log.Close()
 	var errs []error
+	if err := c.setup.Stop(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("image import: %w", err))
+	}
 	if c.cfg.StopPodsOnExit {
 		select {
 		case <-c.exited:

@@ -53,8 +53,12 @@ type Approver struct {
 	mu  sync.Mutex
 	// ignored remembers requests already logged as left alone.
 	ignored map[string]bool
-	component.Goroutine
+	watch   component.Goroutine
 }
+
+// The watch ends only when stopped (the informer retries on its own), so
+// the approver is not a component.Failer.
+var _ component.Component = (*Approver)(nil)
 
 // New returns an approver for cfg.
 func New(cfg Config) *Approver {
@@ -65,9 +69,7 @@ func New(cfg Config) *Approver {
 }
 
 func (a *Approver) Name() string                   { return "csr-approver" }
-func (a *Approver) Init(context.Context) error     { return nil }
-func (a *Approver) Ready(context.Context) error    { return nil }
-func (a *Approver) Stop(ctx context.Context) error { return a.Goroutine.Stop(ctx) }
+func (a *Approver) Stop(ctx context.Context) error { return a.watch.Stop(ctx) }
 
 // Start watches kubelet-serving requests and decides each pending one.
 func (a *Approver) Start(ctx context.Context) error {
@@ -87,7 +89,7 @@ func (a *Approver) Start(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("watch certificate signing requests: %w", err)
 	}
-	a.Go(ctx, "csr approver", func(ctx context.Context) error {
+	a.watch.Go(ctx, "csr approver", func(ctx context.Context) error {
 		factory.Start(ctx.Done())
 		<-ctx.Done()
 		factory.Shutdown()

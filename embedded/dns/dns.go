@@ -23,9 +23,11 @@ import (
 	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/miekg/dns"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
+	"github.com/kubox/kubox/embedded/component"
 	"github.com/kubox/kubox/internal/fsutil"
 )
 
@@ -62,6 +64,12 @@ type DNS struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 }
+
+var (
+	_ component.Component   = (*DNS)(nil)
+	_ component.Initializer = (*DNS)(nil)
+	_ component.Readier     = (*DNS)(nil)
+)
 
 // New returns the component for cfg.
 func New(cfg Config) *DNS {
@@ -218,16 +226,14 @@ func (d *DNS) Start(ctx context.Context) error {
 func (d *DNS) Ready(ctx context.Context) error {
 	name := "kubernetes.default.svc." + d.cfg.ClusterDomain + "."
 	var last error
-	for {
-		if last = d.probe(ctx, name); last == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("DNS on %s does not answer %s: %v", d.Addr(), name, last)
-		case <-time.After(200 * time.Millisecond):
-		}
+	err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		last = d.probe(ctx, name)
+		return last == nil, nil
+	})
+	if err != nil {
+		return fmt.Errorf("DNS on %s does not answer %s: %v", d.Addr(), name, last)
 	}
+	return nil
 }
 
 func (d *DNS) probe(ctx context.Context, name string) error {

@@ -17,6 +17,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+
+	"github.com/kubox/kubox/embedded/component"
 )
 
 // Config says where the member keeps its data, where it listens, and which
@@ -48,6 +50,13 @@ type Etcd struct {
 	e      *embed.Etcd
 	failed chan error
 }
+
+var (
+	_ component.Component   = (*Etcd)(nil)
+	_ component.Initializer = (*Etcd)(nil)
+	_ component.Readier     = (*Etcd)(nil)
+	_ component.Failer      = (*Etcd)(nil)
+)
 
 // New returns the component for cfg.
 func New(cfg Config) *Etcd {

@@ -71,8 +71,14 @@ type Proxy struct {
 	ready   chan struct{}
 	kick    chan struct{}
 	conns   sync.WaitGroup
-	component.Goroutine
+	run     component.Goroutine
 }
+
+var (
+	_ component.Component = (*Proxy)(nil)
+	_ component.Readier   = (*Proxy)(nil)
+	_ component.Failer    = (*Proxy)(nil)
+)
 
 // Member is what the proxy needs to know of an etcd member.
 type Member struct {
@@ -126,16 +132,18 @@ func New(cfg Config) (*Proxy, error) {
 	return p, nil
 }
 
-func (p *Proxy) Name() string               { return "etcd-proxy" }
-func (p *Proxy) Init(context.Context) error { return nil }
+func (p *Proxy) Name() string { return "etcd-proxy" }
 
 // URL is the etcd server URL to give the apiserver.
 func (p *Proxy) URL() string { return "https://" + p.ln.Addr().String() }
 
 func (p *Proxy) Start(ctx context.Context) error {
-	p.Go(ctx, "etcd proxy", p.run)
+	p.run.Go(ctx, "etcd proxy", p.serveLoop)
 	return nil
 }
+
+// Failed reports a listener that stopped accepting.
+func (p *Proxy) Failed() <-chan error { return p.run.Failed() }
 
 // Ready waits until a backend is chosen.
 func (p *Proxy) Ready(ctx context.Context) error {
@@ -148,12 +156,12 @@ func (p *Proxy) Ready(ctx context.Context) error {
 }
 
 func (p *Proxy) Stop(ctx context.Context) error {
-	err := p.Goroutine.Stop(ctx)
+	err := p.run.Stop(ctx)
 	p.ln.Close() // when never started
 	return err
 }
 
-func (p *Proxy) run(ctx context.Context) error {
+func (p *Proxy) serveLoop(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var loops sync.WaitGroup
 	defer func() {

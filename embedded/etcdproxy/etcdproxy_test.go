@@ -167,9 +167,6 @@ func TestProxyFollowsMembership(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := p.Init(ctx); err != nil {
-		t.Fatal(err)
-	}
 	if err := p.Start(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
 	"k8s.io/client-go/kubernetes"
 	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
@@ -75,8 +76,15 @@ type Config struct {
 type Kubelet struct {
 	cfg    Config
 	server *options.KubeletServer
-	component.Goroutine
+	run    component.Goroutine
 }
+
+var (
+	_ component.Component   = (*Kubelet)(nil)
+	_ component.Initializer = (*Kubelet)(nil)
+	_ component.Readier     = (*Kubelet)(nil)
+	_ component.Failer      = (*Kubelet)(nil)
+)
 
 // New returns the component for cfg.
 func New(cfg Config) *Kubelet {
@@ -185,9 +193,12 @@ func (k *Kubelet) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("kubelet dependencies: %w", err)
 	}
-	k.Go(ctx, "kubelet", func(ctx context.Context) error { return app.Run(ctx, k.server, deps, utilfeature.DefaultFeatureGate) })
+	k.run.Go(ctx, "kubelet", func(ctx context.Context) error { return app.Run(ctx, k.server, deps, utilfeature.DefaultFeatureGate) })
 	return nil
 }
+
+// Failed reports a kubelet that returned on its own.
+func (k *Kubelet) Failed() <-chan error { return k.run.Failed() }
 
 // ServingCertFile is where the kubelet keeps the serving certificate it
 // got through a CertificateSigningRequest.
@@ -199,36 +210,30 @@ func (k *Kubelet) ServingCertFile() string {
 // serving certificate, for that certificate: until then the kubelet
 // cannot serve kubectl logs/exec.
 func (k *Kubelet) Ready(ctx context.Context) error {
-	for {
+	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 		_, err := k.cfg.Client.CoreV1().Nodes().Get(ctx, k.cfg.NodeName, metav1.GetOptions{})
-		if err == nil {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("node %s not registered: %w", k.cfg.NodeName, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
+		return err == nil, nil
+	})
+	if err != nil {
+		return fmt.Errorf("node %s not registered: %w", k.cfg.NodeName, err)
 	}
 	if k.cfg.ServingCert != "" {
 		return nil
 	}
-	for {
-		if _, err := os.Stat(k.ServingCertFile()); err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("kubelet has no serving certificate (its CertificateSigningRequest was not approved and signed; see kubectl get csr): %w", ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
+	err = wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
+		_, err := os.Stat(k.ServingCertFile())
+		return err == nil, nil
+	})
+	if err != nil {
+		return fmt.Errorf("kubelet has no serving certificate (its CertificateSigningRequest was not approved and signed; see kubectl get csr): %w", err)
 	}
+	return nil
 }
 
 // Stop cancels the kubelet's context. The kubelet has no full in-process
 // shutdown: some of its goroutines end only with the process, which follows.
 func (k *Kubelet) Stop(ctx context.Context) error {
-	if err := k.Goroutine.Stop(ctx); err != nil {
+	if err := k.run.Stop(ctx); err != nil {
 		return fmt.Errorf("kubelet did not stop in time: %w", err)
 	}
 	return nil

@@ -51,8 +51,13 @@ type Server struct {
 	cfg Config
 	ln  net.Listener
 	srv *http.Server
-	component.Goroutine
+	run component.Goroutine
 }
+
+var (
+	_ component.Component = (*Server)(nil)
+	_ component.Failer    = (*Server)(nil)
+)
 
 // New returns the endpoint for cfg.
 func New(cfg Config) *Server {
@@ -62,9 +67,7 @@ func New(cfg Config) *Server {
 	return &Server{cfg: cfg}
 }
 
-func (s *Server) Name() string                { return "metrics" }
-func (s *Server) Init(context.Context) error  { return nil }
-func (s *Server) Ready(context.Context) error { return nil }
+func (s *Server) Name() string { return "metrics" }
 
 // Start listens (failing at once if the address is taken) and serves.
 func (s *Server) Start(ctx context.Context) error {
@@ -91,7 +94,7 @@ func (s *Server) Start(ctx context.Context) error {
 		ErrorLog: slog.NewLogLogger(s.cfg.Log.Handler(), slog.LevelDebug),
 	}
 	s.cfg.Log.Info("serving kubox metrics", "address", "https://"+ln.Addr().String()+"/metrics", "client_ca", s.cfg.ClientCAFile)
-	s.Go(ctx, "metrics endpoint", func(ctx context.Context) error {
+	s.run.Go(ctx, "metrics endpoint", func(ctx context.Context) error {
 		errc := make(chan error, 1)
 		go func() { errc <- s.srv.ServeTLS(ln, "", "") }()
 		select {
@@ -107,7 +110,10 @@ func (s *Server) Start(ctx context.Context) error {
 	return nil
 }
 
-func (s *Server) Stop(ctx context.Context) error { return s.Goroutine.Stop(ctx) }
+// Failed reports an endpoint that stopped serving on its own.
+func (s *Server) Failed() <-chan error { return s.run.Failed() }
+
+func (s *Server) Stop(ctx context.Context) error { return s.run.Stop(ctx) }
 
 // Addr is the address the endpoint listens on, once started.
 func (s *Server) Addr() net.Addr {

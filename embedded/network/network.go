@@ -9,6 +9,7 @@ package network
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubox/kubox/embedded/component"
@@ -46,8 +48,18 @@ type Config struct {
 // Network is the pod network component.
 type Network struct {
 	cfg Config
-	component.Goroutine
+	// cni waits for the pod CIDR and writes the CNI config for it.
+	cni component.Step
+	// masq rewrites the nftables masquerade table; it ends only when
+	// stopped, so Network is not a component.Failer.
+	masq component.Goroutine
 }
+
+var (
+	_ component.Component   = (*Network)(nil)
+	_ component.Initializer = (*Network)(nil)
+	_ component.Readier     = (*Network)(nil)
+)
 
 // MasqueradeResync is how often the nftables masquerade table is written
 // again, in case something (a firewall reload, `nft flush ruleset`)
@@ -82,12 +94,21 @@ func (n *Network) Init(ctx context.Context) error {
 	return nil
 }
 
-// Start turns on IPv4 forwarding, which routed pod traffic needs, and
-// installs the masquerade rules before any pod can start.
+// Start turns on IPv4 forwarding, which routed pod traffic needs, installs
+// the masquerade rules before any pod can start, and writes the CNI config
+// once the node has its pod CIDR.
 func (n *Network) Start(ctx context.Context) error {
 	if err := n.forwarding(); err != nil {
 		return err
 	}
+	if err := n.masquerade(ctx); err != nil {
+		return err
+	}
+	n.cni.Go(ctx, n.configure)
+	return nil
+}
+
+func (n *Network) masquerade(ctx context.Context) error {
 	backend := n.masqBackend()
 	if backend == MasqNone {
 		n.cfg.Log.Warn("neither nft nor iptables is installed: pods reach only the nodes and each other, and host ports do not work")
@@ -103,22 +124,21 @@ func (n *Network) Start(ctx context.Context) error {
 		// One atomic transaction, so rewriting it never opens a gap; the
 		// iptables fallback flushes and refills its chains, so it is
 		// written at start only.
-		n.Go(ctx, "pod masquerade", n.resync)
+		n.masq.Go(ctx, "pod masquerade", n.resync)
 	}
 	return nil
 }
 
+// resync writes the table every MasqueradeResync (Start wrote it first)
+// until ctx ends.
 func (n *Network) resync(ctx context.Context) error {
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(MasqueradeResync):
-		}
+	_ = wait.PollUntilContextCancel(ctx, MasqueradeResync, false, func(ctx context.Context) (bool, error) {
 		if err := writeNFTables(ctx, n.cfg.ClusterCIDR, VXLANDevice); err != nil && ctx.Err() == nil {
 			n.cfg.Log.Warn("pod masquerade: will retry", "err", err)
 		}
-	}
+		return false, nil
+	})
+	return nil
 }
 
 func (n *Network) forwarding() error {
@@ -136,21 +156,19 @@ func (n *Network) forwarding() error {
 	return nil
 }
 
-// Ready waits for the node's pod CIDR, writes the CNI config for it, then
-// waits for the node to turn Ready.
-func (n *Network) Ready(ctx context.Context) error {
+// configure waits for the node's pod CIDR and writes the CNI config for it.
+func (n *Network) configure(ctx context.Context) error {
 	var podCIDR string
-	for {
+	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 		node, err := n.cfg.Client.CoreV1().Nodes().Get(ctx, n.cfg.NodeName, metav1.GetOptions{})
 		if err == nil && node.Spec.PodCIDR != "" {
 			podCIDR = node.Spec.PodCIDR
-			break
+			return true, nil
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("node %s has no pod CIDR yet: %w", n.cfg.NodeName, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
+		return false, nil
+	})
+	if err != nil {
+		return fmt.Errorf("node %s has no pod CIDR yet: %w", n.cfg.NodeName, context.Cause(ctx))
 	}
 	if dropped, err := dropStaleBridge(n.cfg.BridgeName, podCIDR); err != nil {
 		return err
@@ -166,17 +184,23 @@ func (n *Network) Ready(ctx context.Context) error {
 	}
 	n.cfg.Log.Info("pod network configured", "podCIDR", podCIDR, "bridge", n.cfg.BridgeName, "masquerade", backend,
 		"notMasqueraded", n.cfg.ClusterCIDR)
-	for {
-		node, err := n.cfg.Client.CoreV1().Nodes().Get(ctx, n.cfg.NodeName, metav1.GetOptions{})
-		if err == nil && kubelet.NodeReady(node) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("node %s not Ready: %w", n.cfg.NodeName, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
+	return nil
+}
+
+// Ready waits for the CNI config to be written, then for the node to turn
+// Ready.
+func (n *Network) Ready(ctx context.Context) error {
+	if err := n.cni.Wait(ctx); err != nil {
+		return err
 	}
+	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		node, err := n.cfg.Client.CoreV1().Nodes().Get(ctx, n.cfg.NodeName, metav1.GetOptions{})
+		return err == nil && kubelet.NodeReady(node), nil
+	})
+	if err != nil {
+		return fmt.Errorf("node %s not Ready: %w", n.cfg.NodeName, err)
+	}
+	return nil
 }
 
 // masqBackend picks how kubox masquerades pod traffic and the portmap
@@ -231,7 +255,7 @@ func (n *Network) conflist(podCIDR string) ([]byte, string, error) {
 
 // Stop removes the masquerade rules with CleanupOnStop.
 func (n *Network) Stop(ctx context.Context) error {
-	if err := n.Goroutine.Stop(ctx); err != nil {
+	if err := errors.Join(n.cni.Stop(ctx), n.masq.Stop(ctx)); err != nil {
 		return err
 	}
 	if !n.cfg.CleanupOnStop {

@@ -13,6 +13,7 @@ import (
 	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubox/kubox/embedded/component"
@@ -67,9 +68,13 @@ type RoutesConfig struct {
 // VXLAN device (encapsulated to its InternalIP) when it is not.
 type Routes struct {
 	cfg RoutesConfig
-	component.Goroutine
+	// loop reconciles until stopped (a failed pass is retried), so Routes
+	// is not a component.Failer.
+	loop   component.Goroutine
 	warned map[string]bool
 }
+
+var _ component.Component = (*Routes)(nil)
 
 // NewRoutes returns the component for cfg.
 func NewRoutes(cfg RoutesConfig) *Routes {
@@ -92,14 +97,12 @@ func NewRoutes(cfg RoutesConfig) *Routes {
 }
 
 func (r *Routes) Name() string                    { return "pod-routes" }
-func (r *Routes) Init(context.Context) error      { return nil }
-func (r *Routes) Ready(context.Context) error     { return nil }
-func (r *Routes) Start(ctx context.Context) error { r.Go(ctx, "pod routes", r.run); return nil }
+func (r *Routes) Start(ctx context.Context) error { r.loop.Go(ctx, "pod routes", r.run); return nil }
 
 // Stop ends the reconcile loop, then, with CleanupOnStop, deletes the
 // routes and the VXLAN device.
 func (r *Routes) Stop(ctx context.Context) error {
-	if err := r.Goroutine.Stop(ctx); err != nil {
+	if err := r.loop.Stop(ctx); err != nil {
 		return err
 	}
 	if !r.cfg.CleanupOnStop {
@@ -115,16 +118,12 @@ func (r *Routes) Stop(ctx context.Context) error {
 }
 
 func (r *Routes) run(ctx context.Context) error {
-	for {
+	wait.UntilWithContext(ctx, func(ctx context.Context) {
 		if err := r.Reconcile(ctx); err != nil && ctx.Err() == nil {
 			r.cfg.Log.Warn("pod routes: will retry", "err", err)
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(r.cfg.Interval):
-		}
-	}
+	}, r.cfg.Interval)
+	return nil
 }
 
 // Path is how this box reaches one other node's pods.
