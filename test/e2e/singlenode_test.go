@@ -180,7 +180,7 @@ func assertHTTP(t *testing.T, ip string) {
 	t.Helper()
 	client := &http.Client{Timeout: 5 * time.Second}
 	var lastErr error
-	for i := 0; i < 20; i++ {
+	for range 20 {
 		resp, err := client.Get(fmt.Sprintf("http://%s:8080/", ip))
 		if err == nil {
 			body, _ := io.ReadAll(resp.Body)
