@@ -6,11 +6,12 @@
 #   make test            test-unit, then test-e2e
 #   make bench           end-to-end benchmarks
 #   make test-vm         install.sh and the service on a real systemd, in a qemu VM (slow: TCG)
-#   make vet | fmt | clean | deps (installs the Debian build packages)
+#   make deps            the Debian packages to build, run and test kubox (DEPS=all adds the VM tests')
+#   make vet | fmt | clean
 #
 # Needs Go, plus (for runc's seccomp support and the pause binary) gcc,
 # pkg-config, libseccomp-dev and, for the test images, busybox-static:
-# hack/install-build-deps.sh installs them on Debian.
+# hack/install-deps.sh installs them, and what running and testing need, on Debian.
 #
 # Intermediate outputs go to hack/out/; nothing is fetched except Go modules.
 
@@ -105,7 +106,7 @@ RUNC_CMD := CGO_ENABLED=1 GOBIN=$(abspath $(OUT)/runc) $(GO) install -trimpath \
 $(eval $(call stamp,runc,RUNC_CMD))
 $(RUNC_BIN): $(STAMPS)/runc
 	@command -v $(CC) >/dev/null && command -v pkg-config >/dev/null && pkg-config --exists libseccomp || \
-		{ echo "runc needs gcc, pkg-config and libseccomp-dev: run hack/install-build-deps.sh" >&2; exit 1; }
+		{ echo "runc needs gcc, pkg-config and libseccomp-dev: run make deps" >&2; exit 1; }
 	@mkdir -p $(@D)
 	$(RUNC_CMD)
 	@hack/check-static.sh $@
@@ -255,8 +256,10 @@ vet:
 fmt:
 	$(GO) fmt ./...
 
+# Groups of hack/install-deps.sh: build, run, test, vm or all.
+DEPS ?= build run test
 deps:
-	hack/install-build-deps.sh
+	hack/install-deps.sh $(DEPS)
 
 clean:
 	rm -rf bin $(OUT) $(IMAGES_OUT)

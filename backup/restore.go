@@ -87,10 +87,10 @@ func Restore(opts RestoreOptions) (RestoreResult, error) {
 	}
 	dataDir, err := filepath.Abs(opts.DataDir)
 	if err != nil {
-		return RestoreResult{}, fmt.Errorf("restore: %w", err)
+		return RestoreResult{}, fmt.Errorf("restore: resolve the data dir %s: %w", opts.DataDir, err)
 	}
 	if fi, err := os.Stat(opts.Snapshot); err != nil {
-		return RestoreResult{}, fmt.Errorf("restore: %w", err)
+		return RestoreResult{}, fmt.Errorf("restore: open the snapshot: %w", err)
 	} else if !fi.Mode().IsRegular() {
 		return RestoreResult{}, fmt.Errorf("restore: %s: %w: not a regular file", opts.Snapshot, ErrNotSnapshot)
 	}
@@ -98,13 +98,14 @@ func Restore(opts RestoreOptions) (RestoreResult, error) {
 	say("verifying %s", opts.Snapshot)
 	h, err := Verify(opts.Snapshot, opts.Key)
 	if err != nil {
+		// Verify's error names the step ("verify snapshot: ...").
 		return RestoreResult{}, fmt.Errorf("restore: %w", err)
 	}
 	say("snapshot ok: %q of node %s, %s, etcd revision %d, db %s", h.Name, h.NodeName, h.CreatedAt.Format(time.RFC3339), h.EtcdRevision, HumanBytes(h.EtcdDBSize))
 
 	parent := filepath.Dir(dataDir)
 	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return RestoreResult{}, fmt.Errorf("restore: %w", err)
+		return RestoreResult{}, fmt.Errorf("restore: create the data dir's parent: %w", err)
 	}
 	staging := filepath.Join(parent, "."+filepath.Base(dataDir)+".restore-"+strconv.FormatInt(time.Now().UnixNano(), 10))
 	done := false
@@ -115,16 +116,17 @@ func Restore(opts RestoreOptions) (RestoreResult, error) {
 	}()
 	say("extracting into %s", staging)
 	if _, err := Extract(opts.Snapshot, opts.Key, staging); err != nil {
+		// Extract's error names the step ("extract snapshot ...: ...").
 		return RestoreResult{}, fmt.Errorf("restore: %w", err)
 	}
 	if err := os.Chmod(staging, modeDir); err != nil {
-		return RestoreResult{}, fmt.Errorf("restore: %w", err)
+		return RestoreResult{}, fmt.Errorf("restore: restrict the staging dir: %w", err)
 	}
 	db := filepath.Join(staging, "etcd.db")
 	mgr := snapshot.NewV3(zap.NewNop())
 	st, err := mgr.Status(db)
 	if err != nil {
-		return RestoreResult{}, fmt.Errorf("restore: %w: etcd db: %v", ErrCorrupted, oneLine(err))
+		return RestoreResult{}, fmt.Errorf("restore: check the etcd db: %w: %v", ErrCorrupted, oneLine(err))
 	}
 	say("etcd db ok: %d keys, revision %d", st.TotalKey, st.Revision)
 	say("restoring etcd as a new one-member cluster: %s at %s", opts.NodeName, opts.PeerURL)
@@ -138,13 +140,13 @@ func Restore(opts RestoreOptions) (RestoreResult, error) {
 		RevisionBump:        etcdRevisionBump,
 		MarkCompacted:       true,
 	}); err != nil {
-		return RestoreResult{}, fmt.Errorf("restore: etcd: %v", oneLine(err))
+		return RestoreResult{}, fmt.Errorf("restore: write etcd data: %v", oneLine(err))
 	}
 	if err := os.Chmod(filepath.Join(staging, "etcd"), modeDir); err != nil {
-		return RestoreResult{}, fmt.Errorf("restore: %w", err)
+		return RestoreResult{}, fmt.Errorf("restore: restrict the etcd data dir: %w", err)
 	}
 	if err := os.Remove(db); err != nil {
-		return RestoreResult{}, fmt.Errorf("restore: %w", err)
+		return RestoreResult{}, fmt.Errorf("restore: remove the extracted etcd db: %w", err)
 	}
 
 	now := time.Now()
@@ -155,7 +157,7 @@ func Restore(opts RestoreOptions) (RestoreResult, error) {
 			old = dataDir + ".old-" + strconv.FormatInt(now.UnixNano(), 10)
 		}
 	} else if !errors.Is(err, fs.ErrNotExist) {
-		return RestoreResult{}, fmt.Errorf("restore: %w", err)
+		return RestoreResult{}, fmt.Errorf("restore: look at the current data dir: %w", err)
 	}
 	marker := RestoreMarker{
 		Snapshot: opts.Snapshot, SnapshotNode: h.NodeName, SnapshotTime: h.CreatedAt,
@@ -164,13 +166,13 @@ func Restore(opts RestoreOptions) (RestoreResult, error) {
 	}
 	js, err := json.MarshalIndent(marker, "", "  ")
 	if err != nil {
-		return RestoreResult{}, fmt.Errorf("restore: %w", err)
+		return RestoreResult{}, fmt.Errorf("restore: encode the restore marker: %w", err)
 	}
 	if err := fsutil.WriteFileNew(filepath.Join(staging, RestoreMarkerFile), append(js, '\n'), modeFile); err != nil {
-		return RestoreResult{}, fmt.Errorf("restore: %w", err)
+		return RestoreResult{}, fmt.Errorf("restore: write the restore marker: %w", err)
 	}
 	if err := fsutil.SyncDir(staging); err != nil {
-		return RestoreResult{}, fmt.Errorf("restore: %w", err)
+		return RestoreResult{}, fmt.Errorf("restore: sync the staging dir: %w", err)
 	}
 
 	// The swap: the only step that changes what was there.
@@ -190,7 +192,7 @@ func Restore(opts RestoreOptions) (RestoreResult, error) {
 	}
 	done = true
 	if err := fsutil.SyncDir(parent); err != nil {
-		return RestoreResult{}, fmt.Errorf("restore: %w", err)
+		return RestoreResult{}, fmt.Errorf("restore: sync the data dir's parent: %w", err)
 	}
 	return RestoreResult{Header: h, OldDataDir: old, Duration: time.Since(begin), KeysTotal: st.TotalKey}, nil
 }

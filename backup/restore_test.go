@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -274,3 +275,35 @@ func TestRemove(t *testing.T) {
 }
 
 func clientv3WithPrefix() []clientv3.OpOption { return []clientv3.OpOption{clientv3.WithPrefix()} }
+
+// TestRestoreErrorsNameStep: each failing step says what restore was doing,
+// and the sentinel or OS error stays reachable with errors.Is.
+func TestRestoreErrorsNameStep(t *testing.T) {
+	key := fixedKey(t)
+	root := t.TempDir()
+	snap := filepath.Join(root, "small.kbsnap")
+	// Its etcd.db is random bytes: it verifies, and etcd rejects it.
+	if err := os.WriteFile(snap, smallSnapshot(t, key), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	aFile := filepath.Join(root, "a-file")
+	if err := os.WriteFile(aFile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, snapshot, dataDir, step string
+		want                          error
+	}{
+		{"missing snapshot", filepath.Join(root, "nope"), filepath.Join(root, "data"), "restore: open the snapshot: ", fs.ErrNotExist},
+		{"parent is a file", snap, filepath.Join(aFile, "sub", "data"), "restore: create the data dir's parent: ", syscall.ENOTDIR},
+		{"bad etcd db", snap, filepath.Join(root, "data"), "restore: check the etcd db: ", ErrCorrupted},
+	} {
+		_, err := Restore(RestoreOptions{Snapshot: c.snapshot, Key: key, DataDir: c.dataDir, NodeName: "box", PeerURL: "http://127.0.0.1:2380"})
+		if !errors.Is(err, c.want) || !strings.HasPrefix(fmt.Sprint(err), c.step) {
+			t.Errorf("%s: %v, want %q wrapping %v", c.name, err, c.step, c.want)
+		}
+	}
+	if got, err := os.ReadDir(root); err != nil || len(got) != 2 {
+		t.Errorf("want only a-file and small.kbsnap left, got %v %v", got, err)
+	}
+}

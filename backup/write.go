@@ -70,7 +70,7 @@ func Write(ctx context.Context, dir string, db io.Reader, opts WriteOptions) (En
 	}
 	tmp, err := os.CreateTemp(dir, tmpPattern)
 	if err != nil {
-		return Entry{}, fmt.Errorf("write snapshot: %w", err)
+		return Entry{}, fmt.Errorf("write snapshot: create a temp file: %w", err)
 	}
 	tmpName := tmp.Name()
 	published := false
@@ -106,7 +106,7 @@ func Write(ctx context.Context, dir string, db io.Reader, opts WriteOptions) (En
 	}
 	final, err := publishSnapshot(tmpName, dir, h)
 	if err != nil {
-		return Entry{}, fmt.Errorf("write snapshot: %w", err)
+		return Entry{}, fmt.Errorf("write snapshot: give the file its final name: %w", err)
 	}
 	published = true
 	if err := fsutil.SyncDir(dir); err != nil {

@@ -84,14 +84,12 @@ func TestAirgap(t *testing.T) {
 	n := harness.NewNode(t, env)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	begin := time.Now()
-	phase := func(what string) { t.Logf("%6.1fs %s", time.Since(begin).Seconds(), what) }
 	work := filepath.Join(n.Root, "work")
 	if err := os.MkdirAll(work, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	p := func(name string) string { return filepath.Join(work, name) }
-	kubox := func(args ...string) string {
+	kubox := func(t *testing.T, args ...string) string {
 		t.Helper()
 		out, err := n.Kubox(ctx, args...)
 		if err != nil {
@@ -99,67 +97,16 @@ func TestAirgap(t *testing.T) {
 		}
 		return out
 	}
-
-	// Keys and bundles, before any server runs.
-	kubox("airgap", "key", "create", p("site"))
-	kubox("airgap", "key", "create", p("other"))
-	if fi, err := os.Stat(p("site.key")); err != nil || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("signing key mode: %v %v", fi.Mode(), err)
-	}
-	out := kubox("airgap", "bundle", "create", "-o", p("site.kbundle"), "--sign-key", p("site.key"),
-		"--from-archive", filepath.Join(env.Images, "busybox.tar"), "--from-archive", filepath.Join(env.Images, "airgap.tar"))
-	t.Logf("bundle create:\n%s", out)
-	if !strings.Contains(out, "added localhost/kubox-test/airgap:1") || !strings.Contains(out, "MB/s") {
-		t.Errorf("bundle create printed no per-image progress:\n%s", out)
-	}
-	site := bundleLs(t, n, ctx, p("site.kbundle"), "--verify", "--airgap-public-key-file", p("site.pub"))
-	if len(site.Images) != 2 || !site.Signed || !site.Verified {
-		t.Fatalf("site bundle: %+v", site)
-	}
-	// Both images have one layer, the same: 2 manifests + 2 configs + 1 layer.
-	if site.Blobs != 5 {
-		t.Errorf("site bundle has %d blobs, want 5 (the shared layer once)", site.Blobs)
-	}
-
-	// A registry on loopback: bundle create pulls from it.
-	reg := httptest.NewServer(registry.New())
-	defer reg.Close()
-	host := strings.TrimPrefix(reg.URL, "http://")
-	regImage := randomImage(t, 3)
-	regRef := host + "/kubox/rand:1"
-	pushImage(t, regRef, regImage)
-	kubox("airgap", "bundle", "create", "-q", "-o", p("reg.kbundle"), regRef)
-	kubox("airgap", "bundle", "create", "-q", "-o", p("reg-other.kbundle"), "--sign-key", p("other.key"), regRef)
-	regB := bundleLs(t, n, ctx, p("reg.kbundle"), "--verify")
-	wantDigest, _ := regImage.Digest()
-	if len(regB.Images) != 1 || regB.Images[0].Name != regRef || regB.Images[0].Digest != wantDigest.String() {
-		t.Fatalf("registry bundle: %+v, want %s at %s", regB.Images, regRef, wantDigest)
-	}
-	regLayers, _ := regImage.Layers()
-	regLayer, _ := regLayers[0].Digest()
-
-	// An image imported the plain way, without the pinned label: the GC control.
-	control := randomImage(t, 1)
-	controlRef := "localhost/kubox-test/unpinned:1"
-	tag, _ := name.NewTag(controlRef)
-	if err := tarball.WriteToFile(p("unpinned.tar"), tag, control); err != nil {
-		t.Fatal(err)
-	}
-
-	phase("bundles created (local archives, loopback registry)")
-	n.Args = append(n.Args, "--airgap-public-key-file", p("site.pub"))
-	n.Start()
-	if err := n.WaitNodeReady(ctx); err != nil {
-		t.Fatal(err)
-	}
 	sock := filepath.Join(n.RunDir, "containerd", "containerd.sock")
-	ctr := func(args ...string) string {
-		return kubox(append([]string{"ctr", "--address", sock, "-n", "k8s.io"}, args...)...)
+	ctr := func(t *testing.T, args ...string) string {
+		t.Helper()
+		return kubox(t, append([]string{"ctr", "--address", sock, "-n", "k8s.io"}, args...)...)
 	}
-	images := func() []string {
+	images := func(t *testing.T) []string {
+		t.Helper()
 		// Only the names: ctr may add warnings (cgroup v1) to its output.
 		var l []string
-		for _, line := range strings.Split(ctr("images", "ls", "-q"), "\n") {
+		for _, line := range strings.Split(ctr(t, "images", "ls", "-q"), "\n") {
 			if f := strings.Fields(line); len(f) == 1 && !strings.Contains(line, "=") {
 				l = append(l, f[0])
 			}
@@ -168,209 +115,283 @@ func TestAirgap(t *testing.T) {
 		return l
 	}
 	nodeFlags := []string{"--data-dir", n.DataDir, "--run-dir", n.RunDir, "--airgap-public-key-file", p("site.pub")}
-
-	phase("node ready")
-	// Import by the CLI: per-image progress, signature verified, pinned.
-	out = kubox(append([]string{"airgap", "import", p("site.kbundle")}, nodeFlags...)...)
-	t.Logf("import:\n%s", out)
-	for _, want := range []string{"imported localhost/kubox-test/busybox:1", "imported localhost/kubox-test/airgap:1", "MB/s", "signature verified"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("import output lacks %q:\n%s", want, out)
-		}
-	}
-	if out := kubox(append([]string{"airgap", "import", p("site.kbundle")}, nodeFlags...)...); !strings.Contains(out, "already imported") {
-		t.Errorf("second import of the same bundle was not skipped:\n%s", out)
-	}
-	ls := airgapLs(t, n, ctx, nodeFlags)
-	for _, want := range []string{"localhost/kubox-test/busybox:1", "localhost/kubox-test/airgap:1"} {
-		if im, ok := ls[want]; !ok || !im.Pinned || im.Bundle != site.ID {
-			t.Errorf("after import, %s: %+v (want pinned, from bundle %s)", want, im, site.ID)
-		}
-	}
-
-	manifest := p("deploy.yaml")
-	if err := os.WriteFile(manifest, []byte(airgapDeployments), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := n.Kubectl(ctx, "apply", "-f", manifest); err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range []string{"never", "ifnotpresent"} {
-		if _, err := n.Kubectl(ctx, "rollout", "status", "deployment/"+d, "--timeout=120s"); err != nil {
-			desc, _ := n.Kubectl(ctx, "describe", "pods", "-l", "app="+d)
-			t.Fatalf("deployment %s: %v\n%s", d, err, desc)
-		}
-	}
-
-	phase("imported; Deployments (Never, IfNotPresent) rolled out")
-	// Bad bundles, by the CLI: refused in one line, file kept, nothing in
-	// containerd (no image, not even the blobs).
-	regData, err := os.ReadFile(p("reg.kbundle"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bad := map[string][]byte{
-		"truncated.kbundle": regData[:len(regData)*6/10],
-		"mismatch.kbundle":  editBundle(t, regData, func(e []tarEntry) { big(e).data[100] ^= 0xff }),
-		"absolute.kbundle":  editBundle(t, regData, func(e []tarEntry) { b := big(e); b.name = "/" + b.name }),
-		"dotdot.kbundle":    editBundle(t, regData, func(e []tarEntry) { big(e).name = "blobs/sha256/../../../etc/x" }),
-		"not-a-bundle.tar":  mustRead(t, filepath.Join(env.Images, "busybox.tar")),
-		"other-key.kbundle": mustRead(t, p("reg-other.kbundle")),
-		"unsigned-required": regData,
-	}
-	wantErr := map[string]string{
-		"truncated.kbundle": "truncated", "mismatch.kbundle": "digest mismatch", "absolute.kbundle": "unsafe path",
-		"dotdot.kbundle": "unsafe path", "not-a-bundle.tar": "not a kubox image bundle", "other-key.kbundle": "signature does not verify",
-		"unsigned-required": "not signed",
-	}
-	before := images()
-	for file, data := range bad {
-		path := p(file)
-		if err := os.WriteFile(path, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		args := append([]string{"airgap", "import", path}, nodeFlags...)
-		if file == "unsigned-required" {
-			args = append(args, "--airgap-require-signature")
-		}
-		out, err := n.Kubox(ctx, args...)
-		if err == nil {
-			t.Errorf("%s: imported", file)
-			continue
-		}
-		msg := strings.TrimSpace(out)
-		if strings.Count(msg, "\n") > 0 || !strings.Contains(msg, wantErr[file]) {
-			t.Errorf("%s: want one line saying %q, got:\n%s", file, wantErr[file], msg)
-		}
-		if after := images(); !slices.Equal(before, after) {
-			t.Errorf("%s: containerd's images changed: %v -> %v", file, before, after)
-		}
-		if content := ctr("content", "ls", "-q"); strings.Contains(content, regLayer.String()) {
-			t.Errorf("%s: its layer %s is left in containerd's content store", file, regLayer)
-		}
-		if _, err := os.Stat(path); err != nil {
-			t.Errorf("%s: the bad file is gone: %v", file, err)
-		}
-	}
-
-	phase("bad bundles refused")
-	// The images dir: a bad file is logged and kept; a half-copied bundle is
-	// not imported until the copy completes, then it is.
 	imagesDir := filepath.Join(n.DataDir, "images")
-	if err := os.WriteFile(filepath.Join(imagesDir, "mismatch.kbundle"), bad["mismatch.kbundle"], 0o600); err != nil {
-		t.Fatal(err)
-	}
-	dropped := filepath.Join(imagesDir, "reg.kbundle")
-	half := len(regData) / 2
-	if err := os.WriteFile(dropped, regData[:half], 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := harness.WaitFor(ctx, 200*time.Millisecond, func() bool {
-		log, _ := os.ReadFile(n.LogPath)
-		return strings.Contains(string(log), "mismatch.kbundle") && strings.Contains(string(log), "incomplete")
-	}); err != nil {
-		t.Fatalf("the watcher did not report the bad and the half-copied bundle: %v", err)
-	}
-	if got := images(); slices.Contains(got, regRef) {
-		t.Fatal("a half-copied bundle was imported")
-	}
-	f, err := os.OpenFile(dropped, os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.Write(regData[half:]); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	waitCtx, waitCancel := context.WithTimeout(ctx, 60*time.Second)
-	err = harness.WaitFor(waitCtx, 200*time.Millisecond, func() bool { return slices.Contains(images(), regRef) })
-	waitCancel()
-	if err != nil {
-		t.Fatalf("the completed bundle in the images dir was not imported: %v", err)
-	}
-	if im := airgapLs(t, n, ctx, nodeFlags)[regRef]; !im.Pinned || im.Bundle != regB.ID {
-		t.Errorf("dropped bundle's image: %+v", im)
-	}
-	for _, f := range []string{"mismatch.kbundle", "reg.kbundle"} {
-		if _, err := os.Stat(filepath.Join(imagesDir, f)); err != nil {
-			t.Errorf("%s removed from the images dir: %v", f, err)
-		}
-	}
+	manifest := p("deploy.yaml")
 
-	phase("images dir: bad file refused, half-copied bundle imported once complete")
-	// Restart with the site bundle also in the images dir (imported by the
-	// CLI, so recorded) and a file that is no bundle; tiny image GC
-	// thresholds, no pods, and an unpinned image: the start skips the three
-	// bundles (the corrupt copy of reg.kbundle has its ID, already
-	// imported), refuses the other file, and image GC removes only the
-	// unpinned image. The kubelet's periodic image GC first runs before its
-	// disk stats are ready and then only every 5 minutes, so the eviction
-	// manager (every 10 s) is made to reclaim the disk: it deletes unused
-	// images through the same image GC manager, which skips pinned ones.
-	siteCopy := filepath.Join(imagesDir, "site.kbundle")
-	if err := os.WriteFile(siteCopy, mustRead(t, p("site.kbundle")), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(imagesDir, "not-a-bundle.tar"), bad["not-a-bundle.tar"], 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// As if copied a while ago: a file changed within the last seconds is
-	// left to settle, and this check is about the skip.
-	old := time.Now().Add(-time.Minute)
-	for _, f := range []string{siteCopy, filepath.Join(imagesDir, "not-a-bundle.tar")} {
-		if err := os.Chtimes(f, old, old); err != nil {
+	var site bundleInfo
+	harness.Phase(t, "keys-and-signed-bundle", func(t *testing.T) {
+		// Keys and bundles, before any server runs.
+		kubox(t, "airgap", "key", "create", p("site"))
+		kubox(t, "airgap", "key", "create", p("other"))
+		if fi, err := os.Stat(p("site.key")); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("signing key mode: %v %v", fi.Mode(), err)
+		}
+		out := kubox(t, "airgap", "bundle", "create", "-o", p("site.kbundle"), "--sign-key", p("site.key"),
+			"--from-archive", filepath.Join(env.Images, "busybox.tar"), "--from-archive", filepath.Join(env.Images, "airgap.tar"))
+		t.Logf("bundle create:\n%s", out)
+		if !strings.Contains(out, "added localhost/kubox-test/airgap:1") || !strings.Contains(out, "MB/s") {
+			t.Errorf("bundle create printed no per-image progress:\n%s", out)
+		}
+		site = bundleLs(t, n, ctx, p("site.kbundle"), "--verify", "--airgap-public-key-file", p("site.pub"))
+		if len(site.Images) != 2 || !site.Signed || !site.Verified {
+			t.Fatalf("site bundle: %+v", site)
+		}
+		// Both images have one layer, the same: 2 manifests + 2 configs + 1 layer.
+		if site.Blobs != 5 {
+			t.Errorf("site bundle has %d blobs, want 5 (the shared layer once)", site.Blobs)
+		}
+	})
+
+	var regRef string
+	var regB bundleInfo
+	var regLayer v1.Hash
+	harness.Phase(t, "registry-bundle", func(t *testing.T) {
+		// A registry on loopback: bundle create pulls from it.
+		reg := httptest.NewServer(registry.New())
+		defer reg.Close()
+		host := strings.TrimPrefix(reg.URL, "http://")
+		regImage := randomImage(t, 3)
+		regRef = host + "/kubox/rand:1"
+		pushImage(t, regRef, regImage)
+		kubox(t, "airgap", "bundle", "create", "-q", "-o", p("reg.kbundle"), regRef)
+		kubox(t, "airgap", "bundle", "create", "-q", "-o", p("reg-other.kbundle"), "--sign-key", p("other.key"), regRef)
+		regB = bundleLs(t, n, ctx, p("reg.kbundle"), "--verify")
+		wantDigest, _ := regImage.Digest()
+		if len(regB.Images) != 1 || regB.Images[0].Name != regRef || regB.Images[0].Digest != wantDigest.String() {
+			t.Fatalf("registry bundle: %+v, want %s at %s", regB.Images, regRef, wantDigest)
+		}
+		regLayers, _ := regImage.Layers()
+		regLayer, _ = regLayers[0].Digest()
+	})
+
+	controlRef := "localhost/kubox-test/unpinned:1"
+	harness.Phase(t, "control-image", func(t *testing.T) {
+		// An image imported the plain way, without the pinned label: the GC control.
+		control := randomImage(t, 1)
+		tag, _ := name.NewTag(controlRef)
+		if err := tarball.WriteToFile(p("unpinned.tar"), tag, control); err != nil {
 			t.Fatal(err)
 		}
-	}
-	ctr("images", "import", p("unpinned.tar"))
-	if !slices.Contains(images(), controlRef) {
-		t.Fatalf("control image %s not imported: %v", controlRef, images())
-	}
-	if _, err := n.Kubectl(ctx, "delete", "-f", manifest, "--wait=true"); err != nil {
-		t.Fatal(err)
-	}
-	if err := harness.WaitFor(ctx, 500*time.Millisecond, func() bool {
-		out, err := n.Kubectl(ctx, "get", "pods", "-o", "name")
-		return err == nil && strings.TrimSpace(out) == ""
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := n.Stop(30 * time.Second); err != nil {
-		t.Fatal(err)
-	}
-	logBefore := len(mustRead(t, n.LogPath))
-	n.Args = append(n.Args, "--image-gc-high-threshold", "1", "--image-gc-low-threshold", "0", "--image-gc-min-age", "0s",
-		"--test-eviction-hard", "imagefs.available=99%")
-	restarted := time.Now()
-	n.Start()
-	if err := n.WaitNodeReadyFast(ctx, restarted); err != nil {
-		t.Fatal(err)
-	}
-	restartLog := string(mustRead(t, n.LogPath)[logBefore:])
-	checked := regexp.MustCompile(`msg="images dir checked".*`).FindString(restartLog)
-	t.Logf("start-time check: %s", checked)
-	for _, want := range []string{"bundles=4", "imported=0", "skipped=3", "failed=1"} {
-		if !strings.Contains(checked, want) {
-			t.Errorf("start-time check: want %s in %q", want, checked)
+	})
+
+	harness.Phase(t, "start", func(t *testing.T) {
+		n.Args = append(n.Args, "--airgap-public-key-file", p("site.pub"))
+		n.Start()
+		if err := n.WaitNodeReady(ctx); err != nil {
+			t.Fatal(err)
 		}
-	}
-	phase("restarted; start-time check done")
-	gcCtx, gcCancel := context.WithTimeout(ctx, 3*time.Minute)
-	err = harness.WaitFor(gcCtx, time.Second, func() bool { return !slices.Contains(images(), controlRef) })
-	gcCancel()
-	if err != nil {
-		t.Fatalf("the kubelet's image GC did not remove the unpinned image %s (so pinning is not shown): %v; images: %v", controlRef, err, images())
-	}
-	phase("image GC removed the unpinned image")
-	after := images()
-	for _, want := range []string{"localhost/kubox-test/busybox:1", "localhost/kubox-test/airgap:1", regRef} {
-		if !slices.Contains(after, want) {
-			t.Errorf("image GC removed the pinned image %s: %v", want, after)
+	})
+
+	harness.Phase(t, "import-by-cli", func(t *testing.T) {
+		// Import by the CLI: per-image progress, signature verified, pinned.
+		out := kubox(t, append([]string{"airgap", "import", p("site.kbundle")}, nodeFlags...)...)
+		t.Logf("import:\n%s", out)
+		for _, want := range []string{"imported localhost/kubox-test/busybox:1", "imported localhost/kubox-test/airgap:1", "MB/s", "signature verified"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("import output lacks %q:\n%s", want, out)
+			}
 		}
-	}
-	if _, err := n.Stop(30 * time.Second); err != nil {
-		t.Fatal(err)
-	}
+		if out := kubox(t, append([]string{"airgap", "import", p("site.kbundle")}, nodeFlags...)...); !strings.Contains(out, "already imported") {
+			t.Errorf("second import of the same bundle was not skipped:\n%s", out)
+		}
+		ls := airgapLs(t, n, ctx, nodeFlags)
+		for _, want := range []string{"localhost/kubox-test/busybox:1", "localhost/kubox-test/airgap:1"} {
+			if im, ok := ls[want]; !ok || !im.Pinned || im.Bundle != site.ID {
+				t.Errorf("after import, %s: %+v (want pinned, from bundle %s)", want, im, site.ID)
+			}
+		}
+	})
+
+	harness.Phase(t, "deployments-roll-out", func(t *testing.T) {
+		if err := os.WriteFile(manifest, []byte(airgapDeployments), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := n.Kubectl(ctx, "apply", "-f", manifest); err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range []string{"never", "ifnotpresent"} {
+			if _, err := n.Kubectl(ctx, "rollout", "status", "deployment/"+d, "--timeout=120s"); err != nil {
+				desc, _ := n.Kubectl(ctx, "describe", "pods", "-l", "app="+d)
+				t.Fatalf("deployment %s: %v\n%s", d, err, desc)
+			}
+		}
+	})
+
+	var regData []byte
+	var bad map[string][]byte
+	harness.Phase(t, "bad-bundles-refused", func(t *testing.T) {
+		// Bad bundles, by the CLI: refused in one line, file kept, nothing in
+		// containerd (no image, not even the blobs).
+		var err error
+		regData, err = os.ReadFile(p("reg.kbundle"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bad = map[string][]byte{
+			"truncated.kbundle": regData[:len(regData)*6/10],
+			"mismatch.kbundle":  editBundle(t, regData, func(e []tarEntry) { big(e).data[100] ^= 0xff }),
+			"absolute.kbundle":  editBundle(t, regData, func(e []tarEntry) { b := big(e); b.name = "/" + b.name }),
+			"dotdot.kbundle":    editBundle(t, regData, func(e []tarEntry) { big(e).name = "blobs/sha256/../../../etc/x" }),
+			"not-a-bundle.tar":  mustRead(t, filepath.Join(env.Images, "busybox.tar")),
+			"other-key.kbundle": mustRead(t, p("reg-other.kbundle")),
+			"unsigned-required": regData,
+		}
+		wantErr := map[string]string{
+			"truncated.kbundle": "truncated", "mismatch.kbundle": "digest mismatch", "absolute.kbundle": "unsafe path",
+			"dotdot.kbundle": "unsafe path", "not-a-bundle.tar": "not a kubox image bundle", "other-key.kbundle": "signature does not verify",
+			"unsigned-required": "not signed",
+		}
+		before := images(t)
+		for file, data := range bad {
+			path := p(file)
+			if err := os.WriteFile(path, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			args := append([]string{"airgap", "import", path}, nodeFlags...)
+			if file == "unsigned-required" {
+				args = append(args, "--airgap-require-signature")
+			}
+			out, err := n.Kubox(ctx, args...)
+			if err == nil {
+				t.Errorf("%s: imported", file)
+				continue
+			}
+			msg := strings.TrimSpace(out)
+			if strings.Count(msg, "\n") > 0 || !strings.Contains(msg, wantErr[file]) {
+				t.Errorf("%s: want one line saying %q, got:\n%s", file, wantErr[file], msg)
+			}
+			if after := images(t); !slices.Equal(before, after) {
+				t.Errorf("%s: containerd's images changed: %v -> %v", file, before, after)
+			}
+			if content := ctr(t, "content", "ls", "-q"); strings.Contains(content, regLayer.String()) {
+				t.Errorf("%s: its layer %s is left in containerd's content store", file, regLayer)
+			}
+			if _, err := os.Stat(path); err != nil {
+				t.Errorf("%s: the bad file is gone: %v", file, err)
+			}
+		}
+	})
+
+	harness.Phase(t, "images-dir-watch", func(t *testing.T) {
+		// The images dir: a bad file is logged and kept; a half-copied bundle is
+		// not imported until the copy completes, then it is.
+		if err := os.WriteFile(filepath.Join(imagesDir, "mismatch.kbundle"), bad["mismatch.kbundle"], 0o600); err != nil {
+			t.Fatal(err)
+		}
+		dropped := filepath.Join(imagesDir, "reg.kbundle")
+		half := len(regData) / 2
+		if err := os.WriteFile(dropped, regData[:half], 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := harness.WaitFor(ctx, 200*time.Millisecond, func() bool {
+			log, _ := os.ReadFile(n.LogPath)
+			return strings.Contains(string(log), "mismatch.kbundle") && strings.Contains(string(log), "incomplete")
+		}); err != nil {
+			t.Fatalf("the watcher did not report the bad and the half-copied bundle: %v", err)
+		}
+		if got := images(t); slices.Contains(got, regRef) {
+			t.Fatal("a half-copied bundle was imported")
+		}
+		f, err := os.OpenFile(dropped, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write(regData[half:]); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		waitCtx, waitCancel := context.WithTimeout(ctx, 60*time.Second)
+		err = harness.WaitFor(waitCtx, 200*time.Millisecond, func() bool { return slices.Contains(images(t), regRef) })
+		waitCancel()
+		if err != nil {
+			t.Fatalf("the completed bundle in the images dir was not imported: %v", err)
+		}
+		if im := airgapLs(t, n, ctx, nodeFlags)[regRef]; !im.Pinned || im.Bundle != regB.ID {
+			t.Errorf("dropped bundle's image: %+v", im)
+		}
+		for _, f := range []string{"mismatch.kbundle", "reg.kbundle"} {
+			if _, err := os.Stat(filepath.Join(imagesDir, f)); err != nil {
+				t.Errorf("%s removed from the images dir: %v", f, err)
+			}
+		}
+	})
+
+	harness.Phase(t, "restart-skips-imported", func(t *testing.T) {
+		// Restart with the site bundle also in the images dir (imported by the
+		// CLI, so recorded) and a file that is no bundle; tiny image GC
+		// thresholds, no pods, and an unpinned image: the start skips the three
+		// bundles (the corrupt copy of reg.kbundle has its ID, already
+		// imported), refuses the other file, and image GC removes only the
+		// unpinned image. The kubelet's periodic image GC first runs before its
+		// disk stats are ready and then only every 5 minutes, so the eviction
+		// manager (every 10 s) is made to reclaim the disk: it deletes unused
+		// images through the same image GC manager, which skips pinned ones.
+		siteCopy := filepath.Join(imagesDir, "site.kbundle")
+		if err := os.WriteFile(siteCopy, mustRead(t, p("site.kbundle")), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(imagesDir, "not-a-bundle.tar"), bad["not-a-bundle.tar"], 0o600); err != nil {
+			t.Fatal(err)
+		}
+		// As if copied a while ago: a file changed within the last seconds is
+		// left to settle, and this check is about the skip.
+		old := time.Now().Add(-time.Minute)
+		for _, f := range []string{siteCopy, filepath.Join(imagesDir, "not-a-bundle.tar")} {
+			if err := os.Chtimes(f, old, old); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ctr(t, "images", "import", p("unpinned.tar"))
+		if !slices.Contains(images(t), controlRef) {
+			t.Fatalf("control image %s not imported: %v", controlRef, images(t))
+		}
+		if _, err := n.Kubectl(ctx, "delete", "-f", manifest, "--wait=true"); err != nil {
+			t.Fatal(err)
+		}
+		if err := harness.WaitFor(ctx, 500*time.Millisecond, func() bool {
+			out, err := n.Kubectl(ctx, "get", "pods", "-o", "name")
+			return err == nil && strings.TrimSpace(out) == ""
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := n.Stop(30 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		logBefore := len(mustRead(t, n.LogPath))
+		n.Args = append(n.Args, "--image-gc-high-threshold", "1", "--image-gc-low-threshold", "0", "--image-gc-min-age", "0s",
+			"--test-eviction-hard", "imagefs.available=99%")
+		restarted := time.Now()
+		n.Start()
+		if err := n.WaitNodeReadyFast(ctx, restarted); err != nil {
+			t.Fatal(err)
+		}
+		restartLog := string(mustRead(t, n.LogPath)[logBefore:])
+		checked := regexp.MustCompile(`msg="images dir checked".*`).FindString(restartLog)
+		t.Logf("start-time check: %s", checked)
+		for _, want := range []string{"bundles=4", "imported=0", "skipped=3", "failed=1"} {
+			if !strings.Contains(checked, want) {
+				t.Errorf("start-time check: want %s in %q", want, checked)
+			}
+		}
+	})
+
+	harness.Phase(t, "image-gc-spares-pinned", func(t *testing.T) {
+		gcCtx, gcCancel := context.WithTimeout(ctx, 3*time.Minute)
+		err := harness.WaitFor(gcCtx, time.Second, func() bool { return !slices.Contains(images(t), controlRef) })
+		gcCancel()
+		if err != nil {
+			t.Fatalf("the kubelet's image GC did not remove the unpinned image %s (so pinning is not shown): %v; images: %v", controlRef, err, images(t))
+		}
+		after := images(t)
+		for _, want := range []string{"localhost/kubox-test/busybox:1", "localhost/kubox-test/airgap:1", regRef} {
+			if !slices.Contains(after, want) {
+				t.Errorf("image GC removed the pinned image %s: %v", want, after)
+			}
+		}
+		if _, err := n.Stop(30 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 type bundleInfo struct {

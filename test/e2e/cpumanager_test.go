@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -87,13 +88,13 @@ func TestCPUManager(t *testing.T) {
 	env := harness.Require(t)
 	static := []string{"--cpu-manager-policy", "static", "--reserved-cpus", "0"}
 	n := harness.NewNode(t, env, static...)
-	base := slicesClone(n.Args[:len(n.Args)-len(static)])
+	base := slices.Clone(n.Args[:len(n.Args)-len(static)])
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 
 	start := func(args []string) time.Time {
 		t.Helper()
-		n.Args = append(slicesClone(base), args...)
+		n.Args = append(slices.Clone(base), args...)
 		since := time.Now().Truncate(time.Second)
 		n.Start()
 		waitCtx, waitCancel := context.WithTimeout(ctx, 3*time.Minute)
@@ -154,5 +155,3 @@ func TestCPUManager(t *testing.T) {
 	}
 	stop()
 }
-
-func slicesClone(s []string) []string { return append([]string(nil), s...) }

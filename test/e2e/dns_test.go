@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -132,46 +133,55 @@ func TestClusterDNS(t *testing.T) {
 	dnsWriteFile(t, resolv, "nameserver "+upstreamAddr+"\n")
 	dnsWriteFile(t, override, "stub.kubox.test {\n    forward . "+upstreamAddr+"\n    log\n}\n")
 	n := harness.NewNode(t, env, "--dns-port", testDNSPort, "--resolv-conf", resolv, "--dns-config", override, "--test-dns-reload-interval", "2s")
-	began := time.Now()
-	n.Start()
 	waitCtx, waitCancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer waitCancel()
-	if err := n.WaitNodeReady(waitCtx); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("node Ready %s after start", time.Since(began).Round(time.Second))
+	began := time.Now()
 	defer func() { t.Logf("test took %s after start", time.Since(began).Round(time.Second)) }()
-	nodeIP := dnsKubectlOut(ctx, t, n, "get", "nodes", "-o", `jsonpath={.items[0].status.addresses[?(@.type=="InternalIP")].address}`)
-	server := net.JoinHostPort(nodeIP, testDNSPort)
 
-	// The cluster DNS Service: the kubelet's clusterDNS address, no
-	// selector, an EndpointSlice pointing at this node's listener.
-	if got := dnsKubectlOut(ctx, t, n, "-n", "kube-system", "get", "service", "kube-dns", "-o", "jsonpath={.spec.clusterIP} {.spec.selector}"); got != "10.43.0.10" {
-		t.Errorf("kube-dns Service: clusterIP and selector %q, want 10.43.0.10 and none", got)
-	}
-	slice := dnsKubectlOut(ctx, t, n, "-n", "kube-system", "get", "endpointslices", "-l", "kubernetes.io/service-name=kube-dns", "-o",
-		`jsonpath={range .items[*]}{.endpoints[0].addresses[0]} {.endpoints[0].conditions.ready} {.ports[*].port} {.ports[*].protocol}{"\n"}{end}`)
-	if want := nodeIP + " true 1053 1053 UDP TCP"; slice != want {
-		t.Errorf("kube-dns EndpointSlices: %q, want %q", slice, want)
-	}
+	var nodeIP, server string
+	harness.Phase(t, "start", func(t *testing.T) {
+		n.Start()
+		if err := n.WaitNodeReady(waitCtx); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("node Ready %s after start", time.Since(began).Round(time.Second))
+		nodeIP = dnsKubectlOut(ctx, t, n, "get", "nodes", "-o", `jsonpath={.items[0].status.addresses[?(@.type=="InternalIP")].address}`)
+		server = net.JoinHostPort(nodeIP, testDNSPort)
+	})
 
-	if err := n.ImportImage(ctx, "busybox.tar"); err != nil {
-		t.Fatal(err)
-	}
-	manifest := filepath.Join(n.Root, "dns.yaml")
-	dnsWriteFile(t, manifest, dnsManifests)
-	if _, err := n.Kubectl(ctx, "apply", "-f", manifest); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := n.Kubectl(ctx, "wait", "--for=condition=Ready", "pod/client", "--timeout=3m"); err != nil {
-		t.Fatal(err)
-	}
-	podIPs := waitWebPods(ctx, t, n, 2, time.Time{})
+	harness.Phase(t, "kube-dns-service", func(t *testing.T) {
+		// The cluster DNS Service: the kubelet's clusterDNS address, no
+		// selector, an EndpointSlice pointing at this node's listener.
+		if got := dnsKubectlOut(ctx, t, n, "-n", "kube-system", "get", "service", "kube-dns", "-o", "jsonpath={.spec.clusterIP} {.spec.selector}"); got != "10.43.0.10" {
+			t.Errorf("kube-dns Service: clusterIP and selector %q, want 10.43.0.10 and none", got)
+		}
+		slice := dnsKubectlOut(ctx, t, n, "-n", "kube-system", "get", "endpointslices", "-l", "kubernetes.io/service-name=kube-dns", "-o",
+			`jsonpath={range .items[*]}{.endpoints[0].addresses[0]} {.endpoints[0].conditions.ready} {.ports[*].port} {.ports[*].protocol}{"\n"}{end}`)
+		if want := nodeIP + " true 1053 1053 UDP TCP"; slice != want {
+			t.Errorf("kube-dns EndpointSlices: %q, want %q", slice, want)
+		}
+	})
 
-	// The pod's resolv.conf is the normal one: the cluster DNS Service.
-	if rc, err := n.Kubectl(ctx, "exec", "client", "--", "cat", "/etc/resolv.conf"); err != nil || !strings.Contains(rc, "nameserver 10.43.0.10") || !strings.Contains(rc, "search default.svc.cluster.local svc.cluster.local cluster.local") {
-		t.Errorf("pod resolv.conf: %q %v", rc, err)
-	}
+	var podIPs []string
+	harness.Phase(t, "workloads", func(t *testing.T) {
+		if err := n.ImportImage(ctx, "busybox.tar"); err != nil {
+			t.Fatal(err)
+		}
+		manifest := filepath.Join(n.Root, "dns.yaml")
+		dnsWriteFile(t, manifest, dnsManifests)
+		if _, err := n.Kubectl(ctx, "apply", "-f", manifest); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := n.Kubectl(ctx, "wait", "--for=condition=Ready", "pod/client", "--timeout=3m"); err != nil {
+			t.Fatal(err)
+		}
+		podIPs = waitWebPods(ctx, t, n, 2, time.Time{})
+
+		// The pod's resolv.conf is the normal one: the cluster DNS Service.
+		if rc, err := n.Kubectl(ctx, "exec", "client", "--", "cat", "/etc/resolv.conf"); err != nil || !strings.Contains(rc, "nameserver 10.43.0.10") || !strings.Contains(rc, "search default.svc.cluster.local svc.cluster.local cluster.local") {
+			t.Errorf("pod resolv.conf: %q %v", rc, err)
+		}
+	})
 
 	// Queries go the normal way: the pod's resolv.conf names the kube-dns
 	// Service, which the service proxy sends to this node's listener.
@@ -179,7 +189,7 @@ func TestClusterDNS(t *testing.T) {
 		args := append([]string{"exec", "client", "--", "nslookup"}, extra...)
 		return n.Kubectl(ctx, append(args, name)...)
 	}
-	expect := func(what, name string, want ...string) {
+	expect := func(t *testing.T, what, name string, want ...string) {
 		t.Helper()
 		out, err := lookup(name)
 		if err != nil {
@@ -193,90 +203,98 @@ func TestClusterDNS(t *testing.T) {
 		}
 	}
 
-	webIP := dnsKubectlOut(ctx, t, n, "get", "service", "web", "-o", "jsonpath={.spec.clusterIP}")
-	expect("Service", "web.default.svc.cluster.local", "Address: "+webIP)
-	// busybox nslookup tries every search domain and fails if any does not
-	// answer; the first one does.
-	if out, _ := lookup("web"); !strings.Contains(out, "Name:\tweb.default.svc.cluster.local\nAddress: "+webIP) {
-		t.Errorf("Service by short name (search path): %s", out)
-	}
-	if out, err := n.Kubectl(ctx, "exec", "client", "--", "nslookup", "web.default.svc.cluster.local", server); err != nil || !strings.Contains(out, "Address: "+webIP) {
-		t.Errorf("Service, asking the node's listener %s directly: %v\n%s", server, err, out)
-	}
-	expect("Service PTR", webIP, "web.default.svc.cluster.local")
-	if out, err := lookup("_http._tcp.web.default.svc.cluster.local", "-type=srv"); err != nil || !strings.Contains(out, "80 web.default.svc.cluster.local") {
-		t.Errorf("SRV for the named port: %v\n%s", err, out)
-	}
-	expect("headless Service", "web-headless.default.svc.cluster.local", dnsAddrLines(podIPs)...)
-	dashed := strings.ReplaceAll(podIPs[0], ".", "-") + ".default.pod.cluster.local"
-	expect("pod dashed name", dashed, "Address: "+podIPs[0])
-	expect("ExternalName", "ext.default.svc.cluster.local", "canonical name = upstream.kubox.test", "Address: "+upstreamIP)
-	before := upstreamQueries.Load()
-	expect("forwarded name", directName, "Address: "+directIP)
-	if upstreamQueries.Load() == before {
-		t.Errorf("the upstream resolver saw no query for %s", directName)
-	}
-	expect("stub zone from the DNS config", stubName, "Address: "+stubIP)
-	hostName, hostIP := dnsHostsEntry(t)
-	expect("host /etc/hosts", hostName+".", "Address: "+hostIP)
-	if out, err := lookup("nothing-here.default.svc.cluster.local"); err == nil || !strings.Contains(out, "NXDOMAIN") {
-		t.Errorf("unknown Service: want NXDOMAIN, got %v\n%s", err, out)
-	}
-
-	// Scale the headless Service's Deployment: once the new pod is Ready
-	// (in the EndpointSlice), DNS answers with it within 5 s; after a scale
-	// down the answers shrink within 5 s of the endpoints changing.
-	for _, replicas := range []int{3, 1} {
-		if _, err := n.Kubectl(ctx, "scale", "deployment", "web", fmt.Sprintf("--replicas=%d", replicas)); err != nil {
-			t.Fatal(err)
+	harness.Phase(t, "lookups", func(t *testing.T) {
+		webIP := dnsKubectlOut(ctx, t, n, "get", "service", "web", "-o", "jsonpath={.spec.clusterIP}")
+		expect(t, "Service", "web.default.svc.cluster.local", "Address: "+webIP)
+		// busybox nslookup tries every search domain and fails if any does not
+		// answer; the first one does.
+		if out, _ := lookup("web"); !strings.Contains(out, "Name:\tweb.default.svc.cluster.local\nAddress: "+webIP) {
+			t.Errorf("Service by short name (search path): %s", out)
 		}
-		want := dnsWaitReadyEndpoints(ctx, t, n, "web-headless", replicas)
-		changed := time.Now()
-		var got []string
-		for time.Since(changed) < 5*time.Second {
-			out, _ := lookup("web-headless.default.svc.cluster.local")
-			got = dnsAnswerIPs(out)
-			if strings.Join(got, ",") == strings.Join(want, ",") {
+		if out, err := n.Kubectl(ctx, "exec", "client", "--", "nslookup", "web.default.svc.cluster.local", server); err != nil || !strings.Contains(out, "Address: "+webIP) {
+			t.Errorf("Service, asking the node's listener %s directly: %v\n%s", server, err, out)
+		}
+		expect(t, "Service PTR", webIP, "web.default.svc.cluster.local")
+		if out, err := lookup("_http._tcp.web.default.svc.cluster.local", "-type=srv"); err != nil || !strings.Contains(out, "80 web.default.svc.cluster.local") {
+			t.Errorf("SRV for the named port: %v\n%s", err, out)
+		}
+		expect(t, "headless Service", "web-headless.default.svc.cluster.local", dnsAddrLines(podIPs)...)
+		dashed := strings.ReplaceAll(podIPs[0], ".", "-") + ".default.pod.cluster.local"
+		expect(t, "pod dashed name", dashed, "Address: "+podIPs[0])
+		expect(t, "ExternalName", "ext.default.svc.cluster.local", "canonical name = upstream.kubox.test", "Address: "+upstreamIP)
+		before := upstreamQueries.Load()
+		expect(t, "forwarded name", directName, "Address: "+directIP)
+		if upstreamQueries.Load() == before {
+			t.Errorf("the upstream resolver saw no query for %s", directName)
+		}
+		expect(t, "stub zone from the DNS config", stubName, "Address: "+stubIP)
+		hostName, hostIP := dnsHostsEntry(t)
+		expect(t, "host /etc/hosts", hostName+".", "Address: "+hostIP)
+		if out, err := lookup("nothing-here.default.svc.cluster.local"); err == nil || !strings.Contains(out, "NXDOMAIN") {
+			t.Errorf("unknown Service: want NXDOMAIN, got %v\n%s", err, out)
+		}
+	})
+
+	harness.Phase(t, "headless-scale", func(t *testing.T) {
+		// Scale the headless Service's Deployment: once the new pod is Ready
+		// (in the EndpointSlice), DNS answers with it within 5 s; after a scale
+		// down the answers shrink within 5 s of the endpoints changing.
+		for _, replicas := range []int{3, 1} {
+			if _, err := n.Kubectl(ctx, "scale", "deployment", "web", fmt.Sprintf("--replicas=%d", replicas)); err != nil {
+				t.Fatal(err)
+			}
+			want := dnsWaitReadyEndpoints(ctx, t, n, "web-headless", replicas)
+			changed := time.Now()
+			var got []string
+			for time.Since(changed) < 5*time.Second {
+				out, _ := lookup("web-headless.default.svc.cluster.local")
+				got = dnsAnswerIPs(out)
+				if slices.Equal(got, want) {
+					break
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("%d replicas: DNS answers %v 5 s after the endpoints became %v", replicas, got, want)
+			} else {
+				t.Logf("%d replicas: DNS answered the new endpoints %s after they changed", replicas, time.Since(changed).Round(10*time.Millisecond))
+			}
+		}
+	})
+
+	harness.Phase(t, "config-reload", func(t *testing.T) {
+		// A changed DNS config is picked up while running; a bad edit is
+		// logged once and the running configuration stays.
+		dnsWriteFile(t, override, "stub.kubox.test {\n    forward . "+upstreamAddr+"\n}\nstub2.kubox.test {\n    forward . "+upstreamAddr+"\n}\n")
+		edited := time.Now()
+		for {
+			out, err := lookup(stub2Name)
+			if err == nil && strings.Contains(out, "Address: "+stub2IP) {
+				t.Logf("edited DNS config served %s after the edit", time.Since(edited).Round(100*time.Millisecond))
 				break
 			}
-			time.Sleep(200 * time.Millisecond)
+			if time.Since(edited) > 30*time.Second {
+				t.Fatalf("a zone added to the DNS config does not resolve 30 s later: %v\n%s", err, out)
+			}
+			time.Sleep(500 * time.Millisecond)
 		}
-		if strings.Join(got, ",") != strings.Join(want, ",") {
-			t.Errorf("%d replicas: DNS answers %v 5 s after the endpoints became %v", replicas, got, want)
-		} else {
-			t.Logf("%d replicas: DNS answered the new endpoints %s after they changed", replicas, time.Since(changed).Round(10*time.Millisecond))
+		dnsWriteFile(t, override, "stub2.kubox.test {\n    rewrite name a b\n}\n")
+		logCtx, logCancel := context.WithTimeout(ctx, 20*time.Second)
+		defer logCancel()
+		if err := harness.WaitFor(logCtx, 500*time.Millisecond, func() bool {
+			log, _ := os.ReadFile(n.LogPath)
+			return strings.Contains(string(log), "DNS configuration not reloaded")
+		}); err != nil {
+			t.Errorf("a bad edit of the DNS config was not logged: %v", err)
 		}
-	}
+		expect(t, "running configuration after a bad edit", stub2Name, "Address: "+stub2IP)
+	})
 
-	// A changed DNS config is picked up while running; a bad edit is
-	// logged once and the running configuration stays.
-	dnsWriteFile(t, override, "stub.kubox.test {\n    forward . "+upstreamAddr+"\n}\nstub2.kubox.test {\n    forward . "+upstreamAddr+"\n}\n")
-	edited := time.Now()
-	for {
-		out, err := lookup(stub2Name)
-		if err == nil && strings.Contains(out, "Address: "+stub2IP) {
-			t.Logf("edited DNS config served %s after the edit", time.Since(edited).Round(100*time.Millisecond))
-			break
+	harness.Phase(t, "stop", func(t *testing.T) {
+		if _, err := n.Stop(30 * time.Second); err != nil {
+			t.Fatalf("stop: %v", err)
 		}
-		if time.Since(edited) > 30*time.Second {
-			t.Fatalf("a zone added to the DNS config does not resolve 30 s later: %v\n%s", err, out)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	dnsWriteFile(t, override, "stub2.kubox.test {\n    rewrite name a b\n}\n")
-	logCtx, logCancel := context.WithTimeout(ctx, 20*time.Second)
-	defer logCancel()
-	if err := harness.WaitFor(logCtx, 500*time.Millisecond, func() bool {
-		log, _ := os.ReadFile(n.LogPath)
-		return strings.Contains(string(log), "DNS configuration not reloaded")
-	}); err != nil {
-		t.Errorf("a bad edit of the DNS config was not logged: %v", err)
-	}
-	expect("running configuration after a bad edit", stub2Name, "Address: "+stub2IP)
-
-	if _, err := n.Stop(30 * time.Second); err != nil {
-		t.Fatalf("stop: %v", err)
-	}
+	})
 }
 
 // TestClusterDNSBadConfig: a DNS config kubox cannot run stops the start

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/kubox/kubox/test/harness"
 )
 
 // These tests run systemd/install.sh and the scripts it writes into a
@@ -34,7 +36,6 @@ esac
 `
 
 type installer struct {
-	t      *testing.T
 	root   string // the throw-away root
 	bin    string // dir with the fake systemctl, first on PATH
 	state  string
@@ -53,7 +54,7 @@ func newInstaller(t *testing.T) *installer {
 		t.Skip("KUBOX_BIN is not set: run the end-to-end tests with `make test-e2e`")
 	}
 	dir := t.TempDir()
-	in := &installer{t: t, root: filepath.Join(dir, "root"), bin: filepath.Join(dir, "fakebin"),
+	in := &installer{root: filepath.Join(dir, "root"), bin: filepath.Join(dir, "fakebin"),
 		state: filepath.Join(dir, "state"), log: filepath.Join(dir, "systemctl.log"),
 		script: repoPath(t, "systemd", "install.sh"), kubox: kubox}
 	for _, d := range []string{filepath.Join(in.root, "run", "systemd", "system"), in.bin, in.state} {
@@ -94,11 +95,11 @@ func (in *installer) install(env []string, args ...string) (string, error) {
 	return string(out), err
 }
 
-func (in *installer) offline(args ...string) string {
-	in.t.Helper()
+func (in *installer) offline(t *testing.T, args ...string) string {
+	t.Helper()
 	out, err := in.install([]string{"INSTALL_KUBOX_SKIP_DOWNLOAD=true"}, args...)
 	if err != nil {
-		in.t.Fatalf("install.sh: %v\n%s", err, out)
+		t.Fatalf("install.sh: %v\n%s", err, out)
 	}
 	return out
 }
@@ -118,11 +119,11 @@ func (in *installer) systemctl() []string {
 
 func (in *installer) path(p string) string { return filepath.Join(in.root, p) }
 
-func (in *installer) read(p string) string {
-	in.t.Helper()
+func (in *installer) read(t *testing.T, p string) string {
+	t.Helper()
 	data, err := os.ReadFile(in.path(p))
 	if err != nil {
-		in.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return string(data)
 }
@@ -149,124 +150,132 @@ func (in *installer) files() map[string]string {
 
 func TestInstallOfflineIntoRoot(t *testing.T) {
 	in := newInstaller(t)
-	out := in.offline("--node-name", "box 1", "--data-dir=/srv/kubox")
-	t.Logf("install.sh:\n%s", out)
-	want := map[string]string{
-		"/usr/local/bin/kubox":                  "-rwxr-xr-x",
-		"/usr/local/bin/kubectl":                "Lrwxrwxrwx -> /usr/local/bin/kubox",
-		"/usr/local/bin/ctr":                    "Lrwxrwxrwx -> /usr/local/bin/kubox",
-		"/usr/local/bin/kubox-killall.sh":       "-rwxr-xr-x",
-		"/usr/local/bin/kubox-uninstall.sh":     "-rwxr-xr-x",
-		"/etc/systemd/system/kubox.service":     "-rw-r--r--",
-		"/etc/systemd/system/kubox.service.env": "-rw-------",
-	}
-	got := in.files()
-	for p, mode := range want {
-		if got[p] != mode {
-			t.Errorf("%s: %q, want %q", p, got[p], mode)
+	harness.Phase(t, "first-install", func(t *testing.T) {
+		out := in.offline(t, "--node-name", "box 1", "--data-dir=/srv/kubox")
+		t.Logf("install.sh:\n%s", out)
+		want := map[string]string{
+			"/usr/local/bin/kubox":                  "-rwxr-xr-x",
+			"/usr/local/bin/kubectl":                "Lrwxrwxrwx -> /usr/local/bin/kubox",
+			"/usr/local/bin/ctr":                    "Lrwxrwxrwx -> /usr/local/bin/kubox",
+			"/usr/local/bin/kubox-killall.sh":       "-rwxr-xr-x",
+			"/usr/local/bin/kubox-uninstall.sh":     "-rwxr-xr-x",
+			"/etc/systemd/system/kubox.service":     "-rw-r--r--",
+			"/etc/systemd/system/kubox.service.env": "-rw-------",
 		}
-	}
-	for p := range got {
-		if _, ok := want[p]; !ok {
-			t.Errorf("unexpected %s (%s)", p, got[p])
+		got := in.files()
+		for p, mode := range want {
+			if got[p] != mode {
+				t.Errorf("%s: %q, want %q", p, got[p], mode)
+			}
 		}
-	}
-	// kubox carries no crictl: no link, and the installer says so.
-	if !strings.Contains(out, "crictl: not linked") {
-		t.Errorf("install.sh did not say why crictl is not linked")
-	}
-	if same, _ := sameFile(in.kubox, in.path("/usr/local/bin/kubox")); !same {
-		t.Error("installed kubox differs from the source binary")
-	}
-	unit := in.read("/etc/systemd/system/kubox.service")
-	for _, line := range []string{
-		`ExecStart=/usr/local/bin/kubox server --stop-pods-on-exit=false "--node-name" "box 1" "--data-dir=/srv/kubox"`,
-		"Type=notify", "KillMode=process", "Delegate=yes", "LimitNOFILE=1048576", "TasksMax=infinity",
-		"Restart=always", "RestartPreventExitStatus=78", "TimeoutStartSec=15min", "EnvironmentFile=-/etc/systemd/system/kubox.service.env",
-	} {
-		if !strings.Contains(unit, "\n"+line+"\n") {
-			t.Errorf("unit lacks %q:\n%s", line, unit)
+		for p := range got {
+			if _, ok := want[p]; !ok {
+				t.Errorf("unexpected %s (%s)", p, got[p])
+			}
 		}
-	}
-	// The scripts know the data dir the server was given.
-	for _, s := range []string{"/usr/local/bin/kubox-killall.sh", "/usr/local/bin/kubox-uninstall.sh"} {
-		if !strings.Contains(in.read(s), "DATA_DIR='/srv/kubox'") {
-			t.Errorf("%s does not name the data dir /srv/kubox", s)
+		// kubox carries no crictl: no link, and the installer says so.
+		if !strings.Contains(out, "crictl: not linked") {
+			t.Errorf("install.sh did not say why crictl is not linked")
 		}
-	}
-	if calls := strings.Join(in.systemctl(), "|"); calls != "daemon-reload|is-enabled --quiet kubox|enable kubox|is-active --quiet kubox|start kubox" {
-		t.Errorf("systemctl calls on first install: %s", calls)
-	}
+		if same, _ := sameFile(in.kubox, in.path("/usr/local/bin/kubox")); !same {
+			t.Error("installed kubox differs from the source binary")
+		}
+		unit := in.read(t, "/etc/systemd/system/kubox.service")
+		for _, line := range []string{
+			`ExecStart=/usr/local/bin/kubox server --stop-pods-on-exit=false "--node-name" "box 1" "--data-dir=/srv/kubox"`,
+			"Type=notify", "KillMode=process", "Delegate=yes", "LimitNOFILE=1048576", "TasksMax=infinity",
+			"Restart=always", "RestartPreventExitStatus=78", "TimeoutStartSec=15min", "EnvironmentFile=-/etc/systemd/system/kubox.service.env",
+		} {
+			if !strings.Contains(unit, "\n"+line+"\n") {
+				t.Errorf("unit lacks %q:\n%s", line, unit)
+			}
+		}
+		// The scripts know the data dir the server was given.
+		for _, s := range []string{"/usr/local/bin/kubox-killall.sh", "/usr/local/bin/kubox-uninstall.sh"} {
+			if !strings.Contains(in.read(t, s), "DATA_DIR='/srv/kubox'") {
+				t.Errorf("%s does not name the data dir /srv/kubox", s)
+			}
+		}
+		if calls := strings.Join(in.systemctl(), "|"); calls != "daemon-reload|is-enabled --quiet kubox|enable kubox|is-active --quiet kubox|start kubox" {
+			t.Errorf("systemctl calls on first install: %s", calls)
+		}
+	})
 
-	// Same binary, same args: nothing written, nothing restarted.
-	before := mtimes(t, in.root)
-	out = in.offline("--node-name", "box 1", "--data-dir=/srv/kubox")
-	if calls := strings.Join(in.systemctl(), "|"); calls != "is-enabled --quiet kubox|is-active --quiet kubox" {
-		t.Errorf("second install called systemctl: %s\n%s", calls, out)
-	}
-	if after := mtimes(t, in.root); after != before {
-		t.Errorf("second install changed files:\n%s\nthen\n%s", before, after)
-	}
-	if !strings.Contains(out, "nothing changed") {
-		t.Errorf("second install did not say nothing changed:\n%s", out)
-	}
+	harness.Phase(t, "same-again-changes-nothing", func(t *testing.T) {
+		// Same binary, same args: nothing written, nothing restarted.
+		before := mtimes(t, in.root)
+		out := in.offline(t, "--node-name", "box 1", "--data-dir=/srv/kubox")
+		if calls := strings.Join(in.systemctl(), "|"); calls != "is-enabled --quiet kubox|is-active --quiet kubox" {
+			t.Errorf("second install called systemctl: %s\n%s", calls, out)
+		}
+		if after := mtimes(t, in.root); after != before {
+			t.Errorf("second install changed files:\n%s\nthen\n%s", before, after)
+		}
+		if !strings.Contains(out, "nothing changed") {
+			t.Errorf("second install did not say nothing changed:\n%s", out)
+		}
+	})
 
-	// New arguments: the unit changes and the running service restarts.
-	in.offline("--node-name", "box-2", "--data-dir=/srv/kubox")
-	if calls := strings.Join(in.systemctl(), "|"); calls != "daemon-reload|is-enabled --quiet kubox|is-active --quiet kubox|restart kubox" {
-		t.Errorf("systemctl calls after new args: %s", calls)
-	}
+	harness.Phase(t, "new-args-restart", func(t *testing.T) {
+		// New arguments: the unit changes and the running service restarts.
+		in.offline(t, "--node-name", "box-2", "--data-dir=/srv/kubox")
+		if calls := strings.Join(in.systemctl(), "|"); calls != "daemon-reload|is-enabled --quiet kubox|is-active --quiet kubox|restart kubox" {
+			t.Errorf("systemctl calls after new args: %s", calls)
+		}
+	})
 
-	// Uninstall: says what it removes, then removes everything, including
-	// the data dir (inside the test root).
-	if err := os.MkdirAll(in.path("/srv/kubox/etcd"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(in.path("/etc/kubox"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	// Empty dirs the kubelet, containerd and libcni make at their default
-	// places go; /opt itself and anything not empty stay.
-	for _, d := range []string{"/opt/containerd/bin", "/opt/containerd/lib", "/opt/other", "/usr/libexec/kubernetes/kubelet-plugins/volume/exec", "/var/lib/cni/results"} {
-		if err := os.MkdirAll(in.path(d), 0o755); err != nil {
+	harness.Phase(t, "uninstall", func(t *testing.T) {
+		// Uninstall: says what it removes, then removes everything, including
+		// the data dir (inside the test root).
+		if err := os.MkdirAll(in.path("/srv/kubox/etcd"), 0o700); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if err := os.WriteFile(in.path("/var/lib/cni/results/other-net-1"), nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(in.path("/usr/local/bin/kubox-uninstall.sh"))
-	cmd.Env = in.env()
-	uout, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("uninstall: %v\n%s", err, uout)
-	}
-	for _, p := range []string{"/usr/local/bin/kubox", "/usr/local/bin/kubectl", "/etc/systemd/system/kubox.service", "/srv/kubox", "/etc/kubox"} {
-		if !strings.Contains(string(uout), "  "+p+"\n") {
-			t.Errorf("uninstall did not list %s:\n%s", p, uout)
+		if err := os.MkdirAll(in.path("/etc/kubox"), 0o755); err != nil {
+			t.Fatal(err)
 		}
-	}
-	if left := in.files(); len(left) != 1 {
-		t.Errorf("left after uninstall: %v; want only another network's CNI result", left)
-	}
-	for _, d := range []string{"/srv/kubox", "/etc/kubox", "/opt/containerd", "/usr/libexec/kubernetes"} {
-		if _, err := os.Stat(in.path(d)); !os.IsNotExist(err) {
-			t.Errorf("%s still there after uninstall", d)
+		// Empty dirs the kubelet, containerd and libcni make at their default
+		// places go; /opt itself and anything not empty stay.
+		for _, d := range []string{"/opt/containerd/bin", "/opt/containerd/lib", "/opt/other", "/usr/libexec/kubernetes/kubelet-plugins/volume/exec", "/var/lib/cni/results"} {
+			if err := os.MkdirAll(in.path(d), 0o755); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	for _, p := range []string{"/opt/other", "/var/lib/cni/results/other-net-1"} {
-		if _, err := os.Stat(in.path(p)); err != nil {
-			t.Errorf("uninstall removed %s, which is not kubox's: %v", p, err)
+		if err := os.WriteFile(in.path("/var/lib/cni/results/other-net-1"), nil, 0o600); err != nil {
+			t.Fatal(err)
 		}
-	}
-	if calls := strings.Join(in.systemctl(), "|"); calls != "disable kubox|stop kubox|daemon-reload|reset-failed kubox" {
-		t.Errorf("systemctl calls on uninstall: %s", calls)
-	}
+		cmd := exec.Command(in.path("/usr/local/bin/kubox-uninstall.sh"))
+		cmd.Env = in.env()
+		uout, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("uninstall: %v\n%s", err, uout)
+		}
+		for _, p := range []string{"/usr/local/bin/kubox", "/usr/local/bin/kubectl", "/etc/systemd/system/kubox.service", "/srv/kubox", "/etc/kubox"} {
+			if !strings.Contains(string(uout), "  "+p+"\n") {
+				t.Errorf("uninstall did not list %s:\n%s", p, uout)
+			}
+		}
+		if left := in.files(); len(left) != 1 {
+			t.Errorf("left after uninstall: %v; want only another network's CNI result", left)
+		}
+		for _, d := range []string{"/srv/kubox", "/etc/kubox", "/opt/containerd", "/usr/libexec/kubernetes"} {
+			if _, err := os.Stat(in.path(d)); !os.IsNotExist(err) {
+				t.Errorf("%s still there after uninstall", d)
+			}
+		}
+		for _, p := range []string{"/opt/other", "/var/lib/cni/results/other-net-1"} {
+			if _, err := os.Stat(in.path(p)); err != nil {
+				t.Errorf("uninstall removed %s, which is not kubox's: %v", p, err)
+			}
+		}
+		if calls := strings.Join(in.systemctl(), "|"); calls != "disable kubox|stop kubox|daemon-reload|reset-failed kubox" {
+			t.Errorf("systemctl calls on uninstall: %s", calls)
+		}
+	})
 }
 
 func TestUninstallKeepData(t *testing.T) {
 	in := newInstaller(t)
-	in.offline()
+	in.offline(t)
 	if err := os.MkdirAll(in.path("/var/lib/kubox/snapshots"), 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -293,7 +302,7 @@ func TestInstallLeavesTakenToolNamesAlone(t *testing.T) {
 	if err := os.WriteFile(in.path("/usr/bin/kubectl"), []byte("#!/bin/sh\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	out := in.offline()
+	out := in.offline(t)
 	if _, err := os.Lstat(in.path("/usr/local/bin/kubectl")); !os.IsNotExist(err) {
 		t.Errorf("kubectl linked although /usr/bin/kubectl exists")
 	}
@@ -327,7 +336,7 @@ func TestInstallSkipStartAndEnable(t *testing.T) {
 
 func TestInstallEnvFile(t *testing.T) {
 	in := newInstaller(t)
-	in.offline() // a first install, so the second one is a change
+	in.offline(t) // a first install, so the second one is a change
 	in.systemctl()
 	tricky := `a"b$c` + "`d\\e f"
 	out, err := in.install([]string{"INSTALL_KUBOX_SKIP_DOWNLOAD=true", "KUBOX_TOKEN=" + tricky,
@@ -335,7 +344,7 @@ func TestInstallEnvFile(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	env := in.read("/etc/systemd/system/kubox.service.env")
+	env := in.read(t, "/etc/systemd/system/kubox.service.env")
 	want := "HTTPS_PROXY=\"http://proxy:3128\"\nKUBOX_TOKEN=\"a\\\"b\\$c\\`d\\\\e f\"\nno_proxy=\"10.0.0.0/8\"\n"
 	if env != want {
 		t.Errorf("env file\n got %q\nwant %q", env, want)
@@ -482,7 +491,7 @@ func TestInstallRefusals(t *testing.T) {
 // exits 0 even for a broken unit, so its output is what counts).
 func TestInstallScriptsShellcheckAndUnitVerifies(t *testing.T) {
 	in := newInstaller(t)
-	in.offline("--node-name", "box 1")
+	in.offline(t, "--node-name", "box 1")
 	shellcheck, err := exec.LookPath("shellcheck")
 	if err != nil {
 		t.Skip("shellcheck is not installed: apt-get install shellcheck")
@@ -499,7 +508,7 @@ func TestInstallScriptsShellcheckAndUnitVerifies(t *testing.T) {
 	}
 	// verify checks that ExecStart's binary exists on this host: point it
 	// at the installed copy.
-	unit := strings.ReplaceAll(in.read("/etc/systemd/system/kubox.service"), "/usr/local/bin/kubox", in.path("/usr/local/bin/kubox"))
+	unit := strings.ReplaceAll(in.read(t, "/etc/systemd/system/kubox.service"), "/usr/local/bin/kubox", in.path("/usr/local/bin/kubox"))
 	dir := t.TempDir()
 	good := filepath.Join(dir, "kubox.service")
 	if err := os.WriteFile(good, []byte(unit), 0o644); err != nil {
@@ -548,7 +557,7 @@ func mtimes(t *testing.T, root string) string {
 // on this host is touched.
 func TestKillallCleansShimLeftovers(t *testing.T) {
 	in := newInstaller(t)
-	in.offline()
+	in.offline(t)
 	task := in.path("/run/kubox/containerd/io.containerd.runtime.v2.task/k8s.io/abc123")
 	files := map[string]string{
 		task + "/bootstrap.json":                                 `{"version":3,"address":"unix:///run/containerd/s/feed","protocol":"ttrpc"}`,

@@ -45,16 +45,8 @@ func describe(ms []etcdMember) string {
 		}
 		parts = append(parts, m.Name+"="+role)
 	}
-	sortStrings(parts)
+	slices.Sort(parts)
 	return strings.Join(parts, ",")
-}
-
-func sortStrings(s []string) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
 }
 
 // cgroupRoot keeps each box's pod cgroups apart: a kubelet deletes the pod
@@ -133,33 +125,33 @@ func TestJoinThreeBoxes(t *testing.T) {
 	defer cancel()
 	network := harness.NewNetwork(t, "kbxe2e", 3)
 	ns, ip := network.Namespaces, network.IPs
-	phase := phaseTimer(t)
+	joinURL := "https://" + net.JoinHostPort(ip[0], "6443")
 
 	box1 := harness.NewNode(t, env, boxArgs("box1", ip[0], cgroupRoot("box1"))...)
 	box1.Netns = ns[0]
-	startBoxNodeReady(ctx, t, box1)
-	phase("box1 Node Ready")
-	joinURL := "https://" + net.JoinHostPort(ip[0], "6443")
+	harness.Phase(t, "box1-ready", func(t *testing.T) {
+		startBoxNodeReady(ctx, t, box1)
+	})
 
-	newToken := func(ttl string) string {
-		t.Helper()
-		return createToken(ctx, t, box1, ttl)
-	}
-	tok := newToken("1h")
-	parsed, _ := bootstrap.ParseToken(tok)
-	list, err := box1.Kubox(ctx, "token", "list", "--data-dir", box1.DataDir)
-	if err != nil || !strings.Contains(list, parsed.ID) || strings.Contains(list, parsed.Secret) {
-		t.Fatalf("token list should show id %s and never the secret: %v\n%s", parsed.ID, err, list)
-	}
+	var tok string
+	var parsed bootstrap.Token
+	harness.Phase(t, "token", func(t *testing.T) {
+		tok = createToken(ctx, t, box1, "1h")
+		parsed, _ = bootstrap.ParseToken(tok)
+		list, err := box1.Kubox(ctx, "token", "list", "--data-dir", box1.DataDir)
+		if err != nil || !strings.Contains(list, parsed.ID) || strings.Contains(list, parsed.Secret) {
+			t.Fatalf("token list should show id %s and never the secret: %v\n%s", parsed.ID, err, list)
+		}
+	})
 
 	// Bad input: each refused with one line, no etcd member added.
-	t.Run("refusals", func(t *testing.T) {
+	harness.Phase(t, "refusals", func(t *testing.T) {
 		wrongHash := parsed
 		wrongHash.CAHash = strings.Repeat("ab", 32)
 		wrongSecret := parsed
 		wrongSecret.Secret = "0123456789abcdef"
-		expired := newToken("1s")
-		deleted := newToken("1h")
+		expired := createToken(ctx, t, box1, "1s")
+		deleted := createToken(ctx, t, box1, "1h")
 		delTok, _ := bootstrap.ParseToken(deleted)
 		if _, err := box1.Kubox(ctx, "token", "delete", "--data-dir", box1.DataDir, delTok.ID); err != nil {
 			t.Fatal(err)
@@ -187,45 +179,37 @@ func TestJoinThreeBoxes(t *testing.T) {
 			t.Fatalf("after refused joins etcd has %s, want box1=voter", got)
 		}
 	})
-	if t.Failed() {
-		return
-	}
 
-	phase("refusals")
 	// Box 2: the token from the environment; joins as a learner.
 	box2 := harness.NewNode(t, env, boxArgs("box2", ip[1], cgroupRoot("box2"), "--join", joinURL)...)
 	box2.Netns, box2.Env = ns[1], []string{"KUBOX_TOKEN=" + tok}
-	begin := time.Now()
-	startBox(ctx, t, box2)
-	t.Logf("box2 joined and its apiserver is ready in %s", time.Since(begin).Round(time.Millisecond))
-	if got := describe(members(ctx, t, box1)); got != "box1=voter,box2=learner" {
-		t.Fatalf("after box2's join etcd has %s, want box1=voter,box2=learner", got)
-	}
-	// The learner's own etcd answers no membership calls; the verbs fall
-	// back to the members it joined.
-	if got := describe(members(ctx, t, box2)); got != "box1=voter,box2=learner" {
-		t.Fatalf("etcd members through the learner box2: %s", got)
-	}
-	if out, err := box1.Kubox(ctx, "etcd", "promote", "box1", "--data-dir", box1.DataDir); err == nil || !strings.Contains(out, "already a voter") {
-		t.Errorf("etcd promote of a voter: %v %s", err, out)
-	}
-	if log, _ := os.ReadFile(box2.LogPath); !strings.Contains(string(log), "non-voting etcd learner") {
-		t.Errorf("box2 did not say it joined as a learner")
-	}
-	if log, _ := os.ReadFile(box2.LogPath); strings.Contains(string(log), parsed.Secret) {
-		t.Errorf("box2's log contains the token secret")
-	}
+	harness.Phase(t, "box2-joins-as-learner", func(t *testing.T) {
+		begin := time.Now()
+		startBox(ctx, t, box2)
+		t.Logf("box2 joined and its apiserver is ready in %s", time.Since(begin).Round(time.Millisecond))
+		if got := describe(members(ctx, t, box1)); got != "box1=voter,box2=learner" {
+			t.Fatalf("after box2's join etcd has %s, want box1=voter,box2=learner", got)
+		}
+		// The learner's own etcd answers no membership calls; the verbs fall
+		// back to the members it joined.
+		if got := describe(members(ctx, t, box2)); got != "box1=voter,box2=learner" {
+			t.Fatalf("etcd members through the learner box2: %s", got)
+		}
+		if out, err := box1.Kubox(ctx, "etcd", "promote", "box1", "--data-dir", box1.DataDir); err == nil || !strings.Contains(out, "already a voter") {
+			t.Errorf("etcd promote of a voter: %v %s", err, out)
+		}
+		if log, _ := os.ReadFile(box2.LogPath); !strings.Contains(string(log), "non-voting etcd learner") {
+			t.Errorf("box2 did not say it joined as a learner")
+		}
+		if log, _ := os.ReadFile(box2.LogPath); strings.Contains(string(log), parsed.Secret) {
+			t.Errorf("box2's log contains the token secret")
+		}
+	})
 
-	phase("box2 joined")
 	// Box 3: join and token from its config file; joins as a voter and box2
 	// is promoted.
 	box3 := harness.NewNode(t, env, boxArgs("box3", ip[2], cgroupRoot("box3"))...)
 	box3.Netns = ns[2]
-	cfgFile := filepath.Join(box3.Root, "config.yaml")
-	if err := os.WriteFile(cfgFile, []byte(fmt.Sprintf("join: %s\ntoken: %s\n", joinURL, tok)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	box3.Args = append(box3.Args, "--config", cfgFile)
 	// Runs first among the cleanups: no kubelet may still run while the
 	// boxes' host cleanups remove pod cgroups.
 	t.Cleanup(func() {
@@ -233,133 +217,150 @@ func TestJoinThreeBoxes(t *testing.T) {
 			b.Kill()
 		}
 	})
-	startBox(ctx, t, box3)
-	if got := describe(members(ctx, t, box1)); got != "box1=voter,box2=voter,box3=voter" {
-		t.Fatalf("after box3's join etcd has %s, want three voters", got)
-	}
-	phase("box3 joined")
-	// Three nodes Ready, seen through each box's own apiserver.
-	for _, b := range []*harness.Node{box1, box2, box3} {
-		var out string
-		deadline := time.Now().Add(2 * time.Minute)
-		for {
-			out, err = b.Kubectl(ctx, "get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status} {end}`)
-			if err == nil && strings.TrimSpace(out) == "box1=True box2=True box3=True" || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(time.Second)
-		}
-		if strings.TrimSpace(out) != "box1=True box2=True box3=True" {
-			t.Fatalf("kubectl get nodes through %s: %v %q, want three Ready nodes", b.Netns, err, out)
-		}
-	}
-
-	phase("three nodes Ready")
-	// A pod on box 1 reaches a pod on box 3 by its pod IP.
-	podToPod(ctx, t, box1, box3)
-
-	phase("pod to pod")
-	// 200 ConfigMaps through box 1.
-	if _, err := box1.Kubectl(ctx, "create", "namespace", "load"); err != nil {
-		t.Fatal(err)
-	}
-	var manifest strings.Builder
-	for i := 0; i < 200; i++ {
-		fmt.Fprintf(&manifest, "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm-%03d, namespace: load}\ndata: {i: \"%d\"}\n", i, i)
-	}
-	mf := filepath.Join(box1.Root, "cms.yaml")
-	if err := os.WriteFile(mf, []byte(manifest.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := box1.Kubectl(ctx, "apply", "-f", mf); err != nil {
-		t.Fatal(err)
-	}
-
-	phase("200 ConfigMaps")
-	// Box 2's apiserver started while box 2 was a learner, and was not
-	// restarted since its promotion: it follows the membership through its
-	// etcd proxy.
-	if log, _ := os.ReadFile(box2.LogPath); !strings.Contains(string(log), "this box's member is a voter") {
-		t.Errorf("box2's etcd proxy did not switch to its own member after the promotion")
-	}
-	// SIGKILL box 1 (the first member, likely etcd's leader): box 2 and
-	// box 3 keep serving writes and reads.
-	box1.Kill()
-	acked := writesWhileDown(ctx, t, "box1-down", box2, box3)
-	phase("box1 killed, writes, reads")
-	startBox(ctx, t, box1)
-	want := 200 + len(acked)
-	waitConfigMaps(ctx, t, want, box1)
-
-	phase("box1 back and caught up")
-	// SIGKILL box 2; keep writing through box 3.
-	box2.Kill()
-	acked = writesWhileDown(ctx, t, "box2-down", box3)
-	want += len(acked)
-	for _, b := range []*harness.Node{box1, box3} {
-		out, err := b.Kubectl(ctx, "get", "configmaps", "-n", "load", "-o", "name")
-		if err != nil {
+	harness.Phase(t, "box3-joins-box2-promoted", func(t *testing.T) {
+		cfgFile := filepath.Join(box3.Root, "config.yaml")
+		if err := os.WriteFile(cfgFile, []byte(fmt.Sprintf("join: %s\ntoken: %s\n", joinURL, tok)), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		for _, name := range acked {
-			if !strings.Contains(out, "configmap/"+name+"\n") {
-				t.Fatalf("acknowledged write %s not readable through %s", name, b.Netns)
+		box3.Args = append(box3.Args, "--config", cfgFile)
+		startBox(ctx, t, box3)
+		if got := describe(members(ctx, t, box1)); got != "box1=voter,box2=voter,box3=voter" {
+			t.Fatalf("after box3's join etcd has %s, want three voters", got)
+		}
+	})
+
+	harness.Phase(t, "three-nodes-ready", func(t *testing.T) {
+		// Three nodes Ready, seen through each box's own apiserver.
+		for _, b := range []*harness.Node{box1, box2, box3} {
+			var out string
+			var err error
+			deadline := time.Now().Add(2 * time.Minute)
+			for {
+				out, err = b.Kubectl(ctx, "get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status} {end}`)
+				if err == nil && strings.TrimSpace(out) == "box1=True box2=True box3=True" || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(time.Second)
+			}
+			if strings.TrimSpace(out) != "box1=True box2=True box3=True" {
+				t.Fatalf("kubectl get nodes through %s: %v %q, want three Ready nodes", b.Netns, err, out)
 			}
 		}
-	}
+	})
 
-	phase("box2 killed, writes, reads")
-	// Box 2 comes back (same args, so --join again: it must just restart).
-	startBox(ctx, t, box2)
-	waitConfigMaps(ctx, t, want, box1, box2, box3)
-	if got := describe(members(ctx, t, box2)); got != "box1=voter,box2=voter,box3=voter" {
-		t.Fatalf("after box2's restart etcd has %s", got)
-	}
+	harness.Phase(t, "pod-to-pod", func(t *testing.T) {
+		// A pod on box 1 reaches a pod on box 3 by its pod IP.
+		podToPod(ctx, t, box1, box3)
+	})
 
-	phase("box2 back and caught up")
-	// A second token for the quorum-loss case below, made while writes work.
-	tok2 := newToken("1h")
-
-	// node remove box3: two voters, healthy cluster; box3's kubox stops.
-	if out, err := box1.Kubox(ctx, "node", "remove", "box3", "--data-dir", box1.DataDir, "--node-name", "box1"); err != nil {
-		t.Fatal(err)
-	} else {
-		t.Logf("%s", strings.TrimSpace(out))
-	}
-	if got := describe(members(ctx, t, box1)); got != "box1=voter,box2=voter" {
-		t.Fatalf("after node remove etcd has %s, want box1=voter,box2=voter", got)
-	}
-	if done, _ := box3.WaitExit(60 * time.Second); !done {
-		t.Errorf("box3's kubox still runs a minute after its removal")
-	} else if log, _ := os.ReadFile(box3.LogPath); !strings.Contains(string(log), "etcd member was removed from the cluster") {
-		t.Errorf("box3 did not say that it was removed")
-	}
-	for i, b := range []*harness.Node{box1, box2} {
-		if _, err := b.Kubectl(ctx, "create", "configmap", "-n", "load", fmt.Sprintf("after-remove-%d", i)); err != nil {
-			t.Fatalf("write through %s after node remove: %v", b.Netns, err)
+	harness.Phase(t, "configmaps", func(t *testing.T) {
+		// 200 ConfigMaps through box 1.
+		if _, err := box1.Kubectl(ctx, "create", "namespace", "load"); err != nil {
+			t.Fatal(err)
 		}
-	}
-	if out, err := box1.Kubox(ctx, "node", "remove", "box1", "--data-dir", box1.DataDir, "--node-name", "box1"); err == nil {
-		t.Errorf("node remove of the box itself succeeded: %s", out)
-	}
+		var manifest strings.Builder
+		for i := range 200 {
+			fmt.Fprintf(&manifest, "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm-%03d, namespace: load}\ndata: {i: \"%d\"}\n", i, i)
+		}
+		mf := filepath.Join(box1.Root, "cms.yaml")
+		if err := os.WriteFile(mf, []byte(manifest.String()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := box1.Kubectl(ctx, "apply", "-f", mf); err != nil {
+			t.Fatal(err)
+		}
+	})
 
-	phase("node remove")
-	// No quorum: box 2 down, box 1 alone of two voters. A join is refused
-	// and adds no member.
-	box2.Kill()
-	refusedJoin(ctx, t, env, ns[2], ip[2], "quorum", nil, "--join", joinURL, "--token", tok2)
-	// Back without --join or token: a joined box (join.json) still starts
-	// its apiserver behind the etcd proxy.
-	box2.Args, box2.Env = slices.DeleteFunc(slices.Clone(box2.Args), func(a string) bool { return a == "--join" || a == joinURL }), nil
-	before, _ := os.ReadFile(box2.LogPath)
-	startBox(ctx, t, box2)
-	if log, _ := os.ReadFile(box2.LogPath); !strings.Contains(string(log[len(before):]), "etcd proxy: apiserver's etcd backend") {
-		t.Errorf("box2 restarted without --join does not reach etcd through its etcd proxy")
-	}
-	if got := describe(members(ctx, t, box1)); got != "box1=voter,box2=voter" {
-		t.Fatalf("after the join without quorum etcd has %s, want box1=voter,box2=voter", got)
-	}
-	phase("join refused without quorum, box2 back")
+	want := 200 // ConfigMaps in namespace load, counting acknowledged writes
+	harness.Phase(t, "box1-killed", func(t *testing.T) {
+		// Box 2's apiserver started while box 2 was a learner, and was not
+		// restarted since its promotion: it follows the membership through its
+		// etcd proxy.
+		if log, _ := os.ReadFile(box2.LogPath); !strings.Contains(string(log), "this box's member is a voter") {
+			t.Errorf("box2's etcd proxy did not switch to its own member after the promotion")
+		}
+		// SIGKILL box 1 (the first member, likely etcd's leader): box 2 and
+		// box 3 keep serving writes and reads.
+		box1.Kill()
+		want += len(writesWhileDown(ctx, t, "box1-down", box2, box3))
+	})
+	harness.Phase(t, "box1-back", func(t *testing.T) {
+		startBox(ctx, t, box1)
+		waitConfigMaps(ctx, t, want, box1)
+	})
+
+	harness.Phase(t, "box2-killed", func(t *testing.T) {
+		// SIGKILL box 2; keep writing through box 3.
+		box2.Kill()
+		acked := writesWhileDown(ctx, t, "box2-down", box3)
+		want += len(acked)
+		for _, b := range []*harness.Node{box1, box3} {
+			out, err := b.Kubectl(ctx, "get", "configmaps", "-n", "load", "-o", "name")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, name := range acked {
+				if !strings.Contains(out, "configmap/"+name+"\n") {
+					t.Fatalf("acknowledged write %s not readable through %s", name, b.Netns)
+				}
+			}
+		}
+	})
+	harness.Phase(t, "box2-back", func(t *testing.T) {
+		// Box 2 comes back (same args, so --join again: it must just restart).
+		startBox(ctx, t, box2)
+		waitConfigMaps(ctx, t, want, box1, box2, box3)
+		if got := describe(members(ctx, t, box2)); got != "box1=voter,box2=voter,box3=voter" {
+			t.Fatalf("after box2's restart etcd has %s", got)
+		}
+	})
+
+	var tok2 string
+	harness.Phase(t, "node-remove", func(t *testing.T) {
+		// A second token for the quorum-loss case below, made while writes work.
+		tok2 = createToken(ctx, t, box1, "1h")
+
+		// node remove box3: two voters, healthy cluster; box3's kubox stops.
+		if out, err := box1.Kubox(ctx, "node", "remove", "box3", "--data-dir", box1.DataDir, "--node-name", "box1"); err != nil {
+			t.Fatal(err)
+		} else {
+			t.Logf("%s", strings.TrimSpace(out))
+		}
+		if got := describe(members(ctx, t, box1)); got != "box1=voter,box2=voter" {
+			t.Fatalf("after node remove etcd has %s, want box1=voter,box2=voter", got)
+		}
+		if done, _ := box3.WaitExit(60 * time.Second); !done {
+			t.Errorf("box3's kubox still runs a minute after its removal")
+		} else if log, _ := os.ReadFile(box3.LogPath); !strings.Contains(string(log), "etcd member was removed from the cluster") {
+			t.Errorf("box3 did not say that it was removed")
+		}
+		for i, b := range []*harness.Node{box1, box2} {
+			if _, err := b.Kubectl(ctx, "create", "configmap", "-n", "load", fmt.Sprintf("after-remove-%d", i)); err != nil {
+				t.Fatalf("write through %s after node remove: %v", b.Netns, err)
+			}
+		}
+		if out, err := box1.Kubox(ctx, "node", "remove", "box1", "--data-dir", box1.DataDir, "--node-name", "box1"); err == nil {
+			t.Errorf("node remove of the box itself succeeded: %s", out)
+		}
+	})
+
+	harness.Phase(t, "join-refused-without-quorum", func(t *testing.T) {
+		// No quorum: box 2 down, box 1 alone of two voters. A join is refused
+		// and adds no member.
+		box2.Kill()
+		refusedJoin(ctx, t, env, ns[2], ip[2], "quorum", nil, "--join", joinURL, "--token", tok2)
+		// Back without --join or token: a joined box (join.json) still starts
+		// its apiserver behind the etcd proxy.
+		box2.Args, box2.Env = slices.DeleteFunc(slices.Clone(box2.Args), func(a string) bool { return a == "--join" || a == joinURL }), nil
+		before, _ := os.ReadFile(box2.LogPath)
+		startBox(ctx, t, box2)
+		if log, _ := os.ReadFile(box2.LogPath); !strings.Contains(string(log[len(before):]), "etcd proxy: apiserver's etcd backend") {
+			t.Errorf("box2 restarted without --join does not reach etcd through its etcd proxy")
+		}
+		if got := describe(members(ctx, t, box1)); got != "box1=voter,box2=voter" {
+			t.Fatalf("after the join without quorum etcd has %s, want box1=voter,box2=voter", got)
+		}
+	})
 }
 
 const podTemplate = `apiVersion: v1
@@ -509,16 +510,5 @@ func applyWebAndClient(ctx context.Context, t *testing.T, n *harness.Node, manif
 	if _, err := n.Kubectl(ctx, "wait", "--for=condition=Ready", "pod/web-far", "pod/client-near", "--timeout=120s"); err != nil {
 		out, _ := n.Kubectl(ctx, "get", "pods", "-o", "wide")
 		t.Fatalf("%v\n%s", err, out)
-	}
-}
-
-// phaseTimer returns a function that logs what was done and how long it
-// took since the previous call.
-func phaseTimer(t *testing.T) func(what string) {
-	last := time.Now()
-	return func(what string) {
-		t.Helper()
-		t.Logf("%-40s %s", what, time.Since(last).Round(100*time.Millisecond))
-		last = time.Now()
 	}
 }

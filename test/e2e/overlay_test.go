@@ -62,122 +62,145 @@ func TestPodNetworkAcrossSubnets(t *testing.T) {
 
 	box1 := harness.NewNode(t, env, boxArgs("box1", ip[0], cgroupRoot("box1"))...)
 	box1.Netns = ns[0]
-	startBoxNodeReady(ctx, t, box1)
-	tok := createToken(ctx, t, box1, "1h")
+	var tok string
+	harness.Phase(t, "box1-ready", func(t *testing.T) {
+		startBoxNodeReady(ctx, t, box1)
+		tok = createToken(ctx, t, box1, "1h")
+	})
 	box2 := harness.NewNode(t, env, boxArgs("box2", ip[1], cgroupRoot("box2"), "--join", "https://"+net.JoinHostPort(ip[0], "6443"))...)
-	box2.Netns, box2.Env = ns[1], []string{"KUBOX_TOKEN=" + tok}
+	box2.Netns = ns[1]
 	// Runs first among the cleanups: no kubelet may still run while the
 	// boxes' host cleanups remove pod cgroups.
 	t.Cleanup(func() {
 		box2.Kill()
 		box1.Kill()
 	})
-	startBox(ctx, t, box2)
-	waitNodesReady(ctx, t, box1, "box1=True box2=True")
+	harness.Phase(t, "box2-joins", func(t *testing.T) {
+		box2.Env = []string{"KUBOX_TOKEN=" + tok}
+		startBox(ctx, t, box2)
+		waitNodesReady(ctx, t, box1, "box1=True box2=True")
+	})
 
-	for _, n := range []*harness.Node{box1, box2} {
-		if err := n.ImportImage(ctx, "busybox.tar"); err != nil {
-			t.Fatal(err)
+	var webIP, clientIP string
+	harness.Phase(t, "pods", func(t *testing.T) {
+		for _, n := range []*harness.Node{box1, box2} {
+			if err := n.ImportImage(ctx, "busybox.tar"); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	applyWebAndClient(ctx, t, box1, overlayPods)
-	webIP := podIP(ctx, t, box1, "web-far")
-	clientIP := podIP(ctx, t, box1, "client-near")
+		applyWebAndClient(ctx, t, box1, overlayPods)
+		webIP = podIP(ctx, t, box1, "web-far")
+		clientIP = podIP(ctx, t, box1, "client-near")
+	})
 
-	// The path: box1 routes box2's pod CIDR through kubox-vxlan.
-	routes := inNetns(t, ns[0], "ip", "route", "show", "proto", "0x4b")
-	link := inNetns(t, ns[0], "ip", "-d", "link", "show", "kubox-vxlan")
-	t.Logf("box1's pod routes:\n%s", routes)
-	if !strings.Contains(routes, "dev kubox-vxlan") || !strings.Contains(link, "vxlan id 4242") || !strings.Contains(link, "mtu 1450") {
-		t.Fatalf("box1 should route box2's pods through kubox-vxlan (VNI 4242, MTU 1500-50):\nroutes: %s\nlink: %s", routes, link)
-	}
+	harness.Phase(t, "vxlan-route", func(t *testing.T) {
+		// The path: box1 routes box2's pod CIDR through kubox-vxlan.
+		routes := inNetns(t, ns[0], "ip", "route", "show", "proto", "0x4b")
+		link := inNetns(t, ns[0], "ip", "-d", "link", "show", "kubox-vxlan")
+		t.Logf("box1's pod routes:\n%s", routes)
+		if !strings.Contains(routes, "dev kubox-vxlan") || !strings.Contains(link, "vxlan id 4242") || !strings.Contains(link, "mtu 1450") {
+			t.Fatalf("box1 should route box2's pods through kubox-vxlan (VNI 4242, MTU 1500-50):\nroutes: %s\nlink: %s", routes, link)
+		}
+	})
 
-	// Pod to pod across the subnets, by pod IP.
-	out, err := box1.Kubectl(ctx, "exec", "client-near", "--", "sh", "-c", `printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 5 `+webIP+` 8080`)
-	if err != nil || !strings.Contains(out, "kubox-test ok") {
-		t.Fatalf("pod on box1 fetching http://%s:8080/ on box2: %q %v", webIP, out, err)
-	}
-	// No NAT between pods: the server sees the client pod's address.
-	assertPeer(ctx, t, box1, "client-near", "web-far", webIP, 8080, clientIP, ip[0])
-	if t.Failed() {
-		t.FailNow()
-	}
-	t.Logf("pod %s on box1 reached pod %s on box2 through VXLAN, seen with its own IP", clientIP, webIP)
+	harness.Phase(t, "pod-to-pod", func(t *testing.T) {
+		// Pod to pod across the subnets, by pod IP.
+		out, err := box1.Kubectl(ctx, "exec", "client-near", "--", "sh", "-c", `printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 5 `+webIP+` 8080`)
+		if err != nil || !strings.Contains(out, "kubox-test ok") {
+			t.Fatalf("pod on box1 fetching http://%s:8080/ on box2: %q %v", webIP, out, err)
+		}
+		// No NAT between pods: the server sees the client pod's address.
+		assertPeer(ctx, t, box1, "client-near", "web-far", webIP, 8080, clientIP, ip[0])
+		if t.Failed() {
+			t.FailNow()
+		}
+		t.Logf("pod %s on box1 reached pod %s on box2 through VXLAN, seen with its own IP", clientIP, webIP)
+	})
 
-	// Full-size segments from box2's pod: 4 MiB through the overlay.
-	begin := time.Now()
-	out, err = box1.Kubectl(ctx, "exec", "client-near", "--", "sh", "-c",
-		`printf 'GET /big HTTP/1.0\r\n\r\n' | nc -w 10 `+webIP+` 8080 | busybox wc -c`)
-	got, _ := strconv.Atoi(strings.TrimSpace(out))
-	if err != nil || got < 4<<20 {
-		t.Fatalf("4 MiB from pod %s through VXLAN: got %q bytes, %v", webIP, strings.TrimSpace(out), err)
-	}
-	t.Logf("4 MiB (%d bytes with headers) from box2's pod through VXLAN in %s", got, time.Since(begin).Round(time.Millisecond))
+	harness.Phase(t, "4MiB-through-vxlan", func(t *testing.T) {
+		// Full-size segments from box2's pod: 4 MiB through the overlay.
+		begin := time.Now()
+		out, err := box1.Kubectl(ctx, "exec", "client-near", "--", "sh", "-c",
+			`printf 'GET /big HTTP/1.0\r\n\r\n' | nc -w 10 `+webIP+` 8080 | busybox wc -c`)
+		got, _ := strconv.Atoi(strings.TrimSpace(out))
+		if err != nil || got < 4<<20 {
+			t.Fatalf("4 MiB from pod %s through VXLAN: got %q bytes, %v", webIP, strings.TrimSpace(out), err)
+		}
+		t.Logf("4 MiB (%d bytes with headers) from box2's pod through VXLAN in %s", got, time.Since(begin).Round(time.Millisecond))
+	})
 
-	// Outside the cluster: masqueraded to box1's node IP.
-	seen := make(chan string, 1)
-	go func() {
-		outside.(*net.TCPListener).SetDeadline(time.Now().Add(30 * time.Second))
-		c, err := outside.Accept()
+	harness.Phase(t, "outside-masqueraded", func(t *testing.T) {
+		// Outside the cluster: masqueraded to box1's node IP.
+		seen := make(chan string, 1)
+		go func() {
+			outside.(*net.TCPListener).SetDeadline(time.Now().Add(30 * time.Second))
+			c, err := outside.Accept()
+			if err != nil {
+				seen <- "accept: " + err.Error()
+				return
+			}
+			defer c.Close()
+			host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+			fmt.Fprintf(c, "outside ok\n")
+			seen <- host
+		}()
+		out, err := box1.Kubectl(ctx, "exec", "client-near", "--", "sh", "-c", "echo hi | nc -w 5 "+network.Gateways[1]+" 9000")
+		src := <-seen
+		if err != nil || !strings.Contains(out, "outside ok") || src != ip[0] {
+			t.Fatalf("pod on box1 to %s:9000 (outside the cluster): %q %v; seen from %s, want box1's node IP %s (masqueraded)",
+				network.Gateways[1], out, err, src, ip[0])
+		}
+		t.Logf("pod on box1 reached %s outside the cluster, seen from node IP %s", network.Gateways[1], src)
+	})
+
+	harness.Phase(t, "host-port", func(t *testing.T) {
+		// The host port (portmap plugin) still works, from outside the cluster.
+		dial := harness.DialContext(t, network.Router)
+		dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
+		c, err := dial(dctx, "tcp", net.JoinHostPort(ip[1], "8088"))
+		dcancel()
 		if err != nil {
-			seen <- "accept: " + err.Error()
-			return
+			t.Fatalf("host port %s:8088 of web-far from the router: %v", ip[1], err)
 		}
-		defer c.Close()
-		host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
-		fmt.Fprintf(c, "outside ok\n")
-		seen <- host
-	}()
-	out, err = box1.Kubectl(ctx, "exec", "client-near", "--", "sh", "-c", "echo hi | nc -w 5 "+network.Gateways[1]+" 9000")
-	src := <-seen
-	if err != nil || !strings.Contains(out, "outside ok") || src != ip[0] {
-		t.Fatalf("pod on box1 to %s:9000 (outside the cluster): %q %v; seen from %s, want box1's node IP %s (masqueraded)",
-			network.Gateways[1], out, err, src, ip[0])
-	}
-	t.Logf("pod on box1 reached %s outside the cluster, seen from node IP %s", network.Gateways[1], src)
-
-	// The host port (portmap plugin) still works, from outside the cluster.
-	dial := harness.DialContext(t, network.Router)
-	dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
-	c, err := dial(dctx, "tcp", net.JoinHostPort(ip[1], "8088"))
-	dcancel()
-	if err != nil {
-		t.Fatalf("host port %s:8088 of web-far from the router: %v", ip[1], err)
-	}
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintf(c, "GET / HTTP/1.0\r\n\r\n")
-	body, err := io.ReadAll(c)
-	c.Close()
-	if !strings.Contains(string(body), "kubox-test ok") {
-		t.Fatalf("host port %s:8088 of web-far from the router: %q %v", ip[1], body, err)
-	}
-
-	// The masquerade table comes back when something removes it (a
-	// firewall reload).
-	inNetns(t, ns[0], "nft", "delete", "table", "ip", "kubox")
-	begin = time.Now()
-	for exec.Command("nsenter", "--net=/run/netns/"+ns[0], "--", "nft", "list", "table", "ip", "kubox").Run() != nil {
-		if time.Since(begin) > 45*time.Second {
-			t.Fatalf("box1's masquerade table was not written again within 45s of its removal")
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(c, "GET / HTTP/1.0\r\n\r\n")
+		body, err := io.ReadAll(c)
+		c.Close()
+		if !strings.Contains(string(body), "kubox-test ok") {
+			t.Fatalf("host port %s:8088 of web-far from the router: %q %v", ip[1], body, err)
 		}
-		time.Sleep(time.Second)
-	}
-	t.Logf("box1's masquerade table was back %s after its removal", time.Since(begin).Round(time.Second))
+	})
 
-	// A clean stop of box2 removes its overlay device, pod routes and
-	// masquerade table.
-	if _, err := box2.Stop(40 * time.Second); err != nil {
-		t.Fatalf("stop box2: %v", err)
-	}
-	if out, err := exec.Command("ip", "-n", ns[1], "link", "show", "kubox-vxlan").CombinedOutput(); err == nil {
-		t.Errorf("box2 stopped, its kubox-vxlan is still there: %s", out)
-	}
-	if out := inNetns(t, ns[1], "ip", "route", "show", "proto", "0x4b"); strings.TrimSpace(out) != "" {
-		t.Errorf("box2 stopped, its pod routes are still there: %s", out)
-	}
-	if out, err := exec.Command("nsenter", "--net=/run/netns/"+ns[1], "--", "nft", "list", "table", "ip", "kubox").CombinedOutput(); err == nil {
-		t.Errorf("box2 stopped, its masquerade table is still there: %s", out)
-	}
+	harness.Phase(t, "masquerade-table-rewritten", func(t *testing.T) {
+		// The masquerade table comes back when something removes it (a
+		// firewall reload).
+		inNetns(t, ns[0], "nft", "delete", "table", "ip", "kubox")
+		begin := time.Now()
+		for exec.Command("nsenter", "--net=/run/netns/"+ns[0], "--", "nft", "list", "table", "ip", "kubox").Run() != nil {
+			if time.Since(begin) > 45*time.Second {
+				t.Fatalf("box1's masquerade table was not written again within 45s of its removal")
+			}
+			time.Sleep(time.Second)
+		}
+		t.Logf("box1's masquerade table was back %s after its removal", time.Since(begin).Round(time.Second))
+	})
+
+	harness.Phase(t, "box2-stop-cleans-up", func(t *testing.T) {
+		// A clean stop of box2 removes its overlay device, pod routes and
+		// masquerade table.
+		if _, err := box2.Stop(40 * time.Second); err != nil {
+			t.Fatalf("stop box2: %v", err)
+		}
+		if out, err := exec.Command("ip", "-n", ns[1], "link", "show", "kubox-vxlan").CombinedOutput(); err == nil {
+			t.Errorf("box2 stopped, its kubox-vxlan is still there: %s", out)
+		}
+		if out := inNetns(t, ns[1], "ip", "route", "show", "proto", "0x4b"); strings.TrimSpace(out) != "" {
+			t.Errorf("box2 stopped, its pod routes are still there: %s", out)
+		}
+		if out, err := exec.Command("nsenter", "--net=/run/netns/"+ns[1], "--", "nft", "list", "table", "ip", "kubox").CombinedOutput(); err == nil {
+			t.Errorf("box2 stopped, its masquerade table is still there: %s", out)
+		}
+	})
 }
 
 // waitNodesReady waits up to two minutes for `kubectl get nodes` through n

@@ -57,115 +57,136 @@ func TestProxyNFTables(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
 
-	n.Start()
-	if err := n.WaitNodeReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	logData, _ := os.ReadFile(n.LogPath)
-	if !strings.Contains(string(logData), `msg="service proxy mode" component=proxy mode=nftables why="kernel has no ip_vs"`) {
-		t.Errorf("no log line saying the proxy chose nftables because the kernel has no ip_vs")
-	}
-	if err := n.ImportImage(ctx, "busybox.tar"); err != nil {
-		t.Fatal(err)
-	}
-	apply(ctx, t, n, "web.yaml", webDeployment)
-	apply(ctx, t, n, "proxy.yaml", proxyManifests)
-	waitWebPods(ctx, t, n, 2, time.Time{})
-	waitPodRunning(ctx, t, n, "client")
-
-	clusterIP := kubectlOut(ctx, t, n, "get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}")
-	nodePort := kubectlOut(ctx, t, n, "get", "svc", "web", "-o", "jsonpath={.spec.ports[0].nodePort}")
-	nodeIP := kubectlOut(ctx, t, n, "get", "node", "-o", `jsonpath={.items[0].status.addresses[?(@.type=="InternalIP")].address}`)
-	svcAddr := net.JoinHostPort(clusterIP, "80")
-	svcURL := "http://" + svcAddr + "/"
-	nodePortURL := "http://" + net.JoinHostPort(nodeIP, nodePort) + "/"
-	t.Logf("Service web: ClusterIP %s, NodePort %s:%s", clusterIP, nodeIP, nodePort)
-
-	if !strings.Contains(nft(t, "list", "table", "ip", "kube-proxy"), clusterIP) {
-		t.Fatalf("ClusterIP %s not in the nftables rules", clusterIP)
-	}
-	waitHTTP(t, svcURL, true, "ClusterIP from the host")
-	waitHTTP(t, nodePortURL, true, "NodePort on the node IP")
-	waitPodHTTP(ctx, t, n, "client", svcAddr, true)
-
-	// No backends: the Service refuses; backends back: it answers again.
-	kubectl(ctx, t, n, "scale", "deployment", "web", "--replicas=0")
-	waitHTTP(t, svcURL, false, "ClusterIP with the Deployment scaled to 0")
-	waitPodHTTP(ctx, t, n, "client", svcAddr, false)
-	kubectl(ctx, t, n, "scale", "deployment", "web", "--replicas=2")
-	waitHTTP(t, svcURL, true, "ClusterIP after scaling back to 2")
-	waitPodHTTP(ctx, t, n, "client", svcAddr, true)
-
-	// Deleting the Service removes its rules. (The proxier flushes the
-	// Service's chains at once and deletes the empty chains at a later
-	// sync, as upstream does.)
-	if len(serviceRules(nft(t, "list", "table", "ip", "kube-proxy"), "default/web/", clusterIP)) == 0 {
-		t.Fatal("found no rules of the Service before deleting it")
-	}
-	kubectl(ctx, t, n, "delete", "svc", "web")
-	waitFor(t, "the Service's rules to go", func() (bool, string) {
-		left := serviceRules(nft(t, "list", "table", "ip", "kube-proxy"), "default/web/", clusterIP)
-		return len(left) == 0, strings.Join(left, "\n")
+	harness.Phase(t, "start-picks-nftables", func(t *testing.T) {
+		n.Start()
+		if err := n.WaitNodeReady(ctx); err != nil {
+			t.Fatal(err)
+		}
+		logData, _ := os.ReadFile(n.LogPath)
+		if !strings.Contains(string(logData), `msg="service proxy mode" component=proxy mode=nftables why="kernel has no ip_vs"`) {
+			t.Errorf("no log line saying the proxy chose nftables because the kernel has no ip_vs")
+		}
 	})
 
-	// A stop without cleanup leaves the rules (Services of surviving pods
-	// keep working while kubox restarts).
-	apply(ctx, t, n, "proxy.yaml", proxyManifests)
-	clusterIP = kubectlOut(ctx, t, n, "get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}")
-	svcAddr = net.JoinHostPort(clusterIP, "80")
-	svcURL = "http://" + svcAddr + "/"
-	waitHTTP(t, svcURL, true, "ClusterIP of the re-created Service")
-	if _, err := n.Stop(40 * time.Second); err != nil {
-		t.Fatalf("stop: %v", err)
-	}
-	if !nftTableExists(t, "ip", "kube-proxy") {
-		t.Fatal("with --proxy-cleanup-on-stop=false the nftables rules are gone after stop")
-	}
-
-	// Restart in iptables mode: the nftables rules of the last run go, the
-	// Service is served by iptables rules; a stop with cleanup leaves none.
-	n.Args = append(append([]string{}, args...), "--proxy-mode", "iptables")
-	n.Start()
-	// The Node still says Ready from the last run: wait for this run.
-	waitLog(t, n, `msg="kubox is ready"`, 2)
-	if nftTableExists(t, "ip", "kube-proxy") {
-		t.Error("the nftables rules of the previous run are still there in iptables mode")
-	}
-	logData, _ = os.ReadFile(n.LogPath)
-	if !strings.Contains(string(logData), `msg="removed the rules of the previous proxy mode" component=proxy previous=nftables mode=iptables`) {
-		t.Error("no log line saying the previous mode's rules were removed")
-	}
-	waitPodRunning(ctx, t, n, "client")
-	waitWebPods(ctx, t, n, 2, time.Time{})
-	waitFor(t, "iptables rules for the Service", func() (bool, string) {
-		out := iptablesNAT(t)
-		return strings.Contains(out, clusterIP) && strings.Contains(out, "KUBE-SERVICES"), out
+	harness.Phase(t, "workloads", func(t *testing.T) {
+		if err := n.ImportImage(ctx, "busybox.tar"); err != nil {
+			t.Fatal(err)
+		}
+		apply(ctx, t, n, "web.yaml", webDeployment)
+		apply(ctx, t, n, "proxy.yaml", proxyManifests)
+		waitWebPods(ctx, t, n, 2, time.Time{})
+		waitPodRunning(ctx, t, n, "client")
 	})
-	waitHTTP(t, svcURL, true, "ClusterIP from the host in iptables mode")
-	waitPodHTTP(ctx, t, n, "client", svcAddr, true)
-	if _, err := n.Stop(40 * time.Second); err != nil {
-		t.Fatalf("stop: %v", err)
-	}
-	if nftTableExists(t, "ip", "kube-proxy") {
-		t.Error("nftables rules left after a stop with cleanup")
-	}
-	if out := iptablesNAT(t); strings.Contains(out, "KUBE-SERVICES") || strings.Contains(out, "KUBE-SVC-") {
-		t.Errorf("iptables rules left after a stop with cleanup:\n%s", out)
-	}
-	if _, err := os.Stat(filepath.Join(n.DataDir, "agent", "proxy-mode")); !os.IsNotExist(err) {
-		t.Errorf("proxy mode record left after a stop with cleanup: %v", err)
-	}
 
-	// Forcing ipvs on this kernel: one clear line, non-zero exit, at once.
-	begin := time.Now()
-	out, err := exec.CommandContext(ctx, env.Bin, append(append([]string{}, args...), "--proxy-mode", "ipvs")...).CombinedOutput()
-	if err == nil {
-		t.Fatalf("kubox server --proxy-mode ipvs ran on a kernel without ip_vs:\n%s", out)
-	}
-	if !strings.Contains(string(out), "proxy mode ipvs: kernel has no ip_vs; load the modules (modprobe ip_vs ip_vs_rr)") {
-		t.Errorf("forced ipvs without ip_vs; output:\n%s", out)
-	}
-	t.Logf("forced ipvs refused after %s: %s", time.Since(begin).Round(time.Millisecond), lastLine(string(out)))
+	var clusterIP, svcAddr, svcURL string
+	harness.Phase(t, "service-answers", func(t *testing.T) {
+		clusterIP = kubectlOut(ctx, t, n, "get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}")
+		nodePort := kubectlOut(ctx, t, n, "get", "svc", "web", "-o", "jsonpath={.spec.ports[0].nodePort}")
+		nodeIP := kubectlOut(ctx, t, n, "get", "node", "-o", `jsonpath={.items[0].status.addresses[?(@.type=="InternalIP")].address}`)
+		svcAddr = net.JoinHostPort(clusterIP, "80")
+		svcURL = "http://" + svcAddr + "/"
+		nodePortURL := "http://" + net.JoinHostPort(nodeIP, nodePort) + "/"
+		t.Logf("Service web: ClusterIP %s, NodePort %s:%s", clusterIP, nodeIP, nodePort)
+
+		if !strings.Contains(nft(t, "list", "table", "ip", "kube-proxy"), clusterIP) {
+			t.Fatalf("ClusterIP %s not in the nftables rules", clusterIP)
+		}
+		waitHTTP(t, svcURL, true, "ClusterIP from the host")
+		waitHTTP(t, nodePortURL, true, "NodePort on the node IP")
+		waitPodHTTP(ctx, t, n, "client", svcAddr, true)
+	})
+
+	harness.Phase(t, "scale-to-zero-and-back", func(t *testing.T) {
+		// No backends: the Service refuses; backends back: it answers again.
+		kubectl(ctx, t, n, "scale", "deployment", "web", "--replicas=0")
+		waitHTTP(t, svcURL, false, "ClusterIP with the Deployment scaled to 0")
+		waitPodHTTP(ctx, t, n, "client", svcAddr, false)
+		kubectl(ctx, t, n, "scale", "deployment", "web", "--replicas=2")
+		waitHTTP(t, svcURL, true, "ClusterIP after scaling back to 2")
+		waitPodHTTP(ctx, t, n, "client", svcAddr, true)
+	})
+
+	harness.Phase(t, "delete-service-removes-rules", func(t *testing.T) {
+		// Deleting the Service removes its rules. (The proxier flushes the
+		// Service's chains at once and deletes the empty chains at a later
+		// sync, as upstream does.)
+		if len(serviceRules(nft(t, "list", "table", "ip", "kube-proxy"), "default/web/", clusterIP)) == 0 {
+			t.Fatal("found no rules of the Service before deleting it")
+		}
+		kubectl(ctx, t, n, "delete", "svc", "web")
+		waitFor(t, "the Service's rules to go", func() (bool, string) {
+			left := serviceRules(nft(t, "list", "table", "ip", "kube-proxy"), "default/web/", clusterIP)
+			return len(left) == 0, strings.Join(left, "\n")
+		})
+	})
+
+	harness.Phase(t, "stop-without-cleanup-keeps-rules", func(t *testing.T) {
+		// A stop without cleanup leaves the rules (Services of surviving pods
+		// keep working while kubox restarts).
+		apply(ctx, t, n, "proxy.yaml", proxyManifests)
+		clusterIP = kubectlOut(ctx, t, n, "get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}")
+		svcAddr = net.JoinHostPort(clusterIP, "80")
+		svcURL = "http://" + svcAddr + "/"
+		waitHTTP(t, svcURL, true, "ClusterIP of the re-created Service")
+		if _, err := n.Stop(40 * time.Second); err != nil {
+			t.Fatalf("stop: %v", err)
+		}
+		if !nftTableExists(t, "ip", "kube-proxy") {
+			t.Fatal("with --proxy-cleanup-on-stop=false the nftables rules are gone after stop")
+		}
+	})
+
+	harness.Phase(t, "restart-in-iptables-mode", func(t *testing.T) {
+		// Restart in iptables mode: the nftables rules of the last run go, the
+		// Service is served by iptables rules; a stop with cleanup leaves none.
+		n.Args = append(append([]string{}, args...), "--proxy-mode", "iptables")
+		n.Start()
+		// The Node still says Ready from the last run: wait for this run.
+		waitLog(t, n, `msg="kubox is ready"`, 2)
+		if nftTableExists(t, "ip", "kube-proxy") {
+			t.Error("the nftables rules of the previous run are still there in iptables mode")
+		}
+		logData, _ := os.ReadFile(n.LogPath)
+		if !strings.Contains(string(logData), `msg="removed the rules of the previous proxy mode" component=proxy previous=nftables mode=iptables`) {
+			t.Error("no log line saying the previous mode's rules were removed")
+		}
+		waitPodRunning(ctx, t, n, "client")
+		waitWebPods(ctx, t, n, 2, time.Time{})
+		waitFor(t, "iptables rules for the Service", func() (bool, string) {
+			out := iptablesNAT(t)
+			return strings.Contains(out, clusterIP) && strings.Contains(out, "KUBE-SERVICES"), out
+		})
+		waitHTTP(t, svcURL, true, "ClusterIP from the host in iptables mode")
+		waitPodHTTP(ctx, t, n, "client", svcAddr, true)
+	})
+
+	harness.Phase(t, "stop-with-cleanup", func(t *testing.T) {
+		if _, err := n.Stop(40 * time.Second); err != nil {
+			t.Fatalf("stop: %v", err)
+		}
+		if nftTableExists(t, "ip", "kube-proxy") {
+			t.Error("nftables rules left after a stop with cleanup")
+		}
+		if out := iptablesNAT(t); strings.Contains(out, "KUBE-SERVICES") || strings.Contains(out, "KUBE-SVC-") {
+			t.Errorf("iptables rules left after a stop with cleanup:\n%s", out)
+		}
+		if _, err := os.Stat(filepath.Join(n.DataDir, "agent", "proxy-mode")); !os.IsNotExist(err) {
+			t.Errorf("proxy mode record left after a stop with cleanup: %v", err)
+		}
+	})
+
+	harness.Phase(t, "forced-ipvs-refused", func(t *testing.T) {
+		// Forcing ipvs on this kernel: one clear line, non-zero exit, at once.
+		begin := time.Now()
+		out, err := exec.CommandContext(ctx, env.Bin, append(append([]string{}, args...), "--proxy-mode", "ipvs")...).CombinedOutput()
+		if err == nil {
+			t.Fatalf("kubox server --proxy-mode ipvs ran on a kernel without ip_vs:\n%s", out)
+		}
+		if !strings.Contains(string(out), "proxy mode ipvs: kernel has no ip_vs; load the modules (modprobe ip_vs ip_vs_rr)") {
+			t.Errorf("forced ipvs without ip_vs; output:\n%s", out)
+		}
+		t.Logf("forced ipvs refused after %s: %s", time.Since(begin).Round(time.Millisecond), lastLine(string(out)))
+	})
 }
 
 // waitLog waits until the server's log has count lines containing s.

@@ -58,7 +58,7 @@ func servedChainVerifies(t *testing.T, addr string, root *x509.Certificate) bool
 func waitKubeletProxy(ctx context.Context, t *testing.T, n *harness.Node, node string) {
 	t.Helper()
 	var last error
-	for i := 0; i < 120; i++ {
+	for range 120 {
 		out, err := n.Kubectl(ctx, "get", "--raw", "/api/v1/nodes/"+node+"/proxy/healthz")
 		if err == nil && strings.TrimSpace(out) == "ok" {
 			return

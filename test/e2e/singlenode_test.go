@@ -49,90 +49,97 @@ func TestSingleNode(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 
-	n.Start()
 	waitCtx, waitCancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer waitCancel()
-	if err := n.WaitNodeReady(waitCtx); err != nil {
-		t.Fatal(err)
-	}
 
-	// The admin kubeconfig is a secret: 0600.
-	if fi, err := os.Stat(n.Kubeconfig); err != nil || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("admin kubeconfig %s: mode %v, err %v; want 0600", n.Kubeconfig, fi.Mode().Perm(), err)
-	}
-	// The apiserver reports the real Kubernetes version.
-	out, err := n.Kubectl(ctx, "version", "-o", "json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ver struct {
-		ServerVersion struct{ GitVersion string } `json:"serverVersion"`
-	}
-	if err := json.Unmarshal([]byte(out), &ver); err != nil {
-		t.Fatalf("kubectl version output: %v\n%s", err, out)
-	}
-	if ver.ServerVersion.GitVersion != "v1.36.3" {
-		t.Errorf("apiserver /version gitVersion = %q, want v1.36.3", ver.ServerVersion.GitVersion)
-	}
-	// Secrets are encrypted at rest: the raw etcd value is not plaintext.
-	if _, err := n.Kubectl(ctx, "create", "secret", "generic", "probe", "--from-literal=k=kubox-plaintext-marker"); err != nil {
-		t.Fatal(err)
-	}
-
-	if err := n.ImportImage(ctx, "busybox.tar"); err != nil {
-		t.Fatal(err)
-	}
-	manifest := filepath.Join(n.Root, "web.yaml")
-	if err := os.WriteFile(manifest, []byte(webDeployment), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := n.Kubectl(ctx, "apply", "-f", manifest); err != nil {
-		t.Fatal(err)
-	}
-	ips := waitWebPods(ctx, t, n, 2, time.Time{})
-	for _, ip := range ips {
-		assertHTTP(t, ip)
-	}
-	// exec and logs go apiserver -> kubelet over TLS, each side verifying the
-	// other's certificate.
-	if out, err := n.Kubectl(ctx, "exec", "deploy/web", "--", "cat", "/www/index.html"); err != nil || !strings.Contains(out, "kubox-test ok") {
-		t.Errorf("kubectl exec: %q %v", out, err)
-	}
-	if _, err := n.Kubectl(ctx, "logs", "deploy/web"); err != nil {
-		t.Errorf("kubectl logs: %v", err)
-	}
-	assertKubeletServingCSR(ctx, t, n)
-
-	took, err := n.Stop(30 * time.Second)
-	if err != nil {
-		t.Fatalf("stop: %v", err)
-	}
-	t.Logf("kubox stopped %s after SIGTERM", took.Round(time.Millisecond))
-	assertNothingLeft(t, n)
-
-	// Same data dir again: the Deployment is still there and its pods run.
-	restarted := time.Now().Truncate(time.Second)
-	n.Start()
-	if err := n.WaitNodeReady(waitCtx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := n.Kubectl(ctx, "get", "deployment", "web"); err != nil {
-		t.Fatalf("deployment lost across restart: %v", err)
-	}
-	if out, err := n.Kubectl(ctx, "get", "secret", "probe", "-o", "jsonpath={.data.k}"); err != nil || strings.TrimSpace(out) == "" {
-		t.Fatalf("secret lost across restart: %q %v", out, err)
-	}
-	// The pods' status in the API still says Running from before the stop;
-	// wait for containers started since the restart, and Ready.
-	ips = waitWebPods(ctx, t, n, 2, restarted)
-	for _, ip := range ips {
-		assertHTTP(t, ip)
-	}
-	if _, err := n.Stop(30 * time.Second); err != nil {
-		t.Fatalf("second stop: %v", err)
-	}
-	assertNothingLeft(t, n)
-	assertEncryptedAtRest(t, n)
+	harness.Phase(t, "start", func(t *testing.T) {
+		n.Start()
+		if err := n.WaitNodeReady(waitCtx); err != nil {
+			t.Fatal(err)
+		}
+	})
+	harness.Phase(t, "api", func(t *testing.T) {
+		// The admin kubeconfig is a secret: 0600.
+		if fi, err := os.Stat(n.Kubeconfig); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("admin kubeconfig %s: mode %v, err %v; want 0600", n.Kubeconfig, fi.Mode().Perm(), err)
+		}
+		// The apiserver reports the real Kubernetes version.
+		out, err := n.Kubectl(ctx, "version", "-o", "json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ver struct {
+			ServerVersion struct{ GitVersion string } `json:"serverVersion"`
+		}
+		if err := json.Unmarshal([]byte(out), &ver); err != nil {
+			t.Fatalf("kubectl version output: %v\n%s", err, out)
+		}
+		if ver.ServerVersion.GitVersion != "v1.36.3" {
+			t.Errorf("apiserver /version gitVersion = %q, want v1.36.3", ver.ServerVersion.GitVersion)
+		}
+		// Secrets are encrypted at rest: the raw etcd value is not plaintext.
+		if _, err := n.Kubectl(ctx, "create", "secret", "generic", "probe", "--from-literal=k=kubox-plaintext-marker"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	harness.Phase(t, "deployment", func(t *testing.T) {
+		if err := n.ImportImage(ctx, "busybox.tar"); err != nil {
+			t.Fatal(err)
+		}
+		manifest := filepath.Join(n.Root, "web.yaml")
+		if err := os.WriteFile(manifest, []byte(webDeployment), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := n.Kubectl(ctx, "apply", "-f", manifest); err != nil {
+			t.Fatal(err)
+		}
+		for _, ip := range waitWebPods(ctx, t, n, 2, time.Time{}) {
+			assertHTTP(t, ip)
+		}
+		// exec and logs go apiserver -> kubelet over TLS, each side verifying the
+		// other's certificate.
+		if out, err := n.Kubectl(ctx, "exec", "deploy/web", "--", "cat", "/www/index.html"); err != nil || !strings.Contains(out, "kubox-test ok") {
+			t.Errorf("kubectl exec: %q %v", out, err)
+		}
+		if _, err := n.Kubectl(ctx, "logs", "deploy/web"); err != nil {
+			t.Errorf("kubectl logs: %v", err)
+		}
+		assertKubeletServingCSR(ctx, t, n)
+	})
+	harness.Phase(t, "stop", func(t *testing.T) {
+		took, err := n.Stop(30 * time.Second)
+		if err != nil {
+			t.Fatalf("stop: %v", err)
+		}
+		t.Logf("kubox stopped %s after SIGTERM", took.Round(time.Millisecond))
+		assertNothingLeft(t, n)
+	})
+	harness.Phase(t, "restart", func(t *testing.T) {
+		// Same data dir again: the Deployment is still there and its pods run.
+		restarted := time.Now().Truncate(time.Second)
+		n.Start()
+		if err := n.WaitNodeReady(waitCtx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := n.Kubectl(ctx, "get", "deployment", "web"); err != nil {
+			t.Fatalf("deployment lost across restart: %v", err)
+		}
+		if out, err := n.Kubectl(ctx, "get", "secret", "probe", "-o", "jsonpath={.data.k}"); err != nil || strings.TrimSpace(out) == "" {
+			t.Fatalf("secret lost across restart: %q %v", out, err)
+		}
+		// The pods' status in the API still says Running from before the stop;
+		// wait for containers started since the restart, and Ready.
+		for _, ip := range waitWebPods(ctx, t, n, 2, restarted) {
+			assertHTTP(t, ip)
+		}
+	})
+	harness.Phase(t, "second-stop", func(t *testing.T) {
+		if _, err := n.Stop(30 * time.Second); err != nil {
+			t.Fatalf("second stop: %v", err)
+		}
+		assertNothingLeft(t, n)
+		assertEncryptedAtRest(t, n)
+	})
 }
 
 // waitWebPods waits for want Ready web pods whose container started at or
@@ -173,7 +180,7 @@ func assertHTTP(t *testing.T, ip string) {
 	t.Helper()
 	client := &http.Client{Timeout: 5 * time.Second}
 	var lastErr error
-	for i := 0; i < 20; i++ {
+	for range 20 {
 		resp, err := client.Get(fmt.Sprintf("http://%s:8080/", ip))
 		if err == nil {
 			body, _ := io.ReadAll(resp.Body)

@@ -212,49 +212,58 @@ func TestSnapshotRestore(t *testing.T) {
 	keyFile := filepath.Join(n1.Root, "backup.key")
 	otherKey := filepath.Join(n1.Root, "other.key")
 	snapDir := filepath.Join(n1.Root, "snapshots") // off the data dir, as on a USB stick
-	out := mustKubox(t, env, "snapshot", "key", "create", "--key-file", keyFile)
-	if !strings.Contains(out, keyFile) {
-		t.Errorf("key create does not say where the key is: %q", out)
-	}
-	if fi, err := os.Stat(keyFile); err != nil || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("key file: %v %v; want mode 0600", fi, err)
-	}
-	if _, errOut, code := kubox(t, env, "snapshot", "key", "create", "--key-file", keyFile); code == 0 || !strings.Contains(errOut, "refusing") {
-		t.Errorf("key create over an existing key: exit %d, %q; want a refusal", code, errOut)
-	}
-	mustKubox(t, env, "snapshot", "key", "create", "--key-file", otherKey)
-
-	n1.Start()
-	waitCtx, waitCancel := context.WithTimeout(ctx, 3*time.Minute)
-	defer waitCancel()
-	if err := n1.WaitNodeReady(waitCtx); err != nil {
-		t.Fatal(err)
-	}
 	snapArgs := []string{"--data-dir", n1.DataDir, "--snapshot-dir", snapDir, "--key-file", keyFile}
 
-	// No key, no snapshot (unless asked for in plaintext).
-	if _, errOut, code := kubox(t, env, append([]string{"snapshot", "save", "--key-file", filepath.Join(n1.Root, "missing.key")}, snapArgs[:4]...)...); code == 0 || !strings.Contains(errOut, "insecure-plaintext") {
-		t.Errorf("save without a key: exit %d, %q; want a refusal naming --insecure-plaintext", code, errOut)
-	}
+	harness.Phase(t, "key-create", func(t *testing.T) {
+		out := mustKubox(t, env, "snapshot", "key", "create", "--key-file", keyFile)
+		if !strings.Contains(out, keyFile) {
+			t.Errorf("key create does not say where the key is: %q", out)
+		}
+		if fi, err := os.Stat(keyFile); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("key file: %v %v; want mode 0600", fi, err)
+		}
+		if _, errOut, code := kubox(t, env, "snapshot", "key", "create", "--key-file", keyFile); code == 0 || !strings.Contains(errOut, "refusing") {
+			t.Errorf("key create over an existing key: exit %d, %q; want a refusal", code, errOut)
+		}
+		mustKubox(t, env, "snapshot", "key", "create", "--key-file", otherKey)
+	})
 
-	// A Deployment whose pods run on this box at snapshot time.
-	if err := n1.ImportImage(ctx, "busybox.tar"); err != nil {
-		t.Fatal(err)
-	}
-	applyYAML(ctx, t, n1, "web.yaml", webDeployment)
-	waitWebPods(ctx, t, n1, 2, time.Time{})
-	begin := time.Now()
-	createConfigMaps(ctx, t, n1, "cm", 0, snapConfigMaps)
-	t.Logf("created %d ConfigMaps in %s", snapConfigMaps, time.Since(begin).Round(time.Millisecond))
-	if _, err := n1.Kubectl(ctx, "create", "secret", "generic", snapSecretName, "--from-literal=k="+snapMarker); err != nil {
-		t.Fatal(err)
-	}
-	want := configMapNames(ctx, t, n1)
-	if len(want) != snapConfigMaps {
-		t.Fatalf("created %d ConfigMaps, listed %d", snapConfigMaps, len(want))
-	}
+	harness.Phase(t, "start", func(t *testing.T) {
+		n1.Start()
+		waitCtx, waitCancel := context.WithTimeout(ctx, 3*time.Minute)
+		defer waitCancel()
+		if err := n1.WaitNodeReady(waitCtx); err != nil {
+			t.Fatal(err)
+		}
+	})
 
-	out = mustKubox(t, env, append([]string{"snapshot", "save", "--name", "e2e", "-o", "json"}, snapArgs...)...)
+	harness.Phase(t, "save-refused-without-key", func(t *testing.T) {
+		// No key, no snapshot (unless asked for in plaintext).
+		if _, errOut, code := kubox(t, env, append([]string{"snapshot", "save", "--key-file", filepath.Join(n1.Root, "missing.key")}, snapArgs[:4]...)...); code == 0 || !strings.Contains(errOut, "insecure-plaintext") {
+			t.Errorf("save without a key: exit %d, %q; want a refusal naming --insecure-plaintext", code, errOut)
+		}
+	})
+
+	var want []string // the ConfigMaps at snapshot time
+	harness.Phase(t, "workload", func(t *testing.T) {
+		// A Deployment whose pods run on this box at snapshot time.
+		if err := n1.ImportImage(ctx, "busybox.tar"); err != nil {
+			t.Fatal(err)
+		}
+		applyYAML(ctx, t, n1, "web.yaml", webDeployment)
+		waitWebPods(ctx, t, n1, 2, time.Time{})
+		begin := time.Now()
+		createConfigMaps(ctx, t, n1, "cm", 0, snapConfigMaps)
+		t.Logf("created %d ConfigMaps in %s", snapConfigMaps, time.Since(begin).Round(time.Millisecond))
+		if _, err := n1.Kubectl(ctx, "create", "secret", "generic", snapSecretName, "--from-literal=k="+snapMarker); err != nil {
+			t.Fatal(err)
+		}
+		want = configMapNames(ctx, t, n1)
+		if len(want) != snapConfigMaps {
+			t.Fatalf("created %d ConfigMaps, listed %d", snapConfigMaps, len(want))
+		}
+	})
+
 	var saved struct {
 		Path, Node   string
 		Size         int64
@@ -262,84 +271,95 @@ func TestSnapshotRestore(t *testing.T) {
 		EtcdDBSize   int64   `json:"etcd_db_size"`
 		Duration     float64 `json:"duration_seconds"`
 	}
-	if err := json.Unmarshal([]byte(out), &saved); err != nil {
-		t.Fatalf("snapshot save -o json: %v\n%s", err, out)
-	}
-	t.Logf("snapshot %s: %d bytes (etcd db %d at revision %d) in %.3fs", saved.Path, saved.Size, saved.EtcdDBSize, saved.EtcdRevision, saved.Duration)
-	data, err := os.ReadFile(saved.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if bytes.Contains(data, []byte(snapMarker)) || bytes.Contains(data, []byte("BEGIN EC PRIVATE KEY")) {
-		t.Fatal("snapshot file holds plaintext")
-	}
-	if fi, _ := os.Stat(saved.Path); fi.Mode().Perm() != 0o600 {
-		t.Errorf("snapshot mode %v, want 0600", fi.Mode().Perm())
-	}
-	lsOut := mustKubox(t, env, append([]string{"snapshot", "ls", "-o", "json"}, snapArgs...)...)
-	if !strings.Contains(lsOut, filepath.Base(saved.Path)) {
-		t.Errorf("snapshot ls does not list %s:\n%s", saved.Path, lsOut)
-	}
-	if out := mustKubox(t, env, append([]string{"snapshot", "verify", saved.Path}, snapArgs...)...); !strings.Contains(out, "ok") {
-		t.Errorf("snapshot verify: %q", out)
-	}
-
-	// A running server's data dir is refused.
-	if _, errOut, code := kubox(t, env, "restore", "-q", "--snapshot", saved.Path, "--key-file", keyFile, "--data-dir", n1.DataDir); code == 0 || !strings.Contains(errOut, "in use") {
-		t.Errorf("restore onto a running server: exit %d, %q; want a refusal", code, errOut)
-	}
-
-	// Changes after the snapshot, which the restore must not bring back.
-	createConfigMaps(ctx, t, n1, "late", 0, 10)
-	for i := 0; i < 5; i++ {
-		if _, err := n1.Kubectl(ctx, "delete", "configmap", fmt.Sprintf("cm-%03d", i)); err != nil {
+	var data []byte // the snapshot file
+	harness.Phase(t, "save", func(t *testing.T) {
+		out := mustKubox(t, env, append([]string{"snapshot", "save", "--name", "e2e", "-o", "json"}, snapArgs...)...)
+		if err := json.Unmarshal([]byte(out), &saved); err != nil {
+			t.Fatalf("snapshot save -o json: %v\n%s", err, out)
+		}
+		t.Logf("snapshot %s: %d bytes (etcd db %d at revision %d) in %.3fs", saved.Path, saved.Size, saved.EtcdDBSize, saved.EtcdRevision, saved.Duration)
+		var err error
+		data, err = os.ReadFile(saved.Path)
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	if got := configMapNames(ctx, t, n1); len(got) != snapConfigMaps+5 {
-		t.Fatalf("after changes: %d ConfigMaps, want %d", len(got), snapConfigMaps+5)
-	}
-	if _, err := n1.Stop(30 * time.Second); err != nil {
-		t.Fatalf("stop: %v", err)
-	}
+		if bytes.Contains(data, []byte(snapMarker)) || bytes.Contains(data, []byte("BEGIN EC PRIVATE KEY")) {
+			t.Fatal("snapshot file holds plaintext")
+		}
+		if fi, _ := os.Stat(saved.Path); fi.Mode().Perm() != 0o600 {
+			t.Errorf("snapshot mode %v, want 0600", fi.Mode().Perm())
+		}
+		lsOut := mustKubox(t, env, append([]string{"snapshot", "ls", "-o", "json"}, snapArgs...)...)
+		if !strings.Contains(lsOut, filepath.Base(saved.Path)) {
+			t.Errorf("snapshot ls does not list %s:\n%s", saved.Path, lsOut)
+		}
+		if out := mustKubox(t, env, append([]string{"snapshot", "verify", saved.Path}, snapArgs...)...); !strings.Contains(out, "ok") {
+			t.Errorf("snapshot verify: %q", out)
+		}
+	})
 
-	// Bad input: one line, non-zero exit, the data dir untouched.
-	truncated := filepath.Join(n1.Root, "truncated.kbsnap")
-	if err := os.WriteFile(truncated, data[:len(data)*2/3], 0o600); err != nil {
-		t.Fatal(err)
-	}
-	notSnap := filepath.Join(n1.Root, "not-a-snapshot.kbsnap")
-	if err := os.WriteFile(notSnap, bytes.Repeat([]byte("not a snapshot\n"), 1000), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	flipped := filepath.Join(n1.Root, "flipped.kbsnap")
-	bad := bytes.Clone(data)
-	bad[len(bad)/2] ^= 0x01
-	if err := os.WriteFile(flipped, bad, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	before, beforeSiblings := dirState(t, n1.DataDir), siblings(t, n1.DataDir)
-	for _, c := range []struct{ name, file, key, want string }{
-		{"wrong key", saved.Path, otherKey, "wrong backup key"},
-		{"truncated", truncated, keyFile, "corrupted or truncated"},
-		{"bit flip", flipped, keyFile, "corrupted or truncated"},
-		{"not a snapshot", notSnap, keyFile, "not a kubox snapshot"},
-		{"missing file", filepath.Join(n1.Root, "nope.kbsnap"), keyFile, "no such file"},
-	} {
-		stdout, errOut, code := kubox(t, env, "restore", "-q", "--snapshot", c.file, "--key-file", c.key, "--data-dir", n1.DataDir)
-		lines := strings.Split(strings.TrimSpace(stdout+errOut), "\n")
-		if code == 0 || len(lines) != 1 || !strings.Contains(lines[0], c.want) {
-			t.Errorf("restore, %s: exit %d, output %q; want one line saying %q and a non-zero exit", c.name, code, stdout+errOut, c.want)
-		} else {
-			t.Logf("restore, %s: %s", c.name, lines[0])
+	harness.Phase(t, "restore-refused-while-running", func(t *testing.T) {
+		// A running server's data dir is refused.
+		if _, errOut, code := kubox(t, env, "restore", "-q", "--snapshot", saved.Path, "--key-file", keyFile, "--data-dir", n1.DataDir); code == 0 || !strings.Contains(errOut, "in use") {
+			t.Errorf("restore onto a running server: exit %d, %q; want a refusal", code, errOut)
 		}
-		if after := dirState(t, n1.DataDir); after != before {
-			t.Fatalf("restore, %s: the data dir changed", c.name)
+	})
+
+	harness.Phase(t, "changes-after-snapshot", func(t *testing.T) {
+		// Changes after the snapshot, which the restore must not bring back.
+		createConfigMaps(ctx, t, n1, "late", 0, 10)
+		for i := range 5 {
+			if _, err := n1.Kubectl(ctx, "delete", "configmap", fmt.Sprintf("cm-%03d", i)); err != nil {
+				t.Fatal(err)
+			}
 		}
-		if s := siblings(t, n1.DataDir); !slices.Equal(s, beforeSiblings) {
-			t.Fatalf("restore, %s: files beside the data dir changed: %v, was %v", c.name, s, beforeSiblings)
+		if got := configMapNames(ctx, t, n1); len(got) != snapConfigMaps+5 {
+			t.Fatalf("after changes: %d ConfigMaps, want %d", len(got), snapConfigMaps+5)
 		}
-	}
+		if _, err := n1.Stop(30 * time.Second); err != nil {
+			t.Fatalf("stop: %v", err)
+		}
+	})
+
+	harness.Phase(t, "bad-input-refused", func(t *testing.T) {
+		// Bad input: one line, non-zero exit, the data dir untouched.
+		truncated := filepath.Join(n1.Root, "truncated.kbsnap")
+		if err := os.WriteFile(truncated, data[:len(data)*2/3], 0o600); err != nil {
+			t.Fatal(err)
+		}
+		notSnap := filepath.Join(n1.Root, "not-a-snapshot.kbsnap")
+		if err := os.WriteFile(notSnap, bytes.Repeat([]byte("not a snapshot\n"), 1000), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		flipped := filepath.Join(n1.Root, "flipped.kbsnap")
+		bad := bytes.Clone(data)
+		bad[len(bad)/2] ^= 0x01
+		if err := os.WriteFile(flipped, bad, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		before, beforeSiblings := dirState(t, n1.DataDir), siblings(t, n1.DataDir)
+		for _, c := range []struct{ name, file, key, want string }{
+			{"wrong key", saved.Path, otherKey, "wrong backup key"},
+			{"truncated", truncated, keyFile, "corrupted or truncated"},
+			{"bit flip", flipped, keyFile, "corrupted or truncated"},
+			{"not a snapshot", notSnap, keyFile, "not a kubox snapshot"},
+			{"missing file", filepath.Join(n1.Root, "nope.kbsnap"), keyFile, "no such file"},
+		} {
+			stdout, errOut, code := kubox(t, env, "restore", "-q", "--snapshot", c.file, "--key-file", c.key, "--data-dir", n1.DataDir)
+			lines := strings.Split(strings.TrimSpace(stdout+errOut), "\n")
+			if code == 0 || len(lines) != 1 || !strings.Contains(lines[0], c.want) {
+				t.Errorf("restore, %s: exit %d, output %q; want one line saying %q and a non-zero exit", c.name, code, stdout+errOut, c.want)
+			} else {
+				t.Logf("restore, %s: %s", c.name, lines[0])
+			}
+			if after := dirState(t, n1.DataDir); after != before {
+				t.Fatalf("restore, %s: the data dir changed", c.name)
+			}
+			if s := siblings(t, n1.DataDir); !slices.Equal(s, beforeSiblings) {
+				t.Fatalf("restore, %s: files beside the data dir changed: %v, was %v", c.name, s, beforeSiblings)
+			}
+		}
+	})
 
 	// The replacement box: a fresh data dir, another hostname and another
 	// IP (a network namespace of its own), on a host with nothing left of
@@ -351,99 +371,116 @@ func TestSnapshotRestore(t *testing.T) {
 	ns := harness.NewNetns(t, "kubox-e2e-restore", 1)
 	n2 := harness.NewNode(t, env)
 	n2.InNetns(ns, restoredNode)
-	begin = time.Now()
-	out, err = n2.Kubox(ctx, "restore", "--snapshot", saved.Path, "--key-file", keyFile, "--data-dir", n2.DataDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("restore took %s:\n%s", time.Since(begin).Round(time.Millisecond), out)
-	if !strings.Contains(out, "node "+restoredNode+" ("+ns.IP+")") {
-		t.Errorf("restore does not name this box's hostname %s and IP %s: %q", restoredNode, ns.IP, out)
-	}
-	n2.Start()
-	waitCtx2, waitCancel2 := context.WithTimeout(ctx, 3*time.Minute)
-	defer waitCancel2()
-	waitNamedNodeReady(waitCtx2, t, n2, restoredNode, saved.Node)
-	if ip, err := n2.Kubectl(ctx, "get", "node", restoredNode, "-o", `jsonpath={.status.addresses[?(@.type=="InternalIP")].address}`); err != nil || ip != ns.IP {
-		t.Errorf("restored node's InternalIP %q (%v), want the new box's %s", ip, err, ns.IP)
-	}
-
-	if got := configMapNames(ctx, t, n2); !slices.Equal(got, want) {
-		t.Errorf("restored ConfigMaps differ from the snapshot's: got %d, want %d; first difference %s", len(got), len(want), firstDiff(got, want))
-	}
-	secret, err := n2.Kubectl(ctx, "get", "secret", snapSecretName, "-o", "jsonpath={.data.k}")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if dec, err := base64.StdEncoding.DecodeString(strings.TrimSpace(secret)); err != nil || string(dec) != snapMarker {
-		t.Errorf("restored Secret: %q (%v), want %q", dec, err, snapMarker)
-	}
-	// The old box's admin kubeconfig (its CA and client cert), pointed at
-	// the new box's IP, works on the restored cluster from another host:
-	// the apiserver's serving cert was re-issued for the new IP by the old CA.
-	oldKC, err := os.ReadFile(n1.Kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	movedKC := filepath.Join(n1.Root, "old-admin-new-ip.kubeconfig")
-	if !bytes.Contains(oldKC, []byte("https://127.0.0.1:6443")) {
-		t.Fatalf("old admin kubeconfig does not name https://127.0.0.1:6443:\n%s", oldKC)
-	}
-	if err := os.WriteFile(movedKC, bytes.ReplaceAll(oldKC, []byte("https://127.0.0.1:6443"), []byte("https://"+ns.IP+":6443")), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.CommandContext(ctx, env.Kubectl, "--kubeconfig", movedKC, "get", "configmap", "cm-010", "-o", "jsonpath={.data.v}").CombinedOutput(); err != nil || !strings.Contains(string(out), snapMarker) {
-		t.Errorf("old admin kubeconfig against the new IP %s: %v: %s", ns.IP, err, out)
-	}
-	// Leaf certs were re-issued for the new node name.
-	pemData, err := os.ReadFile(filepath.Join(n2.DataDir, "pki", "etcd", "peer.crt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, _ := pem.Decode(pemData)
-	if block == nil {
-		t.Fatal("etcd peer cert: no PEM")
-	}
-	cert, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Contains(cert.DNSNames, restoredNode) {
-		t.Errorf("etcd peer cert SANs %v lack %s", cert.DNSNames, restoredNode)
-	}
-	if _, err := os.Stat(filepath.Join(n2.DataDir, "restore.json.done")); err != nil {
-		t.Errorf("restore marker not finished: %v", err)
-	}
-	// The old box's pods are garbage collected with its Node, and the
-	// Deployment runs again here (images are not in a snapshot: import).
-	if err := n2.ImportImage(ctx, "busybox.tar"); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("ip", "route", "add", "10.42.0.0/16", "via", ns.IP, "dev", ns.HostLink).CombinedOutput(); err != nil {
-		t.Fatalf("route pod network to the new box: %v: %s", err, out) // goes with the veth
-	}
-	for _, ip := range waitWebPods(ctx, t, n2, 2, begin.Truncate(time.Second)) {
-		assertHTTP(t, ip)
-	}
-	if _, err := n2.Stop(30 * time.Second); err != nil {
-		t.Fatalf("stop restored node: %v", err)
-	}
-
-	// Restoring over an existing data dir moves it aside, never deletes it.
-	if out, err = n2.Kubox(ctx, "restore", "-q", "--snapshot", saved.Path, "--key-file", keyFile, "--data-dir", n2.DataDir); err != nil {
-		t.Fatal(err)
-	}
-	var moved string
-	for _, s := range siblings(t, n2.DataDir) {
-		if strings.HasPrefix(s, filepath.Base(n2.DataDir)+".old-") {
-			moved = filepath.Join(filepath.Dir(n2.DataDir), s)
+	var restoreBegan time.Time
+	harness.Phase(t, "restore-on-new-box", func(t *testing.T) {
+		restoreBegan = time.Now()
+		out, err := n2.Kubox(ctx, "restore", "--snapshot", saved.Path, "--key-file", keyFile, "--data-dir", n2.DataDir)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if moved == "" || !strings.Contains(out, moved) {
-		t.Errorf("restore over a data dir: no %s.old-* kept (output %q)", n2.DataDir, out)
-	} else if _, err := os.Stat(filepath.Join(moved, "etcd")); err != nil {
-		t.Errorf("moved-aside data dir lacks etcd: %v", err)
-	}
+		t.Logf("restore took %s:\n%s", time.Since(restoreBegan).Round(time.Millisecond), out)
+		if !strings.Contains(out, "node "+restoredNode+" ("+ns.IP+")") {
+			t.Errorf("restore does not name this box's hostname %s and IP %s: %q", restoredNode, ns.IP, out)
+		}
+		n2.Start()
+		waitCtx2, waitCancel2 := context.WithTimeout(ctx, 3*time.Minute)
+		defer waitCancel2()
+		waitNamedNodeReady(waitCtx2, t, n2, restoredNode, saved.Node)
+		if ip, err := n2.Kubectl(ctx, "get", "node", restoredNode, "-o", `jsonpath={.status.addresses[?(@.type=="InternalIP")].address}`); err != nil || ip != ns.IP {
+			t.Errorf("restored node's InternalIP %q (%v), want the new box's %s", ip, err, ns.IP)
+		}
+	})
+
+	harness.Phase(t, "restored-objects", func(t *testing.T) {
+		if got := configMapNames(ctx, t, n2); !slices.Equal(got, want) {
+			t.Errorf("restored ConfigMaps differ from the snapshot's: got %d, want %d; first difference %s", len(got), len(want), firstDiff(got, want))
+		}
+		secret, err := n2.Kubectl(ctx, "get", "secret", snapSecretName, "-o", "jsonpath={.data.k}")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if dec, err := base64.StdEncoding.DecodeString(strings.TrimSpace(secret)); err != nil || string(dec) != snapMarker {
+			t.Errorf("restored Secret: %q (%v), want %q", dec, err, snapMarker)
+		}
+	})
+
+	harness.Phase(t, "old-kubeconfig-on-new-ip", func(t *testing.T) {
+		// The old box's admin kubeconfig (its CA and client cert), pointed at
+		// the new box's IP, works on the restored cluster from another host:
+		// the apiserver's serving cert was re-issued for the new IP by the old CA.
+		oldKC, err := os.ReadFile(n1.Kubeconfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		movedKC := filepath.Join(n1.Root, "old-admin-new-ip.kubeconfig")
+		if !bytes.Contains(oldKC, []byte("https://127.0.0.1:6443")) {
+			t.Fatalf("old admin kubeconfig does not name https://127.0.0.1:6443:\n%s", oldKC)
+		}
+		if err := os.WriteFile(movedKC, bytes.ReplaceAll(oldKC, []byte("https://127.0.0.1:6443"), []byte("https://"+ns.IP+":6443")), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.CommandContext(ctx, env.Kubectl, "--kubeconfig", movedKC, "get", "configmap", "cm-010", "-o", "jsonpath={.data.v}").CombinedOutput(); err != nil || !strings.Contains(string(out), snapMarker) {
+			t.Errorf("old admin kubeconfig against the new IP %s: %v: %s", ns.IP, err, out)
+		}
+	})
+
+	harness.Phase(t, "leaf-certs-reissued", func(t *testing.T) {
+		// Leaf certs were re-issued for the new node name.
+		pemData, err := os.ReadFile(filepath.Join(n2.DataDir, "pki", "etcd", "peer.crt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		block, _ := pem.Decode(pemData)
+		if block == nil {
+			t.Fatal("etcd peer cert: no PEM")
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(cert.DNSNames, restoredNode) {
+			t.Errorf("etcd peer cert SANs %v lack %s", cert.DNSNames, restoredNode)
+		}
+		if _, err := os.Stat(filepath.Join(n2.DataDir, "restore.json.done")); err != nil {
+			t.Errorf("restore marker not finished: %v", err)
+		}
+	})
+
+	harness.Phase(t, "deployment-runs-again", func(t *testing.T) {
+		// The old box's pods are garbage collected with its Node, and the
+		// Deployment runs again here (images are not in a snapshot: import).
+		if err := n2.ImportImage(ctx, "busybox.tar"); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("ip", "route", "add", "10.42.0.0/16", "via", ns.IP, "dev", ns.HostLink).CombinedOutput(); err != nil {
+			t.Fatalf("route pod network to the new box: %v: %s", err, out) // goes with the veth
+		}
+		for _, ip := range waitWebPods(ctx, t, n2, 2, restoreBegan.Truncate(time.Second)) {
+			assertHTTP(t, ip)
+		}
+		if _, err := n2.Stop(30 * time.Second); err != nil {
+			t.Fatalf("stop restored node: %v", err)
+		}
+	})
+
+	harness.Phase(t, "restore-moves-data-dir-aside", func(t *testing.T) {
+		// Restoring over an existing data dir moves it aside, never deletes it.
+		out, err := n2.Kubox(ctx, "restore", "-q", "--snapshot", saved.Path, "--key-file", keyFile, "--data-dir", n2.DataDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var moved string
+		for _, s := range siblings(t, n2.DataDir) {
+			if strings.HasPrefix(s, filepath.Base(n2.DataDir)+".old-") {
+				moved = filepath.Join(filepath.Dir(n2.DataDir), s)
+			}
+		}
+		if moved == "" || !strings.Contains(out, moved) {
+			t.Errorf("restore over a data dir: no %s.old-* kept (output %q)", n2.DataDir, out)
+		} else if _, err := os.Stat(filepath.Join(moved, "etcd")); err != nil {
+			t.Errorf("moved-aside data dir lacks etcd: %v", err)
+		}
+	})
 }
 
 // TestSnapshotSchedule: scheduled snapshots fire on their cron schedule, and

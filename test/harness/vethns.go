@@ -74,7 +74,7 @@ func (ns *Netns) Command(hostname string, argv ...string) []string {
 // the host end of the veth pair (gone with the namespace, normally).
 func (ns *Netns) remove() []error {
 	var errs []error
-	for i := 0; i < 20; i++ {
+	for range 20 {
 		out, _ := exec.Command("ip", "netns", "pids", ns.Name).Output()
 		pids := strings.Fields(string(out))
 		if len(pids) == 0 {
