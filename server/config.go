@@ -15,10 +15,10 @@ import (
 
 	"github.com/kubox/kubox/backup"
 	"github.com/kubox/kubox/embedded/kubelet"
-	"github.com/kubox/kubox/embedded/metrics"
-	"github.com/kubox/kubox/embedded/network"
 	"github.com/kubox/kubox/proxy"
 	"github.com/kubox/kubox/proxy/mode"
+	"github.com/kubox/kubox/services/metrics"
+	"github.com/kubox/kubox/services/network"
 )
 
 // Config is everything `kubox server` can be told. DefaultConfig holds its

@@ -19,7 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubox/kubox/bootstrap"
-	"github.com/kubox/kubox/embedded/component"
+	"github.com/kubox/kubox/component"
 	"github.com/kubox/kubox/internal/fsutil"
 )
 

@@ -16,22 +16,22 @@ import (
 	"github.com/kubox/kubox/airgap"
 	"github.com/kubox/kubox/backup"
 	"github.com/kubox/kubox/bootstrap"
+	"github.com/kubox/kubox/component"
 	"github.com/kubox/kubox/embedded/apiserver"
 	"github.com/kubox/kubox/embedded/assets"
-	"github.com/kubox/kubox/embedded/component"
 	"github.com/kubox/kubox/embedded/containerd"
 	"github.com/kubox/kubox/embedded/controllers"
-	"github.com/kubox/kubox/embedded/csrapprover"
 	"github.com/kubox/kubox/embedded/dns"
 	"github.com/kubox/kubox/embedded/etcd"
-	"github.com/kubox/kubox/embedded/etcdproxy"
 	"github.com/kubox/kubox/embedded/kubelet"
-	"github.com/kubox/kubox/embedded/metrics"
-	"github.com/kubox/kubox/embedded/network"
 	"github.com/kubox/kubox/embedded/scheduler"
 	"github.com/kubox/kubox/internal/fsutil"
 	"github.com/kubox/kubox/proxy"
 	"github.com/kubox/kubox/proxy/mode"
+	"github.com/kubox/kubox/services/csrapprover"
+	"github.com/kubox/kubox/services/etcdproxy"
+	"github.com/kubox/kubox/services/metrics"
+	"github.com/kubox/kubox/services/network"
 )
 
 // A start has two steps. prepare does everything that touches this host or
@@ -52,7 +52,7 @@ type prepared struct {
 	// join is a join under way (nil unless this start joins).
 	join *joinResult
 	// etcdProxy is set on a box that joined: its apiserver reaches etcd
-	// through the proxy (see embedded/etcdproxy), which serves here.
+	// through the proxy (see services/etcdproxy), which serves here.
 	etcdProxy    net.Listener
 	etcdProxyTLS *tls.Config
 	// client reads and writes the API as admin; dnsClient is the DNS
