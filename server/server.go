@@ -317,9 +317,9 @@ func (s *Server) build(ctx context.Context) error {
 		controllers.New(controllers.Config{
 			Kubeconfig: pki.ControllerManagerKubeconfig, ClusterCIDR: c.ClusterCIDR.String(), ServiceCIDR: c.ServiceCIDR.String(),
 			ClusterSigningCert: signerCert, ClusterSigningKey: pki.CAKey, RootCA: pki.CACert, SAKey: pki.ServiceAccountKey,
-			NodeName: c.NodeName,
+			NodeName: c.NodeName, Log: s.log,
 		}),
-		scheduler.New(scheduler.Config{Kubeconfig: pki.SchedulerKubeconfig, NodeName: c.NodeName}),
+		scheduler.New(scheduler.Config{Kubeconfig: pki.SchedulerKubeconfig, NodeName: c.NodeName, Log: s.log}),
 	)
 	if !c.DisableDNS {
 		d, err := s.dnsComponent(pki.AdminKubeconfig)
