@@ -298,10 +298,21 @@ func TestLeaderElection(t *testing.T) {
 
 	joinURL := "https://" + net.JoinHostPort(ip[0], "6443")
 	tok := createToken(ctx, t, box1, "1h")
-	for _, b := range []*harness.Node{box2, box3} {
+	for i, b := range []*harness.Node{box2, box3} {
 		b.Args = append(b.Args, "--join", joinURL)
 		b.Env = []string{"KUBOX_TOKEN=" + tok}
-		startBoxNodeReady(ctx, t, b)
+		startBox(ctx, t, b)
+		// Box 1's Node is Ready already: wait for this box's own.
+		name := fmt.Sprintf("box%d", i+2)
+		wctx, wcancel := context.WithTimeout(ctx, 3*time.Minute)
+		err := harness.WaitFor(wctx, 500*time.Millisecond, func() bool {
+			out, err := b.Kubectl(wctx, "get", "node", name, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+			return err == nil && out == "True"
+		})
+		wcancel()
+		if err != nil {
+			t.Fatalf("%s Node not Ready: %v", name, err)
+		}
 		if err := b.ImportImage(ctx, "busybox.tar"); err != nil {
 			t.Fatal(err)
 		}
