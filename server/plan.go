@@ -210,10 +210,10 @@ func plan(in *prepared) ([]step, error) {
 	add(newPublisher(in.client, p.PKI, c.clusterSettings(), in.log), "apiserver")
 	add(controllers.New(controllers.Config{
 		Kubeconfig: pki.ControllerManagerKubeconfig, ClusterCIDR: c.ClusterCIDR.String(), ServiceCIDR: c.ServiceCIDR.String(),
-		NodeCIDRMaskV4:     NodeCIDRMaskSize,
+		NodeCIDRMaskV4: NodeCIDRMaskSize, NodeName: c.NodeName, Log: in.log,
 		ClusterSigningCert: in.signerCert, ClusterSigningKey: pki.CAKey, RootCA: pki.CACert, SAKey: pki.ServiceAccountKey,
 	}), "apiserver")
-	add(scheduler.New(scheduler.Config{Kubeconfig: pki.SchedulerKubeconfig}), "apiserver")
+	add(scheduler.New(scheduler.Config{Kubeconfig: pki.SchedulerKubeconfig, NodeName: c.NodeName, Log: in.log}), "apiserver")
 	if !c.DisableDNS {
 		add(dns.New(dns.Config{
 			NodeName: c.NodeName, NodeIP: c.NodeIP, Port: c.DNSPort,

@@ -1,18 +1,28 @@
 // Package controllers runs the upstream kube-controller-manager inside kubox,
 // with node CIDR allocation on so every node gets its pod subnet.
+//
+// Every box runs one, and the Lease kube-system/kube-controller-manager
+// decides which one works (single box included: one code path). Upstream's
+// own election exits the process on a lost lease; kubox runs the election
+// itself (internal/leader) and calls upstream's Run with leader-elect off
+// for each term, on a config built afresh, since Run shuts down the event
+// broadcaster it is given and registers configz under a fixed name.
 package controllers
 
 import (
 	"context"
 	"fmt"
+	"log/slog"
 
 	"k8s.io/client-go/rest"
+	"k8s.io/component-base/configz"
 	"k8s.io/kubernetes/cmd/kube-controller-manager/app"
 	"k8s.io/kubernetes/cmd/kube-controller-manager/app/config"
 	"k8s.io/kubernetes/cmd/kube-controller-manager/app/options"
 
 	"github.com/kubox/kubox/component"
 	"github.com/kubox/kubox/embedded/flags"
+	"github.com/kubox/kubox/internal/leader"
 )
 
 // Config holds what kubox decides for the controller manager.
@@ -24,16 +34,23 @@ type Config struct {
 	ClusterSigningCert, ClusterSigningKey string // CSR signing (kubelet serving certs)
 	RootCA                                string // put into service-account token secrets / kube-root-ca.crt
 	SAKey                                 string // signs legacy service-account tokens
-	LeaderElect                           bool
+	NodeName                              string // start of the lease identity (default: host name)
 	Extra                                 map[string]string
+	Log                                   *slog.Logger
 }
 
 // Controllers is the embedded kube-controller-manager.
 type Controllers struct {
-	cfg       Config
-	completed *config.CompletedConfig
-	component.Goroutine
+	cfg      Config
+	opts     *options.KubeControllerManagerOptions
+	election leader.Config
+	run      component.Goroutine
 }
+
+var (
+	_ component.Component = (*Controllers)(nil)
+	_ component.Failer    = (*Controllers)(nil)
+)
 
 // New returns the component for cfg.
 func New(cfg Config) *Controllers {
@@ -67,7 +84,6 @@ func (c *Controllers) Args() []string {
 		"kube-api-qps":   "200",
 		"kube-api-burst": "400",
 		"controllers":    "*,tokencleaner",
-		"leader-elect":   fmt.Sprint(c.cfg.LeaderElect),
 		"profiling":      "false",
 		// No HTTPS listener: kubox reports health itself, and an unused
 		// listener is one more thing to secure.
@@ -76,6 +92,9 @@ func (c *Controllers) Args() []string {
 	for k, v := range c.cfg.Extra {
 		m[k] = v
 	}
+	// kubox campaigns itself (see the package comment); the other
+	// leader-elect-* flags still set the timings and the Lease.
+	m["leader-elect"] = "false"
 	return flags.Args(m)
 }
 
@@ -93,26 +112,85 @@ func (c *Controllers) Init(ctx context.Context) error {
 		return fmt.Errorf("controller-manager feature gates: %w", err)
 	}
 	rest.SetDefaultWarningHandler(rest.NoWarnings{})
-	cfg, err := s.Config(ctx, app.KnownControllers(), app.ControllersDisabledByDefault(), app.ControllerAliases())
+	// Built here once to fail early on a bad configuration; each term
+	// builds its own (see the package comment).
+	cfg, err := c.config(ctx, s)
 	if err != nil {
-		return fmt.Errorf("controller-manager config: %w", err)
+		return err
 	}
-	c.completed = cfg.Complete()
+	le := cfg.ComponentConfig.Generic.LeaderElection
+	client, err := leader.NewClient(cfg.Kubeconfig, "kube-controller-manager", le.RenewDeadline.Duration)
+	if err != nil {
+		return err
+	}
+	c.opts = s
+	c.election = leader.Config{
+		Namespace: le.ResourceNamespace, Name: le.ResourceName, Identity: leader.Identity(c.cfg.NodeName),
+		Client:        client,
+		LeaseDuration: le.LeaseDuration.Duration, RenewDeadline: le.RenewDeadline.Duration, RetryPeriod: le.RetryPeriod.Duration,
+		Log: c.log(),
+	}
 	return nil
 }
 
+func (c *Controllers) config(ctx context.Context, s *options.KubeControllerManagerOptions) (*config.CompletedConfig, error) {
+	cfg, err := s.Config(ctx, app.KnownControllers(), app.ControllersDisabledByDefault(), app.ControllerAliases())
+	if err != nil {
+		return nil, fmt.Errorf("controller-manager config: %w", err)
+	}
+	return cfg.Complete(), nil
+}
+
+// Start campaigns for the lease in the background; the controllers run
+// while this box holds it.
 func (c *Controllers) Start(ctx context.Context) error {
-	c.Go(ctx, "controller-manager", func(ctx context.Context) error { return app.Run(ctx, c.completed) })
+	c.run.Go(ctx, "controller-manager", func(ctx context.Context) error {
+		return leader.Run(ctx, c.election, c.term)
+	})
+	return nil
+}
+
+// term runs the controllers until ctx ends (the lease is lost or kubox
+// stops) and returns once they have stopped.
+func (c *Controllers) term(ctx context.Context) error {
+	cfg, err := c.config(ctx, c.opts)
+	if err != nil {
+		return err
+	}
+	// Run registers its configz entry and never removes it; the next
+	// term's Run would fail on the duplicate.
+	defer configz.Delete(app.ConfigzName)
+	if err := app.Run(ctx, cfg); err != nil && ctx.Err() != nil {
+		// After a stop or a lost lease: some controllers outlived
+		// upstream's shutdown timeout and still wind down.
+		c.log().Warn("controllers did not all stop in time", "err", err)
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("controller-manager: %w", err)
+	}
 	return nil
 }
 
 // Ready returns at once: the controllers work through the apiserver, which
-// is already ready, and nothing waits on them directly.
+// is already ready, and on a box that does not hold the lease they never
+// run at all.
 func (c *Controllers) Ready(ctx context.Context) error { return nil }
 
+// Failed reports a controller manager that stopped on its own while it
+// held the lease.
+func (c *Controllers) Failed() <-chan error { return c.run.Failed() }
+
 func (c *Controllers) Stop(ctx context.Context) error {
-	if err := c.Goroutine.Stop(ctx); err != nil {
+	if err := c.run.Stop(ctx); err != nil {
 		return fmt.Errorf("controller-manager did not stop in time: %w", err)
 	}
 	return nil
+}
+
+func (c *Controllers) log() *slog.Logger {
+	l := c.cfg.Log
+	if l == nil {
+		l = slog.Default()
+	}
+	return l.With("component", "controller-manager")
 }
