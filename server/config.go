@@ -179,6 +179,7 @@ type Paths struct {
 	ContainerdConfig, ContainerdLog                 string
 	Bin, CNIBin, CNIConf, CNIIPAM                   string
 	Lock, Corefile, ProxyModeState, JoinState       string
+	LeaseIdentity                                   string
 	// KubeletServingCert is the serving certificate the kubelet got through
 	// a CSR, in its cert dir (see embedded/kubelet's ServingCertFile).
 	KubeletServingCert string
@@ -212,6 +213,7 @@ func LayoutOf(dataDir, runDir string) Paths {
 		Corefile:         filepath.Join(d, "dns", "Corefile"),
 		ProxyModeState:   filepath.Join(d, "agent", "proxy-mode"),
 		JoinState:        filepath.Join(d, joinStateFile),
+		LeaseIdentity:    filepath.Join(d, "lease-identity"),
 
 		KubeletServingCert: filepath.Join(d, "kubelet", "pki", "kubelet-server-current.pem"),
 	}

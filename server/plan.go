@@ -26,6 +26,7 @@ import (
 	"github.com/kubox/kubox/embedded/kubelet"
 	"github.com/kubox/kubox/embedded/scheduler"
 	"github.com/kubox/kubox/internal/fsutil"
+	"github.com/kubox/kubox/internal/leader"
 	"github.com/kubox/kubox/proxy"
 	"github.com/kubox/kubox/proxy/mode"
 	"github.com/kubox/kubox/services/csrapprover"
@@ -60,6 +61,9 @@ type prepared struct {
 	client, dnsClient kubernetes.Interface
 	airgapPolicy      airgap.SignaturePolicy
 	capSysResource    bool
+	// leaseIdentity is what the controller manager and the scheduler
+	// campaign with; kept in the data dir (see leader.StableIdentity).
+	leaseIdentity string
 }
 
 // step is one component of the plan and the components it needs ready
@@ -111,6 +115,9 @@ func (s *Server) prepareSteps(ctx context.Context, in *prepared, undos *[]func()
 		return err
 	}
 	s.adminKubeconfig = in.pki.AdminKubeconfig
+	if in.leaseIdentity, err = leader.StableIdentity(p.LeaseIdentity, c.NodeName); err != nil {
+		return err
+	}
 	// join.json too: a joined box may be restarted without --join.
 	if joined, _ := fsutil.Exists(p.JoinState); c.JoinURL != "" || joined {
 		if in.etcdProxyTLS, err = (&transport.TLSInfo{CertFile: in.pki.EtcdClientCert, KeyFile: in.pki.EtcdClientKey, TrustedCAFile: in.pki.EtcdServerCACert}).ClientConfig(); err != nil {
@@ -210,10 +217,10 @@ func plan(in *prepared) ([]step, error) {
 	add(newPublisher(in.client, p.PKI, c.clusterSettings(), in.log), "apiserver")
 	add(controllers.New(controllers.Config{
 		Kubeconfig: pki.ControllerManagerKubeconfig, ClusterCIDR: c.ClusterCIDR.String(), ServiceCIDR: c.ServiceCIDR.String(),
-		NodeCIDRMaskV4: NodeCIDRMaskSize, NodeName: c.NodeName, Log: in.log,
+		NodeCIDRMaskV4: NodeCIDRMaskSize, NodeName: c.NodeName, LeaseIdentity: in.leaseIdentity, Log: in.log,
 		ClusterSigningCert: in.signerCert, ClusterSigningKey: pki.CAKey, RootCA: pki.CACert, SAKey: pki.ServiceAccountKey,
 	}), "apiserver")
-	add(scheduler.New(scheduler.Config{Kubeconfig: pki.SchedulerKubeconfig, NodeName: c.NodeName, Log: in.log}), "apiserver")
+	add(scheduler.New(scheduler.Config{Kubeconfig: pki.SchedulerKubeconfig, NodeName: c.NodeName, LeaseIdentity: in.leaseIdentity, Log: in.log}), "apiserver")
 	if !c.DisableDNS {
 		add(dns.New(dns.Config{
 			NodeName: c.NodeName, NodeIP: c.NodeIP, Port: c.DNSPort,

@@ -35,6 +35,7 @@ type Config struct {
 	RootCA                                string // put into service-account token secrets / kube-root-ca.crt
 	SAKey                                 string // signs legacy service-account tokens
 	NodeName                              string // start of the lease identity (default: host name)
+	LeaseIdentity                         string // the whole identity, when the caller keeps one (see leader.StableIdentity)
 	Extra                                 map[string]string
 	Log                                   *slog.Logger
 }
@@ -125,7 +126,7 @@ func (c *Controllers) Init(ctx context.Context) error {
 	}
 	c.opts = s
 	c.election = leader.Config{
-		Namespace: le.ResourceNamespace, Name: le.ResourceName, Identity: leader.Identity(c.cfg.NodeName),
+		Namespace: le.ResourceNamespace, Name: le.ResourceName, Identity: c.leaseIdentity(),
 		Client:        client,
 		LeaseDuration: le.LeaseDuration.Duration, RenewDeadline: le.RenewDeadline.Duration, RetryPeriod: le.RetryPeriod.Duration,
 		Log: c.log(),
@@ -193,4 +194,12 @@ func (c *Controllers) log() *slog.Logger {
 		l = slog.Default()
 	}
 	return l.With("component", "controller-manager")
+}
+
+// leaseIdentity is the identity this box campaigns with.
+func (c *Controllers) leaseIdentity() string {
+	if c.cfg.LeaseIdentity != "" {
+		return c.cfg.LeaseIdentity
+	}
+	return leader.Identity(c.cfg.NodeName)
 }

@@ -28,10 +28,11 @@ const configzName = "componentconfig"
 
 // Config holds what kubox decides for the scheduler.
 type Config struct {
-	Kubeconfig string
-	NodeName   string // start of the lease identity (default: host name)
-	Extra      map[string]string
-	Log        *slog.Logger
+	Kubeconfig    string
+	NodeName      string // start of the lease identity (default: host name)
+	LeaseIdentity string // the whole identity, when the caller keeps one (see leader.StableIdentity)
+	Extra         map[string]string
+	Log           *slog.Logger
 }
 
 // Scheduler is the embedded kube-scheduler.
@@ -92,7 +93,7 @@ func (s *Scheduler) Init(ctx context.Context) error {
 	}
 	s.opts = opts
 	s.election = leader.Config{
-		Namespace: le.ResourceNamespace, Name: le.ResourceName, Identity: leader.Identity(s.cfg.NodeName),
+		Namespace: le.ResourceNamespace, Name: le.ResourceName, Identity: s.leaseIdentity(),
 		Client:        client,
 		LeaseDuration: le.LeaseDuration.Duration, RenewDeadline: le.RenewDeadline.Duration, RetryPeriod: le.RetryPeriod.Duration,
 		Log: s.log(),
@@ -143,4 +144,12 @@ func (s *Scheduler) log() *slog.Logger {
 		l = slog.Default()
 	}
 	return l.With("component", "scheduler")
+}
+
+// leaseIdentity is the identity this box campaigns with.
+func (s *Scheduler) leaseIdentity() string {
+	if s.cfg.LeaseIdentity != "" {
+		return s.cfg.LeaseIdentity
+	}
+	return leader.Identity(s.cfg.NodeName)
 }

@@ -11,8 +11,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -24,6 +26,8 @@ import (
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/tools/record"
+
+	"github.com/kubox/kubox/internal/fsutil"
 )
 
 // Config names the Lease and how it is held.
@@ -40,13 +44,38 @@ type Config struct {
 }
 
 // Identity is node (default: the host name, as upstream uses) plus a
-// random suffix: a restarted box must not pass for its previous run, which
-// may still hold the lease.
+// random suffix: a restarted process must not pass for its previous run,
+// which may still hold the lease.
 func Identity(node string) string {
 	if node == "" {
 		node, _ = os.Hostname()
 	}
 	return node + "_" + string(uuid.NewUUID())
+}
+
+// StableIdentity is Identity kept in file, so that a box restarted after a
+// crash or power cut is the holder of the lease its previous run took and
+// renews it at once, instead of waiting for it to expire (up to the lease
+// duration plus a retry, about 17 s) with no controllers running. Unlike
+// upstream's processes, a kubox server holds its data dir's lock, so its
+// previous run cannot still be alive. A file naming another node (the node
+// was renamed) is replaced.
+func StableIdentity(file, node string) (string, error) {
+	if node == "" {
+		node, _ = os.Hostname()
+	}
+	if b, err := os.ReadFile(file); err == nil {
+		if id := strings.TrimSpace(string(b)); strings.HasPrefix(id, node+"_") && len(id) > len(node)+1 {
+			return id, nil
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("read lease identity %s: %w", file, err)
+	}
+	id := Identity(node)
+	if err := fsutil.WriteFileAtomic(file, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write lease identity %s: %w", file, err)
+	}
+	return id, nil
 }
 
 // NewClient is a client for Config.Client from the component's own

@@ -211,7 +211,6 @@ func TestLeaderElection(t *testing.T) {
 	defer cancel()
 	network := harness.NewNetwork(t, "kbxle", 3)
 	ns, ip := network.Namespaces, network.IPs
-	phase := phaseTimer(t)
 
 	box1 := harness.NewNode(t, env, boxArgs("box1", ip[0], cgroupRoot("box1"))...)
 	box1.Netns = ns[0]
@@ -227,25 +226,22 @@ func TestLeaderElection(t *testing.T) {
 			b.Kill()
 		}
 	})
-	startBoxNodeReady(ctx, t, box1)
-	if err := box1.ImportImage(ctx, "busybox.tar"); err != nil {
-		t.Fatal(err)
-	}
-	phase("box1 Node Ready")
+	harness.Phase(t, "box1-ready", func(t *testing.T) {
+		startBoxNodeReady(ctx, t, box1)
+		if err := box1.ImportImage(ctx, "busybox.tar"); err != nil {
+			t.Fatal(err)
+		}
+	})
 
-	t.Run("single box holds both leases", func(t *testing.T) {
+	harness.Phase(t, "single-box-holds-both-leases", func(t *testing.T) {
 		waitHolders(ctx, t, box1, 30*time.Second, func(box string) bool { return box == "box1" })
 	})
-	if t.Failed() {
-		return
-	}
-	phase("single box holds both leases")
 
 	// Both leases taken by another identity for 20 s: box 1 stops its
 	// controller manager and scheduler, keeps running (etcd, apiserver,
 	// kubelet), and takes the leases back once they expire, with working
 	// controllers in the new term.
-	t.Run("lost lease", func(t *testing.T) {
+	harness.Phase(t, "lost-lease", func(t *testing.T) {
 		pid := box1.Pid()
 		for _, l := range leaderLeases {
 			stealLease(ctx, t, box1, l, 20)
@@ -291,10 +287,47 @@ func TestLeaderElection(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	if t.Failed() {
-		return
-	}
-	phase("lost lease and back")
+
+	// A box killed and restarted (a crash, a power cut) keeps its lease
+	// identity, so it renews the leases its previous run held at once
+	// instead of running no controllers until they expire (15 s lease).
+	harness.Phase(t, "unclean-restart-keeps-the-leases", func(t *testing.T) {
+		before := map[string]string{}
+		acquired := map[string]int{}
+		for _, l := range leaderLeases {
+			before[l] = leaseHolder(ctx, box1, l)
+			acquired[l] = logLines(t, box1, "acquired the lease", "kube-system/"+l)
+		}
+		box1.Kill()
+		killed := time.Now()
+		startBoxNodeReady(ctx, t, box1)
+		wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+		defer wcancel()
+		err := harness.WaitFor(wctx, 100*time.Millisecond, func() bool {
+			for _, l := range leaderLeases {
+				if logLines(t, box1, "acquired the lease", "kube-system/"+l) <= acquired[l] {
+					return false
+				}
+			}
+			return true
+		})
+		took := time.Since(killed)
+		if err != nil {
+			box1.DumpLog(60)
+			t.Fatalf("box1's new run did not take its leases back: %v", err)
+		}
+		t.Logf("leases back %s after the SIGKILL", took.Round(100*time.Millisecond))
+		for _, l := range leaderLeases {
+			if now := leaseHolder(ctx, box1, l); now != before[l] {
+				t.Errorf("%s holder %q after the restart, want the kept identity %q", l, now, before[l])
+			}
+		}
+		// A new identity would wait for the old lease to expire: 15 s
+		// after its last renewal, plus a retry period.
+		if took >= 15*time.Second {
+			t.Errorf("leases back only %s after the SIGKILL, as if the old lease had to expire", took.Round(100*time.Millisecond))
+		}
+	})
 
 	joinURL := "https://" + net.JoinHostPort(ip[0], "6443")
 	tok := createToken(ctx, t, box1, "1h")
@@ -317,9 +350,8 @@ func TestLeaderElection(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	phase("box2 and box3 joined")
 
-	t.Run("one holder per lease", func(t *testing.T) {
+	harness.Phase(t, "one-holder-per-lease", func(t *testing.T) {
 		waitHolders(ctx, t, box3, 10*time.Second, func(box string) bool { return box == "box1" })
 		for _, b := range boxes[1:] {
 			for _, l := range leaderLeases {
@@ -337,12 +369,8 @@ func TestLeaderElection(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	if t.Failed() {
-		return
-	}
-	phase("one holder, 20 replicas")
 
-	t.Run("failover after SIGKILL", func(t *testing.T) {
+	harness.Phase(t, "failover-after-SIGKILL", func(t *testing.T) {
 		box1.Kill()
 		killed := time.Now()
 		holders := waitHolders(ctx, t, box2, 30*time.Second, func(box string) bool { return box == "box2" || box == "box3" })
@@ -353,12 +381,8 @@ func TestLeaderElection(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	if t.Failed() {
-		return
-	}
-	phase("failover")
 
-	t.Run("scale 1 to 5", func(t *testing.T) {
+	harness.Phase(t, "scale-1-to-5", func(t *testing.T) {
 		applyDeployment(ctx, t, box2, "scale", 1)
 		waitRunning(ctx, t, box2, "scale", 1, 90*time.Second)
 		if _, err := box2.Kubectl(ctx, "scale", "deployment", "scale", "--replicas=5"); err != nil {
@@ -367,12 +391,8 @@ func TestLeaderElection(t *testing.T) {
 		waitRunning(ctx, t, box2, "scale", 5, 90*time.Second)
 		assertExactlyPods(ctx, t, box3, "scale", 5)
 	})
-	if t.Failed() {
-		return
-	}
-	phase("scale 1 to 5")
 
-	t.Run("100 replicas on two kubelets", func(t *testing.T) {
+	harness.Phase(t, "100-replicas-on-two-kubelets", func(t *testing.T) {
 		applyDeployment(ctx, t, box3, "hundred", 100)
 		waitRunning(ctx, t, box3, "hundred", 100, 8*time.Minute)
 		pods := assertExactlyPods(ctx, t, box2, "hundred", 100)
@@ -385,5 +405,4 @@ func TestLeaderElection(t *testing.T) {
 		}
 		t.Logf("pods per node: %v", perNode)
 	})
-	phase("100 replicas")
 }
