@@ -917,7 +917,7 @@ func TestInstallNoProxyComplemented(t *testing.T) {
 // install.sh is run as `curl ... | sh -`: a copy cut short anywhere runs
 // nothing. No command runs (sh -x traces none but `set -eu`), no file is
 // written, systemctl is not called. Cut at every tenth of its length and at
-// every byte of the line that calls main.
+// every byte of the line that calls main (but after its last character).
 func TestInstallTruncatedScriptRunsNothing(t *testing.T) {
 	in := newInstaller(t)
 	script, err := os.ReadFile(in.script)
@@ -928,9 +928,9 @@ func TestInstallTruncatedScriptRunsNothing(t *testing.T) {
 	for i := 1; i < 10; i++ {
 		cuts = append(cuts, len(script)*i/10)
 	}
-	// The last line, up to (without) its closing brace.
-	closing := bytes.LastIndexByte(script, '}')
-	for c := bytes.LastIndexByte(script[:closing], '\n') + 1; c < closing; c++ {
+	// The last line, short of at least its last character.
+	end := len(bytes.TrimRight(script, " \t\n"))
+	for c := bytes.LastIndexByte(script[:end], '\n') + 1; c < end; c++ {
 		cuts = append(cuts, c)
 	}
 	run := func(shell string, code []byte) string {
