@@ -2,8 +2,9 @@
 # kubox installer: puts the kubox binary in /usr/local/bin, writes the
 # kubox systemd service, and starts it.
 #
-#   curl -sfL https://get.kubox.example/install.sh | sh -
-#   curl -sfL https://get.kubox.example/install.sh | KUBOX_TOKEN=... sh -s - server --join https://box1:6443
+#   curl --proto '=https' --tlsv1.2 -sSfL https://get.kubox.example/install.sh | sh -
+#   curl --proto '=https' --tlsv1.2 -sSfL https://get.kubox.example/install.sh |
+#       KUBOX_TOKEN=... sh -s - server --join https://box1:6443
 #   INSTALL_KUBOX_SKIP_DOWNLOAD=true ./install.sh       # offline: ./kubox, or the installed one
 #
 # Arguments after `sh -s -` become the service's command line (default:
