@@ -2,8 +2,9 @@
 # kubox installer: puts the kubox binary in /usr/local/bin, writes the
 # kubox systemd service, and starts it.
 #
-#   curl -sfL https://get.kubox.example/install.sh | sh -
-#   curl -sfL https://get.kubox.example/install.sh | KUBOX_TOKEN=... sh -s - server --join https://box1:6443
+#   curl --proto '=https' --tlsv1.2 -sSfL https://get.kubox.example/install.sh | sh -
+#   curl --proto '=https' --tlsv1.2 -sSfL https://get.kubox.example/install.sh |
+#       KUBOX_TOKEN=... sh -s - server --join https://box1:6443
 #   INSTALL_KUBOX_SKIP_DOWNLOAD=true ./install.sh       # offline: ./kubox, or the installed one
 #
 # Arguments after `sh -s -` become the service's command line (default:
@@ -17,26 +18,29 @@
 #                                <base>/<version>/sha256sums.txt the binary and its checksum
 #   INSTALL_KUBOX_SKIP_DOWNLOAD  true: download nothing; use the kubox next to this
 #                                script, ./kubox, or the one already installed
+#   INSTALL_KUBOX_SHA256         the sha256 the binary must have (offline or
+#                                downloaded); anything else is refused
 #   INSTALL_KUBOX_SKIP_ENABLE    true: do not enable the service at boot
 #   INSTALL_KUBOX_SKIP_START     true: do not start (or restart) the service
 #   INSTALL_KUBOX_BIN_DIR        where the binary and scripts go (default /usr/local/bin)
 #   KUBOX_*, HTTP(S)_PROXY, NO_PROXY (and lower-case)
 #                                copied into /etc/systemd/system/kubox.service.env (0600)
 #
+# A --token argument goes into that env file as KUBOX_TOKEN, never into the
+# unit (which every user can read). Downloads are https only (TLS 1.2 or
+# later, redirects included). When a proxy is set, NO_PROXY and no_proxy
+# also get what kubox reaches directly: the pod and Service ranges, this
+# box, the box it joins, localhost and the cluster's DNS names.
+#
 # Running it again with the same binary and arguments changes nothing and
 # does not restart kubox; a new binary or new arguments restart it.
+#
+# Everything is in functions and the last line calls main: a download cut
+# short anywhere runs nothing.
 #
 # INSTALL_KUBOX_TEST_ROOT is for kubox's own tests only: every path is taken
 # below that directory instead of /.
 set -eu
-
-ROOT=${INSTALL_KUBOX_TEST_ROOT:-}
-BASE_URL=${INSTALL_KUBOX_BASE_URL:-https://get.kubox.example/releases}
-BIN_DIR=${INSTALL_KUBOX_BIN_DIR:-/usr/local/bin}
-SYSTEMD_DIR=/etc/systemd/system
-UNIT=$SYSTEMD_DIR/kubox.service
-ENV_FILE=$SYSTEMD_DIR/kubox.service.env
-CONFIG_FILE=/etc/kubox/config.yaml
 
 info() { echo "[kubox] $*"; }
 fatal() {
@@ -50,14 +54,11 @@ is_true() {
 	esac
 }
 
-TMP=
 cleanup() {
 	if [ -n "$TMP" ]; then
 		rm -rf "$TMP"
 	fi
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 # ------------------------------------------------------------------ checks
 
@@ -78,11 +79,25 @@ install the binary by hand (copy kubox to $BIN_DIR) and have your init system ru
 
 # ------------------------------------------------------------------ binary
 
+# download fetches over https only, redirects included: a binary fetched
+# in the clear could be anyone's.
 download() { # url file
+	case "$1" in
+	https://*) ;;
+	*) fatal "$1: not https (INSTALL_KUBOX_BASE_URL): the installer downloads over https only; or copy kubox next to it and set INSTALL_KUBOX_SKIP_DOWNLOAD=true" ;;
+	esac
 	if command -v curl >/dev/null; then
-		curl -fsSL --retry 3 -o "$2" "$1" || fatal "download $1 failed"
+		curl -fsSL --proto '=https' --tlsv1.2 --retry 3 -o "$2" "$1" || fatal "download $1 failed"
 	elif command -v wget >/dev/null; then
-		wget -q -O "$2" "$1" || fatal "download $1 failed"
+		# wget follows a redirect to plain http even with --https-only
+		# (which is for recursive downloads): its headers (-S) name every
+		# redirect, and a file that came through a plain one is refused.
+		wget -nv -S --https-only --secure-protocol=TLSv1_2 -O "$2" "$1" 2>"$TMP/wget.log" ||
+			fatal "download $1 failed: $(grep -v '^ ' "$TMP/wget.log" | tail -n 1)"
+		if awk 'tolower($1) == "location:" && $2 ~ /^[A-Za-z][A-Za-z0-9+.-]*:/ && tolower($2) !~ /^https:/ { bad = 1 } END { exit !bad }' "$TMP/wget.log"; then
+			rm -f "$2"
+			fatal "download $1 was redirected to plain http: refused"
+		fi
 	else
 		fatal "neither curl nor wget is installed: install one, or copy kubox next to this script and set INSTALL_KUBOX_SKIP_DOWNLOAD=true"
 	fi
@@ -98,6 +113,19 @@ sha256() {
 	fi
 }
 
+# check_sha256 prints the binary's sha256 and refuses it when
+# INSTALL_KUBOX_SHA256 names another.
+check_sha256() { # file
+	got=$(sha256 "$1")
+	pinned=$(printf '%s' "${INSTALL_KUBOX_SHA256:-}" | tr 'A-F' 'a-f')
+	if [ -z "$pinned" ]; then
+		info "sha256 $got"
+		return
+	fi
+	[ "$got" = "$pinned" ] || fatal "sha256 mismatch: $1 has $got, INSTALL_KUBOX_SHA256 says $pinned; nothing was installed"
+	info "sha256 $got matches INSTALL_KUBOX_SHA256"
+}
+
 # get_binary sets NEW_BIN to a file holding the kubox to install.
 get_binary() {
 	if is_true "${INSTALL_KUBOX_SKIP_DOWNLOAD:-}"; then
@@ -106,6 +134,7 @@ get_binary() {
 			if [ -f "$f" ]; then
 				NEW_BIN=$f
 				info "using $f (INSTALL_KUBOX_SKIP_DOWNLOAD)"
+				check_sha256 "$f"
 				return
 			fi
 		done
@@ -126,6 +155,9 @@ get_binary() {
 	got=$(sha256 "$TMP/kubox")
 	[ "$got" = "$want" ] || fatal "checksum mismatch for $name: got sha256 $got, sha256sums.txt says $want; nothing was installed (a broken download or a tampered file: try again, or check $BASE_URL)"
 	info "sha256 $got verified"
+	if [ -n "${INSTALL_KUBOX_SHA256:-}" ]; then
+		check_sha256 "$TMP/kubox"
+	fi
 	NEW_BIN=$TMP/kubox
 }
 
@@ -137,7 +169,10 @@ install_file() {
 	fi
 	mkdir -p "$(dirname "$2")"
 	tmp=$(dirname "$2")/.$(basename "$2").tmp.$$
-	cp "$1" "$tmp"
+	# Created 0600 before its first byte (the env file may hold the join
+	# token), and given its mode only once complete.
+	rm -f "$tmp"
+	(umask 077 && cp "$1" "$tmp")
 	chmod "$3" "$tmp"
 	sync "$tmp" 2>/dev/null || true
 	mv -f "$tmp" "$2"
@@ -167,10 +202,54 @@ env_quote() {
 	printf '"%s"' "$(printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/\$/\\$/g' -e 's/`/\\`/g')"
 }
 
+# no_proxy_value prints NO_PROXY (and no_proxy) for a box behind a proxy:
+# what the user set, then what kubox reaches directly (pods, Services, this
+# box, the box it joins, localhost, cluster DNS names), each once.
+no_proxy_value() {
+	join=$(setting join "" "$@")
+	if [ -n "$join" ]; then
+		join=${join#*://}
+		join=${join%%/*}
+		case "$join" in
+		\[*)
+			join=${join#\[}
+			join=${join%%]*}
+			;;
+		*) join=${join%:*} ;;
+		esac
+	fi
+	printf '%s\n' "${NO_PROXY:-}" "${no_proxy:-}" \
+		"$(setting cluster-cidr 10.42.0.0/16 "$@")" "$(setting service-cidr 10.43.0.0/16 "$@")" \
+		"$(setting node-ip "" "$@")" "$join" localhost 127.0.0.1 .svc ".$(setting cluster-domain cluster.local "$@")" |
+		tr ',' '\n' | awk '
+			{ gsub(/^[ \t]+|[ \t]+$/, "") }
+			$0 != "" && !seen[$0]++ { out = out (out == "" ? "" : ",") $0 }
+			END { print out }'
+}
+
+# write_env_file writes KUBOX_* and the proxy variables, the --token
+# argument as KUBOX_TOKEN, and NO_PROXY completed when a proxy is set.
 write_env_file() {
-	: >"$TMP/env"
-	for name in $(env | sed -n 's/^\(KUBOX_[A-Za-z0-9_]*\)=.*/\1/p; s/^\([Hh][Tt][Tt][Pp][Ss]*_[Pp][Rr][Oo][Xx][Yy]\)=.*/\1/p; s/^\([Nn][Oo]_[Pp][Rr][Oo][Xx][Yy]\)=.*/\1/p' | sort -u); do
-		printf '%s=%s\n' "$name" "$(env_quote "$(printenv "$name")")" >>"$TMP/env"
+	noproxy=
+	if [ -n "${HTTP_PROXY:-}${http_proxy:-}${HTTPS_PROXY:-}${https_proxy:-}" ]; then
+		noproxy=$(no_proxy_value "$@")
+	fi
+	names=$(env | sed -n 's/^\(KUBOX_[A-Za-z0-9_]*\)=.*/\1/p; s/^\([Hh][Tt][Tt][Pp][Ss]*_[Pp][Rr][Oo][Xx][Yy]\)=.*/\1/p; s/^\([Nn][Oo]_[Pp][Rr][Oo][Xx][Yy]\)=.*/\1/p')
+	if [ -n "$TOKEN" ]; then
+		names="$names KUBOX_TOKEN"
+	fi
+	if [ -n "$noproxy" ]; then
+		names="$names NO_PROXY no_proxy"
+	fi
+	(umask 077 && : >"$TMP/env")
+	# shellcheck disable=SC2086
+	for name in $(printf '%s\n' $names | sort -u); do
+		value=$(printenv "$name" || true)
+		case "$name" in
+		KUBOX_TOKEN) if [ -n "$TOKEN" ]; then value=$TOKEN; fi ;;
+		NO_PROXY | no_proxy) if [ -n "$noproxy" ]; then value=$noproxy; fi ;;
+		esac
+		printf '%s=%s\n' "$name" "$(env_quote "$value")" >>"$TMP/env"
 	done
 	install_file "$TMP/env" "$ROOT$ENV_FILE" 600
 }
@@ -251,25 +330,30 @@ EOF
 
 # ------------------------------------------------------------------ tools
 
-# Where kubox keeps its state, for the killall and uninstall scripts: the
-# --data-dir/--run-dir arguments, the config file, or the defaults.
-state_dirs() {
-	DATA_DIR=$(sed -n 's/^data-dir:[[:space:]]*["'\'']\{0,1\}\([^"'\'' #]*\).*/\1/p' "$ROOT$CONFIG_FILE" 2>/dev/null | tail -n 1)
-	RUN_DIR=$(sed -n 's/^run-dir:[[:space:]]*["'\'']\{0,1\}\([^"'\'' #]*\).*/\1/p' "$ROOT$CONFIG_FILE" 2>/dev/null | tail -n 1)
+# setting prints one of kubox server's settings: the last --key VALUE or
+# --key=VALUE argument, else key: in the config file, else the default.
+setting() { # key default args...
+	key=$1 val=
+	def=$2
+	shift 2
+	val=$(sed -n "s/^$key:[[:space:]]*[\"']\{0,1\}\([^\"' #]*\).*/\1/p" "$ROOT$CONFIG_FILE" 2>/dev/null | tail -n 1)
 	prev=
 	for a in "$@"; do
-		case "$prev" in
-		--data-dir) DATA_DIR=$a ;;
-		--run-dir) RUN_DIR=$a ;;
-		esac
+		if [ "$prev" = "--$key" ]; then
+			val=$a
+		fi
 		case "$a" in
-		--data-dir=*) DATA_DIR=${a#--data-dir=} ;;
-		--run-dir=*) RUN_DIR=${a#--run-dir=} ;;
+		--"$key"=*) val=${a#--"$key"=} ;;
 		esac
 		prev=$a
 	done
-	DATA_DIR=${DATA_DIR:-/var/lib/kubox}
-	RUN_DIR=${RUN_DIR:-/run/kubox}
+	printf '%s' "${val:-$def}"
+}
+
+# Where kubox keeps its state, for the killall and uninstall scripts.
+state_dirs() {
+	DATA_DIR=$(setting data-dir /var/lib/kubox "$@")
+	RUN_DIR=$(setting run-dir /run/kubox "$@")
 }
 
 # link_tools symlinks the tools kubox answers to (as listed by its --help)
@@ -539,36 +623,78 @@ EOF
 
 # ------------------------------------------------------------------ main
 
-check_host
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/kubox-install.XXXXXX")
-CHANGED=
-get_binary
-install_file "$NEW_BIN" "$ROOT$BIN_DIR/kubox" 755
-state_dirs "$@"
-link_tools
-write_killall
-write_uninstall
-write_env_file
-write_unit "$@"
+main() {
+	ROOT=${INSTALL_KUBOX_TEST_ROOT:-}
+	BASE_URL=${INSTALL_KUBOX_BASE_URL:-https://get.kubox.example/releases}
+	BIN_DIR=${INSTALL_KUBOX_BIN_DIR:-/usr/local/bin}
+	SYSTEMD_DIR=/etc/systemd/system
+	UNIT=$SYSTEMD_DIR/kubox.service
+	ENV_FILE=$SYSTEMD_DIR/kubox.service.env
+	CONFIG_FILE=/etc/kubox/config.yaml
+	TMP=
+	trap cleanup EXIT
+	trap 'exit 130' INT TERM
 
-if [ -n "$CHANGED" ]; then
-	systemctl daemon-reload
-fi
-if ! is_true "${INSTALL_KUBOX_SKIP_ENABLE:-}"; then
-	if ! systemctl is-enabled --quiet kubox 2>/dev/null; then
-		systemctl enable kubox
+	# --token goes to the env file (0600) as KUBOX_TOKEN: in the unit's
+	# ExecStart every user would read it (systemctl show, /proc).
+	TOKEN=
+	kept=
+	while [ $# -gt 0 ]; do
+		case "$1" in
+		--token)
+			[ $# -ge 2 ] || fatal "--token needs a value (or set KUBOX_TOKEN)"
+			TOKEN=$2
+			shift 2
+			;;
+		--token=*)
+			TOKEN=${1#--token=}
+			shift
+			;;
+		*)
+			kept="$kept $(sh_quote "$1")"
+			shift
+			;;
+		esac
+	done
+	eval "set -- $kept"
+
+	check_host
+	TMP=$(mktemp -d "${TMPDIR:-/tmp}/kubox-install.XXXXXX")
+	CHANGED=
+	get_binary
+	install_file "$NEW_BIN" "$ROOT$BIN_DIR/kubox" 755
+	state_dirs "$@"
+	link_tools
+	write_killall
+	write_uninstall
+	if [ -n "$TOKEN" ]; then
+		info "--token: kept in $ENV_FILE (KUBOX_TOKEN, 0600), not in the unit"
 	fi
-fi
-if is_true "${INSTALL_KUBOX_SKIP_START:-}"; then
-	info "installed; not started (INSTALL_KUBOX_SKIP_START): systemctl start kubox"
-elif systemctl is-active --quiet kubox; then
+	write_env_file "$@"
+	write_unit "$@"
+
 	if [ -n "$CHANGED" ]; then
-		info "restarting kubox (binary or configuration changed); its pods keep running"
-		systemctl restart kubox
-	else
-		info "kubox is installed and running; nothing changed"
+		systemctl daemon-reload
 	fi
-else
-	info "starting kubox; 'systemctl status kubox' shows its progress, it is active once the node is Ready"
-	systemctl start kubox
-fi
+	if ! is_true "${INSTALL_KUBOX_SKIP_ENABLE:-}"; then
+		if ! systemctl is-enabled --quiet kubox 2>/dev/null; then
+			systemctl enable kubox
+		fi
+	fi
+	if is_true "${INSTALL_KUBOX_SKIP_START:-}"; then
+		info "installed; not started (INSTALL_KUBOX_SKIP_START): systemctl start kubox"
+	elif systemctl is-active --quiet kubox; then
+		if [ -n "$CHANGED" ]; then
+			info "restarting kubox (binary or configuration changed); its pods keep running"
+			systemctl restart kubox
+		else
+			info "kubox is installed and running; nothing changed"
+		fi
+	else
+		info "starting kubox; 'systemctl status kubox' shows its progress, it is active once the node is Ready"
+		systemctl start kubox
+	fi
+}
+
+# In braces: a copy cut anywhere in this line is a syntax error, not a call.
+{ main "$@"; }

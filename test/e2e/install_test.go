@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/pem"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -12,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/kubox/kubox/test/harness"
 )
@@ -345,7 +349,10 @@ func TestInstallEnvFile(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	env := in.read(t, "/etc/systemd/system/kubox.service.env")
-	want := "HTTPS_PROXY=\"http://proxy:3128\"\nKUBOX_TOKEN=\"a\\\"b\\$c\\`d\\\\e f\"\nno_proxy=\"10.0.0.0/8\"\n"
+	// A proxy is set: NO_PROXY and no_proxy get kubox's own ranges after
+	// what the user set.
+	noProxy := `"10.0.0.0/8,10.42.0.0/16,10.43.0.0/16,localhost,127.0.0.1,.svc,.cluster.local"`
+	want := "HTTPS_PROXY=\"http://proxy:3128\"\nKUBOX_TOKEN=\"a\\\"b\\$c\\`d\\\\e f\"\nNO_PROXY=" + noProxy + "\nno_proxy=" + noProxy + "\n"
 	if env != want {
 		t.Errorf("env file\n got %q\nwant %q", env, want)
 	}
@@ -364,28 +371,71 @@ func TestInstallEnvFile(t *testing.T) {
 	}
 }
 
-// release serves a kubox release as install.sh expects it:
+// release serves a kubox release over https as install.sh expects it:
 // <base>/latest, <base>/<version>/kubox-linux-amd64 and sha256sums.txt.
-func release(t *testing.T, binary string, sum string) (*httptest.Server, *[]string) {
-	var mu sync.Mutex
-	var got []string
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		got = append(got, r.URL.Path)
-		mu.Unlock()
+// Version v6.6.6's binary is a redirect to plain http (served by plain,
+// whose requests are recorded too).
+type releaseServer struct {
+	*httptest.Server
+	mu          sync.Mutex
+	paths       []string // requested over https
+	plainPaths  []string // requested over plain http
+	caEnv       []string // the environment curl and wget need to trust the server
+	plainServer *httptest.Server
+}
+
+func (r *releaseServer) record(list *[]string, path string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	*list = append(*list, path)
+}
+
+func (r *releaseServer) fetched() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	got := strings.Join(r.paths, " ")
+	r.paths = nil
+	return got
+}
+
+func release(t *testing.T, binary string, sum string) *releaseServer {
+	rel := &releaseServer{}
+	rel.plainServer = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rel.record(&rel.plainPaths, r.URL.Path)
+		http.ServeFile(w, r, binary)
+	}))
+	t.Cleanup(rel.plainServer.Close)
+	rel.Server = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rel.record(&rel.paths, r.URL.Path)
 		switch r.URL.Path {
 		case "/releases/latest":
 			fmt.Fprintln(w, "v1.2.3")
-		case "/releases/v1.2.3/sha256sums.txt", "/releases/v0.9.0/sha256sums.txt":
+		case "/releases/v1.2.3/sha256sums.txt", "/releases/v0.9.0/sha256sums.txt", "/releases/v6.6.6/sha256sums.txt":
 			fmt.Fprintf(w, "0000  kubox-linux-arm64\n%s  kubox-linux-amd64\n", sum)
 		case "/releases/v1.2.3/kubox-linux-amd64", "/releases/v0.9.0/kubox-linux-amd64":
 			http.ServeFile(w, r, binary)
+		case "/releases/v6.6.6/kubox-linux-amd64":
+			http.Redirect(w, r, rel.plainServer.URL+r.URL.Path, http.StatusFound)
 		default:
 			http.NotFound(w, r)
 		}
 	}))
-	t.Cleanup(srv.Close)
-	return srv, &got
+	t.Cleanup(rel.Server.Close)
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	wgetrc := filepath.Join(dir, "wgetrc")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rel.Certificate().Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(wgetrc, []byte("ca_certificate = "+ca+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rel.caEnv = []string{"CURL_CA_BUNDLE=" + ca, "WGETRC=" + wgetrc}
+	return rel
+}
+
+func (r *releaseServer) env(extra ...string) []string {
+	return append(append([]string{"INSTALL_KUBOX_BASE_URL=" + r.URL + "/releases"}, r.caEnv...), extra...)
 }
 
 func fileSHA256(t *testing.T, path string) string {
@@ -399,31 +449,29 @@ func fileSHA256(t *testing.T, path string) string {
 
 func TestInstallDownloadsAndVerifies(t *testing.T) {
 	in := newInstaller(t)
-	srv, paths := release(t, in.kubox, fileSHA256(t, in.kubox))
-	base := "INSTALL_KUBOX_BASE_URL=" + srv.URL + "/releases"
-	out, err := in.install([]string{base})
+	rel := release(t, in.kubox, fileSHA256(t, in.kubox))
+	out, err := in.install(rel.env())
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	if got := strings.Join(*paths, " "); got != "/releases/latest /releases/v1.2.3/sha256sums.txt /releases/v1.2.3/kubox-linux-amd64" {
+	if got := rel.fetched(); got != "/releases/latest /releases/v1.2.3/sha256sums.txt /releases/v1.2.3/kubox-linux-amd64" {
 		t.Errorf("fetched %s", got)
 	}
 	if same, _ := sameFile(in.kubox, in.path("/usr/local/bin/kubox")); !same {
 		t.Error("installed kubox differs from the released one")
 	}
-	*paths = nil
-	if out, err := in.install([]string{base, "INSTALL_KUBOX_VERSION=v0.9.0"}); err != nil {
+	if out, err := in.install(rel.env("INSTALL_KUBOX_VERSION=v0.9.0")); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	if got := strings.Join(*paths, " "); got != "/releases/v0.9.0/sha256sums.txt /releases/v0.9.0/kubox-linux-amd64" {
+	if got := rel.fetched(); got != "/releases/v0.9.0/sha256sums.txt /releases/v0.9.0/kubox-linux-amd64" {
 		t.Errorf("pinned version fetched %s", got)
 	}
 }
 
 func TestInstallRefusesChecksumMismatch(t *testing.T) {
 	in := newInstaller(t)
-	srv, _ := release(t, in.kubox, strings.Repeat("ab", 32))
-	out, err := in.install([]string{"INSTALL_KUBOX_BASE_URL=" + srv.URL + "/releases"})
+	rel := release(t, in.kubox, strings.Repeat("ab", 32))
+	out, err := in.install(rel.env())
 	if err == nil {
 		t.Fatalf("install.sh accepted a binary with the wrong checksum:\n%s", out)
 	}
@@ -593,4 +641,336 @@ func TestKillallCleansShimLeftovers(t *testing.T) {
 	if calls := strings.Join(in.systemctl(), "|"); !strings.HasSuffix(calls, "stop kubox") {
 		t.Errorf("killall did not stop the service first: %s", calls)
 	}
+}
+
+// pathWithout returns a PATH of one dir linking every command of the usual
+// bin dirs but the given ones: install.sh run with it sees no such tool.
+func pathWithout(t *testing.T, without ...string) string {
+	dir := t.TempDir()
+	seen := map[string]bool{}
+	for _, w := range without {
+		seen[w] = true
+	}
+	for _, d := range []string{"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"} {
+		entries, _ := os.ReadDir(d)
+		for _, e := range entries {
+			if seen[e.Name()] {
+				continue
+			}
+			seen[e.Name()] = true
+			if err := os.Symlink(filepath.Join(d, e.Name()), filepath.Join(dir, e.Name())); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return dir
+}
+
+// Downloads are https only (TLS 1.2 or later) through curl or, where curl
+// is missing, wget: a redirect to plain http and a plain http base are
+// refused, and nothing is installed.
+func TestInstallDownloadsHTTPSOnly(t *testing.T) {
+	for _, c := range []struct {
+		tool, redirectRefusal string
+	}{
+		{"curl", "/v6.6.6/kubox-linux-amd64 failed"},
+		{"wget", "/v6.6.6/kubox-linux-amd64 was redirected to plain http: refused"},
+	} {
+		t.Run(c.tool, func(t *testing.T) {
+			if _, err := exec.LookPath(c.tool); err != nil {
+				t.Skipf("%s is not installed", c.tool)
+			}
+			in := newInstaller(t)
+			rel := release(t, in.kubox, fileSHA256(t, in.kubox))
+			var path []string
+			if c.tool == "wget" {
+				path = []string{"PATH=" + in.bin + ":" + pathWithout(t, "curl")}
+			}
+			refused := func(t *testing.T, out string, err error, want string) {
+				t.Helper()
+				if err == nil {
+					t.Fatalf("install.sh did not refuse:\n%s", out)
+				}
+				if last := lastLine(out); !strings.Contains(last, "ERROR: ") || !strings.Contains(last, want) {
+					t.Errorf("last line %q, want an ERROR naming %q", last, want)
+				}
+				if got := in.files(); len(got) != 0 {
+					t.Errorf("files written: %v", got)
+				}
+				if calls := in.systemctl(); len(calls) != 0 {
+					t.Errorf("systemctl called: %v", calls)
+				}
+			}
+			harness.Phase(t, "redirect-to-http-refused", func(t *testing.T) {
+				out, err := in.install(rel.env(append(path, "INSTALL_KUBOX_VERSION=v6.6.6")...))
+				refused(t, out, err, c.redirectRefusal)
+				// curl does not even ask; wget asks, and its answer is dropped.
+				if c.tool == "curl" && len(rel.plainPaths) != 0 {
+					t.Errorf("curl followed the redirect to plain http: %v", rel.plainPaths)
+				}
+			})
+			harness.Phase(t, "plain-http-base-refused", func(t *testing.T) {
+				out, err := in.install(append(path, "INSTALL_KUBOX_BASE_URL="+rel.plainServer.URL+"/releases"))
+				refused(t, out, err, "not https")
+			})
+			harness.Phase(t, "https-installs", func(t *testing.T) {
+				if out, err := in.install(rel.env(path...)); err != nil {
+					t.Fatalf("%v\n%s", err, out)
+				}
+				if same, _ := sameFile(in.kubox, in.path("/usr/local/bin/kubox")); !same {
+					t.Error("installed kubox differs from the released one")
+				}
+			})
+		})
+	}
+}
+
+// INSTALL_KUBOX_SHA256 pins the binary, offline or downloaded: another one
+// is refused with one line; the binary's sha256 is always printed.
+func TestInstallSHA256Pin(t *testing.T) {
+	in := newInstaller(t)
+	sum := fileSHA256(t, in.kubox)
+	other := strings.Repeat("0", 64)
+	refused := func(t *testing.T, out string, err error) {
+		t.Helper()
+		if err == nil {
+			t.Fatalf("install.sh installed a binary whose sha256 is not INSTALL_KUBOX_SHA256:\n%s", out)
+		}
+		if n := strings.Count(out, "ERROR"); n != 1 {
+			t.Errorf("%d error lines, want 1:\n%s", n, out)
+		}
+		if last := lastLine(out); !strings.Contains(last, "ERROR: sha256 mismatch") || !strings.Contains(last, sum) || !strings.Contains(last, other) {
+			t.Errorf("last line %q, want the mismatch with both sums", last)
+		}
+		if got := in.files(); len(got) != 0 {
+			t.Errorf("files written: %v", got)
+		}
+		if calls := in.systemctl(); len(calls) != 0 {
+			t.Errorf("systemctl called: %v", calls)
+		}
+	}
+	harness.Phase(t, "download-mismatch-refused", func(t *testing.T) {
+		rel := release(t, in.kubox, sum)
+		out, err := in.install(rel.env("INSTALL_KUBOX_SHA256=" + other))
+		refused(t, out, err)
+	})
+	harness.Phase(t, "offline-mismatch-refused", func(t *testing.T) {
+		out, err := in.install([]string{"INSTALL_KUBOX_SKIP_DOWNLOAD=true", "INSTALL_KUBOX_SHA256=" + other})
+		refused(t, out, err)
+	})
+	harness.Phase(t, "offline-match-accepted", func(t *testing.T) {
+		out, err := in.install([]string{"INSTALL_KUBOX_SKIP_DOWNLOAD=true", "INSTALL_KUBOX_SHA256=" + strings.ToUpper(sum)})
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if !strings.Contains(out, "[kubox] sha256 "+sum+" matches INSTALL_KUBOX_SHA256\n") {
+			t.Errorf("no word of the match:\n%s", out)
+		}
+		if same, _ := sameFile(in.kubox, in.path("/usr/local/bin/kubox")); !same {
+			t.Error("installed kubox differs from the source binary")
+		}
+	})
+	harness.Phase(t, "printed-without-pin", func(t *testing.T) {
+		if out := in.offline(t); !strings.Contains(out, "[kubox] sha256 "+sum+"\n") {
+			t.Errorf("the binary's sha256 is not printed:\n%s", out)
+		}
+	})
+}
+
+// The env file may hold the join token: it is 0600 from its creation, before
+// its first byte. A copy that fails half-way (its file system is full)
+// leaves the partial file to look at.
+func TestInstallEnvFileSecretFromCreation(t *testing.T) {
+	in := newInstaller(t)
+	dir := in.path("/etc/systemd/system")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("kubox-install-test", dir, "tmpfs", 0, "size=4k,mode=0755"); err != nil {
+		t.Skipf("mount a 4 KiB tmpfs: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
+	pad := strings.Repeat("x", 64<<10)
+	// The usual umask, with which a file made then chmod-ed is 0644 at first.
+	cmd := exec.Command("sh", "-c", `umask 022 && exec sh "$@"`, "sh", in.script)
+	cmd.Env = in.env("INSTALL_KUBOX_SKIP_DOWNLOAD=true", "KUBOX_TOKEN=secret", "KUBOX_PAD="+pad)
+	cmd.Dir = filepath.Dir(in.kubox)
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("install.sh wrote a 64 KiB env file into a 4 KiB file system:\n%s", out)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 {
+		t.Fatalf("want one partial env file in %s, found %v:\n%s", dir, entries, out)
+	}
+	fi, err := entries[0].Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size() == 0 || fi.Size() >= int64(len(pad)) {
+		t.Errorf("%s: %d bytes, want a partial copy", fi.Name(), fi.Size())
+	}
+	if mode := fi.Mode().Perm(); mode != 0o600 {
+		t.Errorf("%s: mode %o half-way through the copy, want 600", fi.Name(), mode)
+	}
+}
+
+// A --token argument goes into the env file (0600) as KUBOX_TOKEN, which
+// kubox server reads, and never into the unit that every user can read.
+func TestInstallTokenNotInUnit(t *testing.T) {
+	for _, c := range []struct {
+		name, token, execStart string
+		args, env              []string
+	}{
+		{"separate", "K10aaa::server:bbb", `ExecStart=/usr/local/bin/kubox server --stop-pods-on-exit=false "--join" "https://box1:6443" "--node-name" "box2"`,
+			[]string{"server", "--join", "https://box1:6443", "--token", "K10aaa::server:bbb", "--node-name", "box2"}, nil},
+		{"equals, over KUBOX_TOKEN", "K10ccc::server:ddd", `ExecStart=/usr/local/bin/kubox server --stop-pods-on-exit=false "--join=https://box1:6443"`,
+			[]string{"--join=https://box1:6443", "--token=K10ccc::server:ddd"}, []string{"KUBOX_TOKEN=older"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			in := newInstaller(t)
+			out, err := in.install(append([]string{"INSTALL_KUBOX_SKIP_DOWNLOAD=true"}, c.env...), c.args...)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			if strings.Contains(out, c.token) {
+				t.Errorf("the installer printed the token:\n%s", out)
+			}
+			unit := in.read(t, "/etc/systemd/system/kubox.service")
+			if !strings.Contains(unit, "\n"+c.execStart+"\n") {
+				t.Errorf("unit lacks %q:\n%s", c.execStart, unit)
+			}
+			if strings.Contains(unit, "--token") {
+				t.Errorf("unit names --token:\n%s", unit)
+			}
+			// Nothing but the env file holds the token (the binary is
+			// the one given).
+			for p := range in.files() {
+				if p == "/etc/systemd/system/kubox.service.env" || p == "/usr/local/bin/kubox" {
+					continue
+				}
+				if data, _ := os.ReadFile(in.path(p)); strings.Contains(string(data), c.token) {
+					t.Errorf("%s holds the token", p)
+				}
+			}
+			env := in.read(t, "/etc/systemd/system/kubox.service.env")
+			if env != "KUBOX_TOKEN=\""+c.token+"\"\n" {
+				t.Errorf("env file %q, want KUBOX_TOKEN=%q only", env, c.token)
+			}
+			if got := in.files()["/etc/systemd/system/kubox.service.env"]; got != "-rw-------" {
+				t.Errorf("env file mode %s, want -rw-------", got)
+			}
+		})
+	}
+}
+
+// When a proxy is set, NO_PROXY and no_proxy get what kubox reaches
+// directly (from the arguments, the config file or kubox's defaults), after
+// what the user set and each once: the proxy never sees etcd peer, join,
+// pod or Service traffic.
+func TestInstallNoProxyComplemented(t *testing.T) {
+	for _, c := range []struct {
+		name, config, want string // want: NO_PROXY and no_proxy; "" for none
+		env, args          []string
+	}{
+		{"HTTPS_PROXY", "", "localhost,corp.example,10.42.0.0/16,10.96.0.0/12,10.0.0.5,box1,127.0.0.1,.svc,.cluster.local",
+			[]string{"HTTPS_PROXY=http://proxy:3128", "no_proxy=localhost, corp.example,"},
+			[]string{"server", "--join", "https://box1:6443", "--node-ip", "10.0.0.5", "--service-cidr=10.96.0.0/12"}},
+		{"http_proxy and the config file", "cluster-cidr: 10.60.0.0/16\ncluster-domain: \"kubox.lan\"\nservice-cidr: 10.70.0.0/16\n",
+			".corp.example,10.60.0.0/16,10.71.0.0/16,fd00::1,localhost,127.0.0.1,.svc,.kubox.lan",
+			[]string{"http_proxy=http://proxy:3128", "NO_PROXY=.corp.example"},
+			[]string{"--join=https://[fd00::1]:6443/", "--service-cidr", "10.71.0.0/16"}},
+		{"no proxy", "", "", []string{"KUBOX_X=1"}, nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			in := newInstaller(t)
+			if c.config != "" {
+				if err := os.MkdirAll(in.path("/etc/kubox"), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(in.path("/etc/kubox/config.yaml"), []byte(c.config), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			out, err := in.install(append([]string{"INSTALL_KUBOX_SKIP_DOWNLOAD=true"}, c.env...), c.args...)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			env := in.read(t, "/etc/systemd/system/kubox.service.env")
+			for _, name := range []string{"NO_PROXY", "no_proxy"} {
+				line := name + `="` + c.want + `"`
+				if c.want == "" {
+					if strings.Contains(env, name+"=") {
+						t.Errorf("%s set although no proxy is:\n%s", name, env)
+					}
+				} else if !strings.Contains(env, "\n"+line+"\n") && !strings.HasPrefix(env, line+"\n") {
+					t.Errorf("env file lacks %s:\n%s", line, env)
+				}
+			}
+		})
+	}
+}
+
+// install.sh is run as `curl ... | sh -`: a copy cut short anywhere runs
+// nothing. No command runs (sh -x traces none but `set -eu`), no file is
+// written, systemctl is not called. Cut at every tenth of its length and at
+// every byte of the line that calls main (but after its last character).
+func TestInstallTruncatedScriptRunsNothing(t *testing.T) {
+	in := newInstaller(t)
+	script, err := os.ReadFile(in.script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cuts []int
+	for i := 1; i < 10; i++ {
+		cuts = append(cuts, len(script)*i/10)
+	}
+	// The last line, short of at least its last character.
+	end := len(bytes.TrimRight(script, " \t\n"))
+	for c := bytes.LastIndexByte(script[:end], '\n') + 1; c < end; c++ {
+		cuts = append(cuts, c)
+	}
+	run := func(shell string, code []byte) string {
+		cmd := exec.Command(shell, "-x", "-s", "-", "server", "--token", "t0k3n")
+		cmd.Stdin = bytes.NewReader(code)
+		cmd.Env = in.env("INSTALL_KUBOX_SKIP_DOWNLOAD=true")
+		cmd.Dir = filepath.Dir(in.kubox)
+		out, _ := cmd.CombinedOutput()
+		return string(out)
+	}
+	shells := []string{"sh"}
+	if _, err := exec.LookPath("bash"); err == nil {
+		shells = append(shells, "bash")
+	}
+	for _, shell := range shells {
+		t.Run(shell, func(t *testing.T) {
+			for _, cut := range cuts {
+				out := run(shell, script[:cut])
+				for _, l := range strings.Split(out, "\n") {
+					if strings.HasPrefix(l, "+") && l != "+ set -eu" {
+						t.Errorf("cut at byte %d of %d: ran %q", cut, len(script), l)
+						break
+					}
+				}
+				if got := in.files(); len(got) != 0 {
+					t.Fatalf("cut at byte %d of %d: files written: %v", cut, len(script), got)
+				}
+				if calls := in.systemctl(); len(calls) != 0 {
+					t.Fatalf("cut at byte %d of %d: systemctl called: %v", cut, len(script), calls)
+				}
+			}
+		})
+	}
+	// The check can fail: the whole script is traced running main.
+	t.Run("whole", func(t *testing.T) {
+		if out := run("sh", script); !strings.Contains(out, "\n+ main server --token t0k3n\n") {
+			t.Errorf("the whole script did not run main:\n%s", out)
+		}
+		if len(in.files()) == 0 {
+			t.Error("the whole script installed nothing")
+		}
+	})
 }
