@@ -35,7 +35,10 @@ func TestKillLeftoverShimsKillsShimAndContainer(t *testing.T) {
 	if n := killLeftoverShims(other); n != 0 {
 		t.Fatalf("killed %d processes of another containerd", n)
 	}
-	if n := killLeftoverShims(sock); n < 2 {
+	// The container is killed first; the shell then exits and cmd.Wait
+	// may reap it before its own SIGKILL, so the count can be 1. That both
+	// are gone is checked below.
+	if n := killLeftoverShims(sock); n < 1 {
 		t.Fatalf("killed %d processes, want the shim and its container", n)
 	}
 	select {
