@@ -92,6 +92,7 @@ func (f *serverFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&c.AirgapImagesDir, "airgap-images-dir", c.AirgapImagesDir, "image bundles here are imported at start and when they appear (default <data-dir>/images)")
 	fs.StringVar(&c.AirgapPublicKeyFile, "airgap-public-key-file", c.AirgapPublicKeyFile, "trusted ed25519 public key: bundle signatures are checked against it")
 	fs.BoolVar(&c.AirgapRequireSignature, "airgap-require-signature", c.AirgapRequireSignature, "refuse bundles not signed by the trusted key")
+	fs.BoolVar(&c.AirgapAllowUnsigned, "airgap-allow-unsigned", c.AirgapAllowUnsigned, "import unsigned bundles although airgap-public-key-file is set (signed ones are still checked)")
 	fs.IntVar(&c.ImageGCHighThreshold, "image-gc-high-threshold", c.ImageGCHighThreshold, "disk usage (percent) of the image file system above which the kubelet removes unused images (pinned ones never)")
 	fs.IntVar(&c.ImageGCLowThreshold, "image-gc-low-threshold", c.ImageGCLowThreshold, "disk usage (percent) the kubelet's image garbage collection brings it down to")
 	fs.DurationVar(&c.ImageGCMinAge, "image-gc-min-age", c.ImageGCMinAge, "youngest an unused image may be to be garbage collected")

@@ -93,6 +93,7 @@ type Config struct {
 	AirgapImagesDir        string
 	AirgapPublicKeyFile    string
 	AirgapRequireSignature bool
+	AirgapAllowUnsigned    bool // import unsigned bundles although a key is set
 	// Kubelet image garbage collection: disk usage thresholds (percent)
 	// and the minimum age of an unused image. Pinned images are never
 	// collected.
@@ -352,6 +353,9 @@ func (c *Config) Validate() error {
 	}
 	if c.AirgapRequireSignature && c.AirgapPublicKeyFile == "" {
 		return errors.New("--airgap-require-signature needs --airgap-public-key-file: the trusted key bundles must be signed with")
+	}
+	if c.AirgapRequireSignature && c.AirgapAllowUnsigned {
+		return errors.New("--airgap-require-signature and --airgap-allow-unsigned contradict each other: set one")
 	}
 	if c.ImageGCHighThreshold < 0 || c.ImageGCHighThreshold > 100 || c.ImageGCLowThreshold < 0 || c.ImageGCLowThreshold >= c.ImageGCHighThreshold {
 		return fmt.Errorf("--image-gc-high-threshold %d, --image-gc-low-threshold %d: need 0 <= low < high <= 100", c.ImageGCHighThreshold, c.ImageGCLowThreshold)

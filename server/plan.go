@@ -135,6 +135,7 @@ func (s *Server) prepareSteps(ctx context.Context, in *prepared, undos *[]func()
 			return fmt.Errorf("install runtime binaries into %s: %w", p.Bin, err)
 		}
 		in.airgapPolicy.Require = c.AirgapRequireSignature
+		in.airgapPolicy.AllowUnsigned = c.AirgapAllowUnsigned
 		if c.AirgapPublicKeyFile != "" {
 			if in.airgapPolicy.PublicKey, err = airgap.LoadPublicKey(c.AirgapPublicKeyFile); err != nil {
 				return err
