@@ -164,13 +164,13 @@ func TestAirgap(t *testing.T) {
 			img := randomImage(t, 1)
 			pushImage(t, movingRef, img)
 			dg, _ := img.Digest()
+			kubox(t, "airgap", "bundle", "create", "-q", "-o", p(file), "--sign-key", p("site.key"), movingRef)
 			if i == 0 {
 				movingOld = dg
 				time.Sleep(1100 * time.Millisecond)
 			} else {
 				movingNew = dg
 			}
-			kubox(t, "airgap", "bundle", "create", "-q", "-o", p(file), "--sign-key", p("site.key"), movingRef)
 		}
 		regB = bundleLs(t, n, ctx, p("reg.kbundle"), "--verify")
 		wantDigest, _ := regImage.Digest()
