@@ -55,6 +55,7 @@ func (f *serverFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&c.DNSPort, "dns-port", c.DNSPort, "cluster DNS port on --node-ip (UDP and TCP)")
 	fs.StringVar(&c.DNSConfigFile, "dns-config", c.DNSConfigFile, "extra Corefile server blocks for cluster DNS, e.g. stub zones (missing file: none)")
 	fs.StringVar(&c.ResolvConf, "resolv-conf", c.ResolvConf, "resolv.conf whose nameservers cluster DNS forwards other names to")
+	fs.StringSliceVar(&c.DNSAllowCIDRs, "dns-allow-cidrs", c.DNSAllowCIDRs, "comma-separated CIDRs or addresses that may also query cluster DNS (pods, the cluster's boxes and loopback always may; everyone else is refused)")
 	fs.BoolVar(&c.StopPodsOnExit, "stop-pods-on-exit", c.StopPodsOnExit, "stop every pod when kubox stops, so no container outlives it")
 	fs.StringVar(&c.JoinURL, "join", "", "join the cluster of the box whose apiserver is at this URL, e.g. https://10.0.0.1:6443 (with --token)")
 	fs.StringVar(&f.token, "token", "", "join token from `kubox token create` (also --token-file or $KUBOX_TOKEN, which keep it out of the process list)")

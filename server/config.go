@@ -55,6 +55,7 @@ type Config struct {
 	DNSPort       int
 	DNSConfigFile string
 	ResolvConf    string
+	DNSAllowCIDRs []string // besides pods, the boxes and loopback, who may query
 
 	// Scheduled snapshots (see backup.SchedulerConfig): a cron spec, how
 	// many scheduled snapshots to keep (0 = all), where (default
@@ -353,6 +354,11 @@ func (c *Config) Validate() error {
 	}
 	if c.AirgapRequireSignature && c.AirgapPublicKeyFile == "" {
 		return errors.New("--airgap-require-signature needs --airgap-public-key-file: the trusted key bundles must be signed with")
+	}
+	for _, n := range c.DNSAllowCIDRs {
+		if _, _, err := net.ParseCIDR(n); err != nil && net.ParseIP(n) == nil {
+			return fmt.Errorf("--dns-allow-cidrs %q: want a CIDR such as 192.0.2.0/24, or an address", n)
+		}
 	}
 	if c.AirgapRequireSignature && c.AirgapAllowUnsigned {
 		return errors.New("--airgap-require-signature and --airgap-allow-unsigned contradict each other: set one")

@@ -218,7 +218,7 @@ func plan(in *prepared) ([]step, error) {
 	if !c.DisableDNS {
 		add(dns.New(dns.Config{
 			NodeName: c.NodeName, NodeIP: c.NodeIP, Port: c.DNSPort,
-			ClusterDNS: c.ClusterDNS, ClusterDomain: c.ClusterDomain,
+			ClusterDNS: c.ClusterDNS, ClusterDomain: c.ClusterDomain, ClusterCIDR: c.ClusterCIDR, AllowCIDRs: c.DNSAllowCIDRs,
 			Kubeconfig: pki.AdminKubeconfig, Client: in.dnsClient,
 			ResolvConf: c.ResolvConf, OverrideFile: c.DNSConfigFile, CorefilePath: p.Corefile,
 			ReloadInterval: c.Testing.DNSReloadInterval,
