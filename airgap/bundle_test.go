@@ -167,8 +167,21 @@ func TestSignature(t *testing.T) {
 	if _, err := check(unsigned, SignaturePolicy{PublicKey: pub, Require: true}); !errors.Is(err, ErrUnsigned) {
 		t.Errorf("unsigned bundle, signature required: %v", err)
 	}
-	if ok, err := check(unsigned, SignaturePolicy{PublicKey: pub}); err != nil || ok {
-		t.Errorf("unsigned bundle, signature optional: %v %v", ok, err)
+	// A configured key alone means bundles must be signed by it.
+	if _, err := check(unsigned, SignaturePolicy{PublicKey: pub}); !errors.Is(err, ErrUnsigned) || !strings.Contains(err.Error(), "airgap-allow-unsigned") {
+		t.Errorf("unsigned bundle, key configured: %v", err)
+	}
+	if ok, err := check(unsigned, SignaturePolicy{PublicKey: pub, AllowUnsigned: true}); err != nil || ok {
+		t.Errorf("unsigned bundle, key configured, unsigned allowed: %v %v", ok, err)
+	}
+	if _, err := check(unsigned, SignaturePolicy{PublicKey: pub, Require: true, AllowUnsigned: true}); !errors.Is(err, ErrUnsigned) {
+		t.Errorf("unsigned bundle, signature required and unsigned allowed: %v (require wins)", err)
+	}
+	if ok, err := check(unsigned, SignaturePolicy{}); err != nil || ok {
+		t.Errorf("unsigned bundle, no key: %v %v", ok, err)
+	}
+	if _, err := check(signed, SignaturePolicy{PublicKey: other, AllowUnsigned: true}); err == nil {
+		t.Error("bundle signed by another key accepted because unsigned ones are allowed")
 	}
 	if _, err := check(unsigned, SignaturePolicy{Require: true}); err == nil {
 		t.Error("signature required without a key: accepted")

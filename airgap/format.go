@@ -48,6 +48,10 @@ const (
 	PinnedLabel = "io.cri-containerd.pinned"
 	PinnedValue = "pinned"
 	BundleLabel = "io.kubox.airgap.bundle"
+	// CreatedLabel is the creation time (RFC 3339) of the bundle the
+	// image's tag last came from: how an import tells that its bundle is
+	// older than what the node has (see Downgrades).
+	CreatedLabel = "io.kubox.airgap.created"
 )
 
 // Limits that keep a hostile bundle from making the reader allocate much.

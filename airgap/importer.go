@@ -31,6 +31,9 @@ type ImportOptions struct {
 	Skip func(id digest.Digest, m *Manifest) bool
 	// Progress is called after each image is imported.
 	Progress func(ImageProgress)
+	// AllowDowngrade lets the import move a tag to the image of an older
+	// bundle (see Downgrade); without it such an import is refused.
+	AllowDowngrade bool
 }
 
 // Result is what an import did.
@@ -40,8 +43,11 @@ type Result struct {
 	Skipped  bool
 	Signed   bool // the bundle carries a signature
 	Verified bool // ... and it was checked against the trusted key
-	Bytes    int64
-	Took     time.Duration
+	// Downgrades are the tags the import moved back to an older image
+	// (only with AllowDowngrade).
+	Downgrades []Downgrade
+	Bytes      int64
+	Took       time.Duration
 }
 
 // MBps is the import's rate in MB/s (10^6 bytes).
@@ -82,6 +88,12 @@ func Import(ctx context.Context, client *containerd.Client, r io.Reader, opts Im
 	}
 
 	ctx = namespaces.WithNamespace(ctx, Namespace)
+	if res.Downgrades, err = Downgrades(ctx, client.ImageService(), res.Manifest, br.Index()); err != nil {
+		return res, err
+	}
+	if len(res.Downgrades) > 0 && !opts.AllowDowngrade {
+		return res, downgradeError(res.Downgrades)
+	}
 	ls := client.LeasesService()
 	lease, err := ls.Create(ctx, leases.WithRandomID(), leases.WithExpiration(24*time.Hour))
 	if err != nil {
@@ -158,7 +170,7 @@ func Import(ctx context.Context, client *containerd.Client, r io.Reader, opts Im
 		img := images.Image{
 			Name:   im.Name,
 			Target: target,
-			Labels: map[string]string{PinnedLabel: PinnedValue, BundleLabel: res.ID.String()},
+			Labels: map[string]string{PinnedLabel: PinnedValue, BundleLabel: res.ID.String(), CreatedLabel: createdValue(res.Manifest.Created)},
 		}
 		cimg := containerd.NewImageWithPlatform(client, img, platforms.Default())
 		if err := cimg.Unpack(ctx, opts.Snapshotter); err != nil {
@@ -212,7 +224,7 @@ func createImages(ctx context.Context, is images.Store, imgs []images.Image) err
 			for k, v := range img.Labels {
 				upd.Labels[k] = v
 			}
-			if _, err := is.Update(ctx, upd, "target", "labels."+PinnedLabel, "labels."+BundleLabel); err != nil {
+			if _, err := is.Update(ctx, upd, "target", "labels."+PinnedLabel, "labels."+BundleLabel, "labels."+CreatedLabel); err != nil {
 				rollback()
 				return fmt.Errorf("update image %s: %w", img.Name, err)
 			}

@@ -102,14 +102,25 @@ func sign(sk ed25519.PrivateKey, rawManifest []byte) ([]byte, error) {
 }
 
 // ErrUnsigned is returned when a signature is required and the bundle has none.
-var ErrUnsigned = errors.New("the bundle is not signed and a signature is required (airgap-require-signature): sign it with \"kubox airgap bundle create --sign-key\"")
+var ErrUnsigned = errors.New("the bundle is not signed and a trusted key is configured (airgap-public-key-file): sign it with \"kubox airgap bundle create --sign-key\", or set airgap-allow-unsigned to import unsigned bundles on purpose")
 
 // SignaturePolicy says what an import demands of a bundle's signature.
 type SignaturePolicy struct {
-	// PublicKey, when set, must verify any signature the bundle carries.
+	// PublicKey, when set, must verify any signature the bundle carries,
+	// and a bundle without one is refused unless AllowUnsigned: whoever
+	// configured a key wants bundles checked, and an unsigned bundle would
+	// bypass the check.
 	PublicKey ed25519.PublicKey
-	// Require refuses unsigned bundles (needs PublicKey).
+	// Require refuses unsigned bundles (needs PublicKey), whatever
+	// AllowUnsigned says.
 	Require bool
+	// AllowUnsigned imports unsigned bundles although PublicKey is set.
+	AllowUnsigned bool
+}
+
+// requireSigned says whether a bundle without a signature is refused.
+func (p SignaturePolicy) requireSigned() bool {
+	return p.Require || (p.PublicKey != nil && !p.AllowUnsigned)
 }
 
 // Check applies the policy to a bundle. It returns whether the signature was
@@ -119,7 +130,7 @@ func (p SignaturePolicy) Check(b *Reader) (bool, error) {
 		return false, errors.New("a signature is required but no trusted public key is configured (airgap-public-key-file)")
 	}
 	if b.sig == nil {
-		if p.Require {
+		if p.requireSigned() {
 			return false, ErrUnsigned
 		}
 		return false, nil

@@ -35,7 +35,7 @@ func loadAirgapSettings(cmd *cobra.Command, opts *serverOpts) (*airgapSettings, 
 		return nil, err
 	}
 	s := &airgapSettings{dataDir: f.cfg.DataDir, socket: f.paths().ContainerdSock}
-	s.policy.Require = f.cfg.AirgapRequireSignature
+	s.policy.Require, s.policy.AllowUnsigned = f.cfg.AirgapRequireSignature, f.cfg.AirgapAllowUnsigned
 	if f.cfg.AirgapPublicKeyFile != "" {
 		if s.policy.PublicKey, err = airgap.LoadPublicKey(f.cfg.AirgapPublicKeyFile); err != nil {
 			return nil, err
@@ -78,6 +78,7 @@ garbage collection never removes them.`,
 		sharedFlag{name: "run-dir", usage: "kubox run dir (containerd's socket)"},
 		sharedFlag{name: "airgap-public-key-file", usage: "trusted public key to check bundle signatures with"},
 		sharedFlag{name: "airgap-require-signature", usage: "refuse bundles not signed by the trusted key"},
+		sharedFlag{name: "airgap-allow-unsigned", usage: "import unsigned bundles although a trusted key is set"},
 	)
 	settings := func(cmd *cobra.Command) (*airgapSettings, error) { return loadAirgapSettings(cmd, opts) }
 
@@ -283,7 +284,7 @@ func newAirgapKeyCreateCommand() *cobra.Command {
 }
 
 func newAirgapImportCommand(settings func(*cobra.Command) (*airgapSettings, error)) *cobra.Command {
-	var quiet, force bool
+	var o importFlags
 	cmd := &cobra.Command{
 		Use:   "import FILE...",
 		Short: "Import bundles into this node's containerd now (pinned); already imported ones are skipped",
@@ -303,19 +304,23 @@ func newAirgapImportCommand(settings func(*cobra.Command) (*airgapSettings, erro
 			rec := airgap.Record{Path: airgap.DefaultRecordPath(s.dataDir)}
 			w := cmd.OutOrStdout()
 			for _, file := range args {
-				if err := importOne(ctx, client, rec, s.policy, file, force, quiet, w); err != nil {
+				if err := importOne(ctx, client, rec, s.policy, file, o, w); err != nil {
 					return fmt.Errorf("%s: %w (nothing from it was imported)", file, err)
 				}
 			}
 			return nil
 		},
 	}
-	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print nothing on success")
-	cmd.Flags().BoolVar(&force, "force", false, "import even if this bundle was imported before")
+	cmd.Flags().BoolVarP(&o.quiet, "quiet", "q", false, "print nothing on success")
+	cmd.Flags().BoolVar(&o.force, "force", false, "import even if this bundle was imported before")
+	cmd.Flags().BoolVar(&o.allowDowngrade, "allow-downgrade", false, "import a bundle older than the one an image's tag came from, moving the tag back")
 	return cmd
 }
 
-func importOne(ctx context.Context, client *containerd.Client, rec airgap.Record, policy airgap.SignaturePolicy, file string, force, quiet bool, w io.Writer) error {
+type importFlags struct{ quiet, force, allowDowngrade bool }
+
+func importOne(ctx context.Context, client *containerd.Client, rec airgap.Record, policy airgap.SignaturePolicy, file string, o importFlags, w io.Writer) error {
+	quiet := o.quiet
 	f, err := os.Open(file)
 	if err != nil {
 		return err
@@ -325,8 +330,8 @@ func importOne(ctx context.Context, client *containerd.Client, rec airgap.Record
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "warning: "+err.Error())
 	}
-	opts := airgap.ImportOptions{Signature: policy}
-	if !force {
+	opts := airgap.ImportOptions{Signature: policy, AllowDowngrade: o.allowDowngrade}
+	if !o.force {
 		opts.Skip = func(id digest.Digest, m *airgap.Manifest) bool {
 			return airgap.AlreadyImported(ctx, client, known, id, m)
 		}
@@ -349,6 +354,10 @@ func importOne(ctx context.Context, client *containerd.Client, rec airgap.Record
 	}
 	if err := rec.Add(airgap.NewRecordEntry(abs, res)); err != nil {
 		return err
+	}
+	for _, d := range res.Downgrades {
+		// Said even with -q: a tag moved back is never silent.
+		fmt.Fprintf(w, "moved %s (--allow-downgrade)\n", d)
 	}
 	if !quiet {
 		sig := "unsigned"

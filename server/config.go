@@ -55,6 +55,7 @@ type Config struct {
 	DNSPort       int
 	DNSConfigFile string
 	ResolvConf    string
+	DNSAllowCIDRs []string // besides pods, the boxes and loopback, who may query
 
 	// Scheduled snapshots (see backup.SchedulerConfig): a cron spec, how
 	// many scheduled snapshots to keep (0 = all), where (default
@@ -93,6 +94,7 @@ type Config struct {
 	AirgapImagesDir        string
 	AirgapPublicKeyFile    string
 	AirgapRequireSignature bool
+	AirgapAllowUnsigned    bool // import unsigned bundles although a key is set
 	// Kubelet image garbage collection: disk usage thresholds (percent)
 	// and the minimum age of an unused image. Pinned images are never
 	// collected.
@@ -354,6 +356,14 @@ func (c *Config) Validate() error {
 	}
 	if c.AirgapRequireSignature && c.AirgapPublicKeyFile == "" {
 		return errors.New("--airgap-require-signature needs --airgap-public-key-file: the trusted key bundles must be signed with")
+	}
+	for _, n := range c.DNSAllowCIDRs {
+		if _, _, err := net.ParseCIDR(n); err != nil && net.ParseIP(n) == nil {
+			return fmt.Errorf("--dns-allow-cidrs %q: want a CIDR such as 192.0.2.0/24, or an address", n)
+		}
+	}
+	if c.AirgapRequireSignature && c.AirgapAllowUnsigned {
+		return errors.New("--airgap-require-signature and --airgap-allow-unsigned contradict each other: set one")
 	}
 	if c.ImageGCHighThreshold < 0 || c.ImageGCHighThreshold > 100 || c.ImageGCLowThreshold < 0 || c.ImageGCLowThreshold >= c.ImageGCHighThreshold {
 		return fmt.Errorf("--image-gc-high-threshold %d, --image-gc-low-threshold %d: need 0 <= low < high <= 100", c.ImageGCHighThreshold, c.ImageGCLowThreshold)

@@ -146,6 +146,7 @@ func (s *Server) prepareSteps(ctx context.Context, in *prepared, undos *[]func()
 			return fmt.Errorf("install runtime binaries into %s: %w", p.Bin, err)
 		}
 		in.airgapPolicy.Require = c.AirgapRequireSignature
+		in.airgapPolicy.AllowUnsigned = c.AirgapAllowUnsigned
 		if c.AirgapPublicKeyFile != "" {
 			if in.airgapPolicy.PublicKey, err = airgap.LoadPublicKey(c.AirgapPublicKeyFile); err != nil {
 				return err
@@ -228,7 +229,7 @@ func plan(in *prepared) ([]step, error) {
 	if !c.DisableDNS {
 		add(dns.New(dns.Config{
 			NodeName: c.NodeName, NodeIP: c.NodeIP, Port: c.DNSPort,
-			ClusterDNS: c.ClusterDNS, ClusterDomain: c.ClusterDomain,
+			ClusterDNS: c.ClusterDNS, ClusterDomain: c.ClusterDomain, ClusterCIDR: c.ClusterCIDR, AllowCIDRs: c.DNSAllowCIDRs,
 			Kubeconfig: pki.AdminKubeconfig, Client: in.dnsClient,
 			ResolvConf: c.ResolvConf, OverrideFile: c.DNSConfigFile, CorefilePath: p.Corefile,
 			ReloadInterval: c.Testing.DNSReloadInterval,

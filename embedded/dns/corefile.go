@@ -15,8 +15,9 @@ import (
 	"github.com/coredns/coredns/core/dnsserver"
 )
 
-// Plugins are the CoreDNS plugins built into kubox (see plugins.go); a
-// Corefile may use these and no others. The loop plugin is left out on
+// Plugins are the CoreDNS plugins built into kubox (see plugins.go) that
+// an operator's server blocks may use (kubox adds its own access check to
+// every block). The loop plugin is left out on
 // purpose: on finding a loop it calls log.Fatalf, which in-process would
 // take down the whole node (etcd, apiserver, kubelet) and, under systemd,
 // crash-loop it; Upstreams drops the loops kubox can see instead.
@@ -31,6 +32,7 @@ func (d *DNS) Corefile(upstreams []string, extra []caddyfile.ServerBlock) []byte
 	fmt.Fprintf(&b, "# Written by kubox at start; edit %s instead (extra server blocks).\n", c.OverrideFile)
 	fmt.Fprintf(&b, ".:%d {\n", c.Port)
 	fmt.Fprintf(&b, "    bind %s\n", c.NodeIP)
+	b.WriteString(d.accessLine())
 	b.WriteString("    errors\n")
 	fmt.Fprintf(&b, "    kubernetes %s in-addr.arpa ip6.arpa {\n", c.ClusterDomain)
 	fmt.Fprintf(&b, "        kubeconfig %s\n", quote(c.Kubeconfig))
@@ -51,21 +53,34 @@ func (d *DNS) Corefile(upstreams []string, extra []caddyfile.ServerBlock) []byte
 	b.WriteString("}\n")
 	for _, sb := range extra {
 		b.WriteString("\n")
-		writeBlock(&b, sb, c.NodeIP, c.Port)
+		writeBlock(&b, sb, c.NodeIP, c.Port, d.accessLine())
 	}
 	return b.Bytes()
+}
+
+// accessLine is the kubox_access line of every server block: who may ask
+// besides the cluster's Nodes (see access.go).
+func (d *DNS) accessLine() string {
+	c := d.cfg
+	nets := []string{"127.0.0.0/8", "::1", c.NodeIP.String()}
+	if c.ClusterCIDR != nil {
+		nets = append(nets, c.ClusterCIDR.String())
+	}
+	nets = append(nets, c.AllowCIDRs...)
+	return fmt.Sprintf("    %s %s\n", accessDirective, strings.Join(nets, " "))
 }
 
 // writeBlock prints a parsed server block back as Corefile text, adding the
 // node's bind address and port. Directive order does not matter to CoreDNS
 // (plugins run in the compiled-in order), so blocks are printed in that
 // order.
-func writeBlock(b *bytes.Buffer, sb caddyfile.ServerBlock, ip net.IP, port int) {
+func writeBlock(b *bytes.Buffer, sb caddyfile.ServerBlock, ip net.IP, port int, access string) {
 	keys := make([]string, len(sb.Keys))
 	for i, k := range sb.Keys {
 		keys[i] = strings.TrimSuffix(strings.TrimPrefix(k, "dns://"), ":"+strconv.Itoa(port)) + ":" + strconv.Itoa(port)
 	}
 	fmt.Fprintf(b, "%s {\n    bind %s\n", strings.Join(keys, " "), ip)
+	b.WriteString(access)
 	for _, dir := range dnsserver.Directives {
 		toks, ok := sb.Tokens[dir]
 		if !ok {

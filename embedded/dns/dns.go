@@ -38,6 +38,11 @@ type Config struct {
 	Port          int    // default 53; tests use another
 	ClusterDNS    net.IP // the kube-dns Service's ClusterIP
 	ClusterDomain string // default cluster.local
+	// ClusterCIDR (the pods) and AllowCIDRs (the operator's, CIDRs or
+	// addresses) may query, as may loopback, this node and the cluster's
+	// Nodes; everyone else is refused (see access.go).
+	ClusterCIDR *net.IPNet
+	AllowCIDRs  []string
 	// Kubeconfig is read by CoreDNS's kubernetes plugin; Client manages
 	// the kube-dns Service and EndpointSlices.
 	Kubeconfig string
@@ -60,6 +65,7 @@ type Config struct {
 // DNS is the cluster DNS component.
 type DNS struct {
 	cfg    Config
+	boxes  *boxes // the cluster's Nodes' addresses, kept by watchNodes
 	input  caddy.CaddyfileInput
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -94,7 +100,7 @@ func New(cfg Config) *DNS {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &DNS{cfg: cfg}
+	return &DNS{cfg: cfg, boxes: &boxes{}}
 }
 
 func (d *DNS) Name() string { return "dns" }
@@ -216,6 +222,8 @@ func (d *DNS) Start(ctx context.Context) error {
 	d.done = make(chan struct{})
 	go func() {
 		defer close(d.done)
+		stopNodes := d.watchNodes(ctx)
+		defer stopNodes()
 		d.keepService(ctx)
 	}()
 	return nil

@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"net"
 	"slices"
-	"sync"
 	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
@@ -26,6 +25,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/utils/lru"
 
 	"github.com/kubox/kubox/component"
 )
@@ -47,12 +47,17 @@ type Config struct {
 	Log   *slog.Logger
 }
 
+// maxIgnored caps how many left-alone requests are remembered: anyone who
+// may create CSRs decides how many there are, so the memory must not follow
+// them. Past the cap the oldest is forgotten and, at worst, logged again.
+const maxIgnored = 1024
+
 // Approver is the component.
 type Approver struct {
 	cfg Config
-	mu  sync.Mutex
-	// ignored remembers requests already logged as left alone.
-	ignored map[string]bool
+	// ignored remembers requests already logged as left alone (names, in
+	// least recently seen order), so each is logged once.
+	ignored *lru.Cache
 	watch   component.Goroutine
 }
 
@@ -65,7 +70,7 @@ func New(cfg Config) *Approver {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Approver{cfg: cfg, ignored: map[string]bool{}}
+	return &Approver{cfg: cfg, ignored: lru.New(maxIgnored)}
 }
 
 func (a *Approver) Name() string                   { return "csr-approver" }
@@ -86,6 +91,14 @@ func (a *Approver) Start(ctx context.Context) error {
 	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    handle,
 		UpdateFunc: func(_, obj any) { handle(obj) },
+		DeleteFunc: func(obj any) {
+			if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = tomb.Obj
+			}
+			if csr, ok := obj.(*certificatesv1.CertificateSigningRequest); ok {
+				a.ignored.Remove(csr.Name)
+			}
+		},
 	}); err != nil {
 		return fmt.Errorf("watch certificate signing requests: %w", err)
 	}
@@ -103,11 +116,9 @@ func (a *Approver) handle(ctx context.Context, csr *certificatesv1.CertificateSi
 		return
 	}
 	if err := Check(csr, a.cfg.Nodes()); err != nil {
-		a.mu.Lock()
-		seen := a.ignored[csr.Name]
-		a.ignored[csr.Name] = true
-		a.mu.Unlock()
+		_, seen := a.ignored.Get(csr.Name)
 		if !seen {
+			a.ignored.Add(csr.Name, struct{}{})
 			a.cfg.Log.Info("left a kubelet serving certificate request alone", "csr", csr.Name, "requester", csr.Spec.Username, "reason", err)
 		}
 		return

@@ -1,14 +1,19 @@
 package csrapprover
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/url"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -101,5 +106,47 @@ func TestCheck(t *testing.T) {
 	tampered.Spec.Request = pem.EncodeToMemory(block)
 	if err := Check(tampered, nodes); err == nil {
 		t.Error("request with a broken signature approved")
+	}
+}
+
+// Anyone who may create CSRs decides how many foreign ones the approver
+// sees; what it remembers of them must stay bounded.
+func TestIgnoredBounded(t *testing.T) {
+	a := New(Config{Nodes: func() []Node { return nodes }, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	foreign := &certificatesv1.CertificateSigningRequest{Spec: certificatesv1.CertificateSigningRequestSpec{
+		SignerName: certificatesv1.KubeletServingSignerName, Username: "mallory", Groups: []string{"system:authenticated"},
+	}}
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	// Fill past the cap first, so the measurement compares full with full.
+	for i := range 4096 {
+		foreign.Name = fmt.Sprintf("csr-warm-%d", i)
+		a.handle(context.Background(), foreign)
+	}
+	before := heap()
+	const n = 100_000
+	for i := range n {
+		foreign.Name = fmt.Sprintf("csr-foreign-%06d", i)
+		a.handle(context.Background(), foreign)
+	}
+	after := heap()
+	if got := a.ignored.Len(); got > maxIgnored {
+		t.Errorf("%d requests remembered after %d foreign ones, want the cap %d", got, n, maxIgnored)
+	}
+	// 100 000 names in a map would take several MB; the cap keeps the
+	// growth to noise.
+	if after > before && after-before > 1<<20 {
+		t.Errorf("heap grew %d bytes over %d foreign requests", after-before, n)
+	}
+	// The most recent is remembered (logged once), the first long forgotten.
+	if _, ok := a.ignored.Get(foreign.Name); !ok {
+		t.Error("the last foreign request is not remembered")
+	}
+	if _, ok := a.ignored.Get("csr-foreign-000000"); ok {
+		t.Error("the first foreign request is still remembered past the cap")
 	}
 }

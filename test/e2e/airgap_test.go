@@ -142,9 +142,9 @@ func TestAirgap(t *testing.T) {
 		}
 	})
 
-	var regRef string
+	var regRef, movingRef string
 	var regB bundleInfo
-	var regLayer v1.Hash
+	var regLayer, movingOld, movingNew v1.Hash
 	harness.Phase(t, "registry-bundle", func(t *testing.T) {
 		// A registry on loopback: bundle create pulls from it.
 		reg := httptest.NewServer(registry.New())
@@ -153,8 +153,25 @@ func TestAirgap(t *testing.T) {
 		regImage := randomImage(t, 3)
 		regRef = host + "/kubox/rand:1"
 		pushImage(t, regRef, regImage)
-		kubox(t, "airgap", "bundle", "create", "-q", "-o", p("reg.kbundle"), regRef)
+		// Signed: the server has a trusted key, so only signed bundles go in.
+		kubox(t, "airgap", "bundle", "create", "-q", "-o", p("reg.kbundle"), "--sign-key", p("site.key"), regRef)
+		kubox(t, "airgap", "bundle", "create", "-q", "-o", p("reg-unsigned.kbundle"), regRef)
 		kubox(t, "airgap", "bundle", "create", "-q", "-o", p("reg-other.kbundle"), "--sign-key", p("other.key"), regRef)
+		// One tag, two signed bundles a second apart (the manifest's
+		// created time has seconds): the older holds the older image.
+		movingRef = host + "/kubox/moving:1"
+		for i, file := range []string{"moving-old.kbundle", "moving-new.kbundle"} {
+			img := randomImage(t, 1)
+			pushImage(t, movingRef, img)
+			dg, _ := img.Digest()
+			kubox(t, "airgap", "bundle", "create", "-q", "-o", p(file), "--sign-key", p("site.key"), movingRef)
+			if i == 0 {
+				movingOld = dg
+				time.Sleep(1100 * time.Millisecond)
+			} else {
+				movingNew = dg
+			}
+		}
 		regB = bundleLs(t, n, ctx, p("reg.kbundle"), "--verify")
 		wantDigest, _ := regImage.Digest()
 		if len(regB.Images) != 1 || regB.Images[0].Name != regRef || regB.Images[0].Digest != wantDigest.String() {
@@ -234,12 +251,13 @@ func TestAirgap(t *testing.T) {
 			"dotdot.kbundle":    editBundle(t, regData, func(e []tarEntry) { big(e).name = "blobs/sha256/../../../etc/x" }),
 			"not-a-bundle.tar":  mustRead(t, filepath.Join(env.Images, "busybox.tar")),
 			"other-key.kbundle": mustRead(t, p("reg-other.kbundle")),
-			"unsigned-required": regData,
+			// Unsigned, with a trusted key configured and nothing else said.
+			"unsigned.kbundle": mustRead(t, p("reg-unsigned.kbundle")),
 		}
 		wantErr := map[string]string{
 			"truncated.kbundle": "truncated", "mismatch.kbundle": "digest mismatch", "absolute.kbundle": "unsafe path",
 			"dotdot.kbundle": "unsafe path", "not-a-bundle.tar": "not a kubox image bundle", "other-key.kbundle": "signature does not verify",
-			"unsigned-required": "not signed",
+			"unsigned.kbundle": "not signed",
 		}
 		before := images(t)
 		for file, data := range bad {
@@ -247,11 +265,7 @@ func TestAirgap(t *testing.T) {
 			if err := os.WriteFile(path, data, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			args := append([]string{"airgap", "import", path}, nodeFlags...)
-			if file == "unsigned-required" {
-				args = append(args, "--airgap-require-signature")
-			}
-			out, err := n.Kubox(ctx, args...)
+			out, err := n.Kubox(ctx, append([]string{"airgap", "import", path}, nodeFlags...)...)
 			if err == nil {
 				t.Errorf("%s: imported", file)
 				continue
@@ -269,6 +283,30 @@ func TestAirgap(t *testing.T) {
 			if _, err := os.Stat(path); err != nil {
 				t.Errorf("%s: the bad file is gone: %v", file, err)
 			}
+		}
+	})
+
+	harness.Phase(t, "older-bundle-keeps-tag", func(t *testing.T) {
+		// The newer bundle is imported; the older one, signed by the same
+		// key, does not move the tag back unless asked to, and then says so.
+		kubox(t, append([]string{"airgap", "import", "-q", p("moving-new.kbundle")}, nodeFlags...)...)
+		if im := airgapLs(t, n, ctx, nodeFlags)[movingRef]; im.Digest != movingNew.String() {
+			t.Fatalf("after the newer bundle, %s is %+v, want %s", movingRef, im, movingNew)
+		}
+		out, err := n.Kubox(ctx, append([]string{"airgap", "import", p("moving-old.kbundle")}, nodeFlags...)...)
+		msg := strings.TrimSpace(out)
+		if err == nil || strings.Count(msg, "\n") > 0 || !strings.Contains(msg, "older") || !strings.Contains(msg, "--allow-downgrade") {
+			t.Errorf("older bundle: want a one-line refusal naming --allow-downgrade, got err %v:\n%s", err, msg)
+		}
+		if im := airgapLs(t, n, ctx, nodeFlags)[movingRef]; im.Digest != movingNew.String() {
+			t.Errorf("the older bundle moved %s to %s (want it kept at %s)", movingRef, im.Digest, movingNew)
+		}
+		out = kubox(t, append([]string{"airgap", "import", "-q", "--allow-downgrade", p("moving-old.kbundle")}, nodeFlags...)...)
+		if !strings.Contains(out, "moved "+movingRef) || !strings.Contains(out, movingOld.String()) {
+			t.Errorf("--allow-downgrade import did not say it moved the tag back:\n%s", out)
+		}
+		if im := airgapLs(t, n, ctx, nodeFlags)[movingRef]; im.Digest != movingOld.String() {
+			t.Errorf("with --allow-downgrade, %s is %s, want %s", movingRef, im.Digest, movingOld)
 		}
 	})
 

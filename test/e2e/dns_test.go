@@ -214,6 +214,7 @@ func TestClusterDNS(t *testing.T) {
 		if out, err := n.Kubectl(ctx, "exec", "client", "--", "nslookup", "web.default.svc.cluster.local", server); err != nil || !strings.Contains(out, "Address: "+webIP) {
 			t.Errorf("Service, asking the node's listener %s directly: %v\n%s", server, err, out)
 		}
+		expect(t, "the API server's Service", "kubernetes.default.svc.cluster.local", "Address: 10.43.0.1")
 		expect(t, "Service PTR", webIP, "web.default.svc.cluster.local")
 		if out, err := lookup("_http._tcp.web.default.svc.cluster.local", "-type=srv"); err != nil || !strings.Contains(out, "80 web.default.svc.cluster.local") {
 			t.Errorf("SRV for the named port: %v\n%s", err, out)
@@ -232,6 +233,52 @@ func TestClusterDNS(t *testing.T) {
 		expect(t, "host /etc/hosts", hostName+".", "Address: "+hostIP)
 		if out, err := lookup("nothing-here.default.svc.cluster.local"); err == nil || !strings.Contains(out, "NXDOMAIN") {
 			t.Errorf("unknown Service: want NXDOMAIN, got %v\n%s", err, out)
+		}
+	})
+
+	harness.Phase(t, "outsiders-refused", func(t *testing.T) {
+		// A host on the LAN (a network namespace joined to the box by a veth
+		// pair) reaches the box, but cluster DNS answers it nothing: neither
+		// the cluster's names nor outside ones (no open resolver), over UDP
+		// or TCP. The box itself is answered (pods were, in lookups).
+		lan := harness.NewNetns(t, "kubox-e2e-dnslan", 5)
+		dial := harness.DialContext(t, lan.Name)
+		if c, err := dial(ctx, "tcp", net.JoinHostPort(nodeIP, "6443")); err != nil {
+			t.Fatalf("the LAN host %s cannot reach the box's apiserver (%v): a DNS refusal would show nothing", lan.IP, err)
+		} else {
+			c.Close()
+		}
+		ask := func(dialer func(ctx context.Context, network, addr string) (net.Conn, error), network, name string) (*dns.Msg, error) {
+			c, err := dialer(ctx, network, server)
+			if err != nil {
+				return nil, err
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+			co := &dns.Conn{Conn: c}
+			m := new(dns.Msg)
+			m.SetQuestion(name, dns.TypeA)
+			if err := co.WriteMsg(m); err != nil {
+				return nil, err
+			}
+			return co.ReadMsg()
+		}
+		var host net.Dialer
+		for _, name := range []string{"kubernetes.default.svc.cluster.local.", directName} {
+			for _, network := range []string{"udp", "tcp"} {
+				r, err := ask(dial, network, name)
+				switch {
+				case err != nil:
+					t.Logf("LAN host, %s %s: no answer (%v)", network, name, err)
+				case r.Rcode != dns.RcodeRefused || len(r.Answer) > 0:
+					t.Errorf("LAN host %s, %s %s: answered %s with %d records, want no answer or REFUSED", lan.IP, network, name, dns.RcodeToString[r.Rcode], len(r.Answer))
+				default:
+					t.Logf("LAN host, %s %s: REFUSED", network, name)
+				}
+				if r, err := ask(host.DialContext, network, name); err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) == 0 {
+					t.Errorf("the box itself, %s %s: %v %v, want an answer", network, name, r, err)
+				}
+			}
 		}
 	})
 
