@@ -72,6 +72,6 @@
 // snapshot can be opened without kubox in an emergency:
 //
 //	n=$(( 14 + $(head -c 14 FILE | tail -c 4 | od -An -tu4 --endian=big) ))
-//	tail -c +$((n + 1)) FILE | age -d -i backup.key | zstd -d | tar -x
+//	tail -c +$((n + 1)) FILE | head -c -72 | age -d -i backup.key | zstd -d | tar -x
 //	cat etcd.db.* > etcd.db
 package backup

@@ -29,7 +29,10 @@ type SchedulerConfig struct {
 	// Manual snapshots are never pruned by it.
 	Retention int
 	Dir       string // snapshot dir
-	KeyFile   string // backup key; required when Schedule is set
+	// KeyFile is the backup key file K. Scheduled snapshots need only K.pub
+	// (the recipient) and K.sign (the signing key) when Schedule is set;
+	// the identity K itself need not be on the box.
+	KeyFile string
 
 	Etcd         EtcdEndpoint
 	PKIDir       string
@@ -52,7 +55,8 @@ type Scheduler struct {
 	cfg    SchedulerConfig
 	log    *slog.Logger
 	sched  cron.Schedule
-	key    *Key
+	pub    PublicKeys
+	signer *SigningKey
 	client kubernetes.Interface
 
 	cron   *cron.Cron
@@ -95,14 +99,14 @@ func (s *Scheduler) Init(ctx context.Context) error {
 	if s.cfg.Retention < 0 {
 		return fmt.Errorf("--snapshot-retention %d: must be 0 (keep all) or more", s.cfg.Retention)
 	}
-	key, err := LoadKeyFile(s.cfg.KeyFile)
+	pub, signer, err := LoadWriterKeys(s.cfg.KeyFile)
 	if err != nil {
 		return fmt.Errorf("--snapshot-schedule is set but: %w", err)
 	}
 	if err := fsutil.EnsureDir(s.cfg.Dir, modeDir); err != nil {
 		return fmt.Errorf("snapshot dir: %w", err)
 	}
-	s.sched, s.key = sched, key
+	s.sched, s.pub, s.signer = sched, pub, signer
 	ensureMetrics()
 	return nil
 }
@@ -165,7 +169,7 @@ func (s *Scheduler) Stop(ctx context.Context) error {
 func (s *Scheduler) runScheduled(ctx context.Context) {
 	begin := time.Now()
 	res, err := Save(ctx, SaveOptions{
-		Etcd: s.cfg.Etcd, PKIDir: s.cfg.PKIDir, Dir: s.cfg.Dir, Key: s.key,
+		Etcd: s.cfg.Etcd, PKIDir: s.cfg.PKIDir, Dir: s.cfg.Dir, Recipient: s.pub.Recipient, Signer: s.signer,
 		Scheduled: true, NodeName: s.cfg.NodeName, KuboxVersion: s.cfg.KuboxVersion,
 	})
 	s.mu.Lock()
