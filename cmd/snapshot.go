@@ -187,6 +187,7 @@ type snapshotJSON struct {
 	ClusterID    string    `json:"cluster_id,omitempty"`
 	Scheduled    bool      `json:"scheduled"`
 	Encryption   string    `json:"encryption,omitempty"`
+	Signer       string    `json:"signer,omitempty"`
 	Error        string    `json:"error,omitempty"`
 }
 
@@ -196,6 +197,7 @@ func toJSON(e backup.Entry) snapshotJSON {
 		Name: e.Header.Name, Node: e.Header.NodeName, CreatedAt: e.Header.CreatedAt,
 		EtcdRevision: e.Header.EtcdRevision, EtcdDBSize: e.Header.EtcdDBSize, KuboxVersion: e.Header.KuboxVersion,
 		ClusterID: e.Header.ClusterID, Scheduled: e.Header.Scheduled, Encryption: e.Header.Encryption,
+		Signer: e.Header.Signer,
 	}
 	if e.Err != nil {
 		j.Error = e.Err.Error()
@@ -304,6 +306,9 @@ func printSnapshots(w io.Writer, entries []backup.Entry) error {
 		}
 		if e.Header.Encryption == backup.EncryptionNone {
 			kind += ",UNENCRYPTED"
+		}
+		if e.Header.Signer == "" {
+			kind += ",unsigned"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", filepath.Base(e.Path), e.Header.CreatedAt.Format(time.RFC3339),
 			e.Header.NodeName, backup.HumanBytes(e.Size), e.Header.EtcdRevision, kind, e.Header.KuboxVersion)
