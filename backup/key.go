@@ -59,7 +59,7 @@ func (k *Key) fileContentSigner(now time.Time, signer string) []byte {
 	fmt.Fprintf(&b, "# created: %s\n", now.UTC().Format(time.RFC3339))
 	fmt.Fprintf(&b, "# public key: %s\n", k.Recipient())
 	if signer != "" {
-		b.WriteString("# Snapshots must be signed by this key's signing key (" + filepath.Base(SigningKeyFile("backup.key")) + "):\n")
+		b.WriteString("# Snapshots must be signed by the signing key (the .sign file made with this one):\n")
 		b.WriteString(signerComment + signer + "\n")
 	}
 	b.WriteString(k.identity.String())

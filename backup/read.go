@@ -44,15 +44,12 @@ func (discard) dbPart(r io.Reader) error {
 // checks everything: the header, the key, age's authentication, the archive
 // structure and end, the end of every stream, and the sizes and digests.
 // A nil key accepts only unencrypted snapshots, a non-nil key only encrypted
-// ones. A signed snapshot's signature is checked last, once the whole body
-// has gone by; its signer is checked against trust first.
+// ones. A snapshot's signer is checked against trust before its content is
+// read, and its signature last, once the whole body has gone by.
 func readSnapshot(r io.Reader, key *Key, trust Trust, s sink) (Header, error) {
 	src := &trackingReader{r: r}
 	prefix, h, err := readPrefix(src)
 	if err != nil {
-		return Header{}, err
-	}
-	if err := trust.checkSigner(h); err != nil {
 		return Header{}, err
 	}
 	// The body is everything up to the signature block, if there is one;
@@ -66,6 +63,11 @@ func readSnapshot(r io.Reader, key *Key, trust Trust, s sink) (Header, error) {
 	body, err := openBody(raw, h, key)
 	if err != nil {
 		return Header{}, classify(err, src)
+	}
+	// After the key check (a wrong key says so first), before any of the
+	// content is read.
+	if err := trust.checkSigner(h); err != nil {
+		return Header{}, err
 	}
 	zr, err := zstd.NewReader(body,
 		// Two: decoding runs beside hashing and the sink (about 20% faster

@@ -11,7 +11,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -106,7 +105,7 @@ type PublicKeys struct {
 func (p PublicKeys) fileContent() []byte {
 	var b bytes.Buffer
 	b.WriteString("# kubox backup public keys: snapshots are encrypted to the recipient and signed\n")
-	b.WriteString("# by the signing key (" + filepath.Base(SigningKeyFile("backup.key")) + "). Not secret.\n")
+	b.WriteString("# by the signing key (the .sign file beside this one). Not secret.\n")
 	fmt.Fprintf(&b, "recipient: %s\nsigning-key: %s\n", p.Recipient, p.Signer)
 	return b.Bytes()
 }
@@ -362,25 +361,13 @@ func checkSigBlock(block []byte, h Header, prefix, bodyDigest []byte) error {
 }
 
 // readSmallFile reads a key file of at most maxKeyFileSize bytes.
-func readSmallFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxKeyFileSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > maxKeyFileSize {
-		return nil, fmt.Errorf("%w: file larger than %d bytes", ErrNotKey, maxKeyFileSize)
-	}
-	return data, nil
-}
+func readSmallFile(path string) ([]byte, error) { return readKeyFile(path, false) }
 
 // readSecretFile reads a key file that must be a regular file readable by
 // its owner only.
-func readSecretFile(path string) ([]byte, error) {
+func readSecretFile(path string) ([]byte, error) { return readKeyFile(path, true) }
+
+func readKeyFile(path string, secret bool) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -395,7 +382,7 @@ func readSecretFile(path string) ([]byte, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("%w: not a regular file", ErrNotKey)
 	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+	if perm := fi.Mode().Perm(); secret && perm&0o077 != 0 {
 		return nil, fmt.Errorf("%w: mode %#o lets other users read it; run: chmod 600 %s", ErrKeyPermissions, perm, path)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxKeyFileSize+1))

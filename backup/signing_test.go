@@ -115,6 +115,10 @@ func TestForgedSnapshotsRefused(t *testing.T) {
 		}
 		t.Logf("%s: %v", c.name, err)
 	}
+	// A wrong key says so before the signer is looked at.
+	if _, err := verifyBytes(foreign, newKey(t)); !errors.Is(err, ErrWrongKey) {
+		t.Errorf("foreign snapshot, wrong key: %v, want ErrWrongKey", err)
+	}
 	// Nothing trusted at all (a key file naming no signer) refuses a signed
 	// snapshot too.
 	if _, err := readSnapshot(bytes.NewReader(realData), key, Trust{}, discard{}); !errors.Is(err, ErrBadSignature) {
