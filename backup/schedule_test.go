@@ -140,12 +140,6 @@ func TestSchedulerInitRefusesBadConfig(t *testing.T) {
 	if _, err := CreateKeyFiles(keyFile); err != nil {
 		t.Fatal(err)
 	}
-	// An identity without the signing key (made before snapshots were
-	// signed) is not enough to schedule.
-	oldKey := filepath.Join(root, "old.key")
-	if _, err := WriteKeyFile(oldKey); err != nil {
-		t.Fatal(err)
-	}
 	for _, c := range []struct {
 		name string
 		cfg  SchedulerConfig
@@ -153,13 +147,27 @@ func TestSchedulerInitRefusesBadConfig(t *testing.T) {
 	}{
 		{"bad cron", SchedulerConfig{Schedule: "every tuesday", KeyFile: keyFile, Dir: root}, "--snapshot-schedule"},
 		{"no key", SchedulerConfig{Schedule: "@hourly", KeyFile: filepath.Join(root, "nope"), Dir: root}, "snapshot key create"},
-		{"no signing key", SchedulerConfig{Schedule: "@hourly", KeyFile: oldKey, Dir: root}, "snapshot key create"},
 		{"negative retention", SchedulerConfig{Schedule: "@hourly", Retention: -1, KeyFile: keyFile, Dir: root}, "--snapshot-retention"},
 	} {
 		err := NewScheduler(c.cfg).Init(context.Background())
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want an error mentioning %q", c.name, err, c.want)
 		}
+	}
+	// An identity without the signing key (made before snapshots were
+	// signed) does not stop kubox from starting; every tick fails loudly.
+	oldKey := filepath.Join(root, "old.key")
+	if _, err := WriteKeyFile(oldKey); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	s := NewScheduler(SchedulerConfig{Schedule: "@hourly", KeyFile: oldKey, Dir: root, Log: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err := s.Init(context.Background()); err != nil {
+		t.Fatalf("old key without signing key: %v", err)
+	}
+	s.runScheduled(context.Background())
+	if logs.count("SCHEDULED SNAPSHOT FAILED") != 1 || logs.count("snapshot key create") == 0 {
+		t.Errorf("old key: want a failed tick naming the fix; log:\n%s", logs.b.String())
 	}
 	// No schedule: nothing to check, nothing to load.
 	if err := NewScheduler(SchedulerConfig{KeyFile: filepath.Join(root, "nope")}).Init(context.Background()); err != nil {
