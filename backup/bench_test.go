@@ -57,7 +57,7 @@ func BenchmarkWrite(b *testing.B) {
 		b.SetBytes(int64(len(db)))
 		var size int64
 		for b.Loop() {
-			e, err := Write(context.Background(), dir, onlyReader{bytes.NewReader(db)}, WriteOptions{Header: testHeader(), Key: key})
+			e, err := Write(context.Background(), dir, onlyReader{bytes.NewReader(db)}, WriteOptions{Header: testHeader(), Key: key, Signer: testSigner})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -92,13 +92,13 @@ func BenchmarkWrite(b *testing.B) {
 func BenchmarkVerify(b *testing.B) {
 	db := benchDB(64 << 20)
 	key := newKey(b)
-	e, err := Write(context.Background(), b.TempDir(), onlyReader{bytes.NewReader(db)}, WriteOptions{Header: testHeader(), Key: key})
+	e, err := Write(context.Background(), b.TempDir(), onlyReader{bytes.NewReader(db)}, WriteOptions{Header: testHeader(), Key: key, Signer: testSigner})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.SetBytes(int64(len(db)))
 	for b.Loop() {
-		if _, err := Verify(e.Path, key); err != nil {
+		if _, err := Verify(e.Path, key, testTrust); err != nil {
 			b.Fatal(err)
 		}
 	}

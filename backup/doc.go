@@ -1,9 +1,9 @@
 // Package backup reads and writes kubox snapshot files: one file holding an
 // etcd snapshot and the cluster's PKI (CAs and keys, service-account keys,
 // the secrets-at-rest encryption config), compressed with zstd and encrypted
-// with age, so that a restore onto a brand-new box needs nothing but the file
-// and the backup key. It also creates and loads that key, and lists and
-// prunes a snapshot directory. Scheduling, metrics and the restore procedure
+// with age, and signed with ed25519, so that a restore onto a brand-new box
+// needs nothing but the file and the backup key. It also creates and loads
+// the keys, and lists and prunes a snapshot directory. Scheduling, metrics and the restore procedure
 // itself live elsewhere; this package is the file format and its guarantees.
 //
 // # Guarantees
@@ -20,19 +20,31 @@
 //     appended byte anywhere makes Verify and Extract fail. Reading is all or
 //     nothing: Extract writes into a temp directory beside its target and
 //     renames it into place only after the whole file has been verified.
+//   - Only the boxes make snapshots that read: a snapshot is signed with
+//     the signing key, which only the boxes hold, over its header and the
+//     digest of its body; readers refuse one that is unsigned or signed by
+//     another key than the one they trust (Trust). Knowing the public
+//     recipient is not enough to make a snapshot that restores.
 //   - Failures are one line each and classified by sentinel errors (use
 //     errors.Is): ErrNotSnapshot, ErrNewerVersion, ErrWrongKey,
-//     ErrKeyRequired, ErrUnencrypted, ErrCorrupted, ErrDigestMismatch, and for
-//     key files ErrKeyPermissions and ErrNotKey.
+//     ErrKeyRequired, ErrUnencrypted, ErrCorrupted, ErrDigestMismatch,
+//     ErrUnsigned, ErrBadSignature, and for key files ErrKeyPermissions and
+//     ErrNotKey.
 //
-// # File format, version 1
+// # File format, version 3
 //
 //	offset  size  content
 //	0       9     magic "KUBOXSNAP"
-//	9       1     format version, 2 (1 is still read)
+//	9       1     format version, 3 (1 and 2 are still read)
 //	10      4     header length N, big-endian uint32, at most 64 KiB
 //	14      N     header: a JSON object (see Header), padded with spaces
 //	14+N    ...   body
+//	end-72  72    signature block: "KUBOXSIG" and an ed25519 signature,
+//	              present when Header.Signer is set
+//
+// The signature is by Header.Signer's key over "kubox snapshot signature
+// v1\0", the BLAKE3-256 of the header bytes [0, 14+N) and the BLAKE3-256 of
+// the body. Versions 1 and 2 have no signer and no signature block.
 //
 // The header is plaintext so that `kubox snapshot ls` works without the key.
 // When Header.Encryption is "age-x25519" the body is an age v1 file
@@ -72,6 +84,6 @@
 // snapshot can be opened without kubox in an emergency:
 //
 //	n=$(( 14 + $(head -c 14 FILE | tail -c 4 | od -An -tu4 --endian=big) ))
-//	tail -c +$((n + 1)) FILE | age -d -i backup.key | zstd -d | tar -x
+//	tail -c +$((n + 1)) FILE | head -c -72 | age -d -i backup.key | zstd -d | tar -x
 //	cat etcd.db.* > etcd.db
 package backup

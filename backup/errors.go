@@ -30,6 +30,14 @@ var (
 	// the digests or sizes in the header (for instance the plaintext header
 	// was edited).
 	ErrDigestMismatch = errors.New("snapshot content does not match its header")
+	// ErrUnsigned: the snapshot is of a format that is signed, but carries
+	// no signature. Snapshots of format versions 1 and 2, made before
+	// snapshots were signed, are not refused for it.
+	ErrUnsigned = errors.New("snapshot is not signed")
+	// ErrBadSignature: the snapshot is signed by another key than the
+	// trusted one, or its signature does not match its content: someone
+	// without the boxes' signing key made or changed it.
+	ErrBadSignature = errors.New("snapshot signature is not from the trusted signing key")
 	// ErrKeyPermissions: the key file can be read by users other than its owner.
 	ErrKeyPermissions = errors.New("backup key file permissions too open")
 	// ErrNotKey: the key file is not an age X25519 identity file.

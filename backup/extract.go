@@ -11,7 +11,8 @@ import (
 	"github.com/kubox/kubox/internal/fsutil"
 )
 
-// Extract decrypts and checks the snapshot at path (see Verify for key) and
+// Extract decrypts and checks the snapshot at path (see Verify for key and
+// trust) and
 // puts its content in targetDir:
 //
 //	targetDir/etcd.db       the etcd snapshot (0600)
@@ -21,7 +22,7 @@ import (
 // Extract writes into a temp directory beside targetDir and renames it into
 // place only once the whole file has been verified, so a bad snapshot leaves
 // the disk as it was.
-func Extract(path string, key *Key, targetDir string) (Header, error) {
+func Extract(path string, key *Key, trust Trust, targetDir string) (Header, error) {
 	target := filepath.Clean(targetDir)
 	if err := checkTarget(target); err != nil {
 		return Header{}, fmt.Errorf("extract snapshot %s: %w", path, err)
@@ -43,7 +44,7 @@ func Extract(path string, key *Key, targetDir string) (Header, error) {
 		}
 	}()
 	ds := &dirSink{dir: tmp, dirs: map[string]bool{tmp: true}}
-	h, err := readSnapshot(f, key, ds)
+	h, err := readSnapshot(f, key, trust, ds)
 	if cerr := ds.close(); err == nil && cerr != nil {
 		err = cerr
 	}

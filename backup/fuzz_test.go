@@ -19,7 +19,7 @@ func FuzzReadSnapshot(f *testing.F) {
 	key := fixedKey(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, k := range []*Key{key, nil} {
-			h, err := readSnapshot(bytes.NewReader(data), k, discard{})
+			h, err := readSnapshot(bytes.NewReader(data), k, testTrust, discard{})
 			if err != nil {
 				if kindOf(err) == nil {
 					t.Fatalf("error of no known kind: %v", err)
@@ -80,22 +80,36 @@ func TestWriteFuzzSeeds(t *testing.T) {
 }
 
 // TestCommittedSeedsStillRead keeps the committed valid seeds readable: they
-// are files made by earlier builds (v1-*: format version 1, with SHA-256),
-// so this is also a format compatibility check.
+// are files made by earlier builds (v1-*: format version 1, with SHA-256;
+// v2-*: format version 2, unsigned), so this is also a format compatibility
+// check: the unsigned old formats are still accepted, with a warning.
 func TestCommittedSeedsStillRead(t *testing.T) {
 	for name, key := range map[string]*Key{"valid-encrypted": fixedKey(t), "valid-plaintext": nil,
+		"v2-valid-encrypted": fixedKey(t), "v2-valid-plaintext": nil,
 		"v1-valid-encrypted": fixedKey(t), "v1-valid-plaintext": nil} {
 		raw, err := os.ReadFile(filepath.Join("testdata", "fuzz", "FuzzReadSnapshot", name))
 		if err != nil {
 			t.Fatal(err)
 		}
-		lit := strings.TrimSuffix(strings.TrimPrefix(string(raw), "go test fuzz v1\n[]byte("), ")\n")
-		data, err := strconv.Unquote(lit)
+		h, err := verifyBytes(seedBytes(t, raw), key)
 		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		if _, err := verifyBytes([]byte(data), key); err != nil {
 			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		old := strings.HasPrefix(name, "v1-") || strings.HasPrefix(name, "v2-")
+		if w := SignatureWarning(h, testTrust); old != (w != "") || old == (h.Signer != "") {
+			t.Errorf("%s: format version %d, signer %q, warning %q", name, h.FormatVersion, h.Signer, w)
 		}
 	}
+}
+
+// seedBytes decodes a committed fuzz seed file.
+func seedBytes(t testing.TB, raw []byte) []byte {
+	t.Helper()
+	lit := strings.TrimSuffix(strings.TrimPrefix(string(raw), "go test fuzz v1\n[]byte("), ")\n")
+	data, err := strconv.Unquote(lit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []byte(data)
 }

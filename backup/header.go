@@ -24,8 +24,9 @@ const (
 	// FormatVersion is the snapshot format version this package writes, and
 	// the newest it reads. Version 2 replaced the db's SHA-256 with BLAKE3
 	// (several times faster without SHA-NI, where SHA-256 was the largest CPU
-	// cost of a save); version 1 files are still read.
-	FormatVersion = 2
+	// cost of a save); version 3 added the signature (Header.Signer and the
+	// signature block at the end). Versions 1 and 2 are still read.
+	FormatVersion = 3
 
 	// Extension is the file name extension of snapshot files.
 	Extension = ".kbsnap"
@@ -74,6 +75,10 @@ type Header struct {
 	EtcdDBSHA256 string `json:"etcd_db_sha256,omitempty"`
 	PKISize      int64  `json:"pki_size"`  // total bytes of the PKI files
 	PKIFiles     int    `json:"pki_files"` // number of PKI files
+	// Signer is the ed25519 public key ("ed25519:<base64>") whose
+	// signature ends the file; "" for an unsigned snapshot (always so
+	// before format version 3).
+	Signer string `json:"signer,omitempty"`
 }
 
 // encodePrefix renders everything before the body: magic, version, header
@@ -198,6 +203,14 @@ func (h Header) check() error {
 	}
 	if other != "" {
 		return fmt.Errorf("header of format version %d has the other version's db digest", h.FormatVersion)
+	}
+	if h.Signer != "" {
+		if h.FormatVersion < 3 {
+			return fmt.Errorf("header of format version %d names a signer", h.FormatVersion)
+		}
+		if _, err := ParseSigner(h.Signer); err != nil {
+			return fmt.Errorf("header signer is not an ed25519 public key")
+		}
 	}
 	return h.checkStrings()
 }

@@ -3,6 +3,7 @@ package backup
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/hex"
 	"math/rand/v2"
 	"os"
@@ -25,6 +26,13 @@ func fixedKey(t testing.TB) *Key {
 	}
 	return k
 }
+
+// testSigner is a fixed test-only signing key (so the committed fuzz seeds
+// stay valid), and testTrust trusts it. They protect nothing.
+var (
+	testSigner = &SigningKey{priv: ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize))}
+	testTrust  = Trust{Signer: testSigner.Public()}
+)
 
 func newKey(t testing.TB) *Key {
 	t.Helper()
@@ -97,9 +105,13 @@ func testHeader() Header {
 	}
 }
 
-// writeSnapshot writes a snapshot of db into dir and returns its entry.
+// writeSnapshot writes a snapshot of db into dir and returns its entry,
+// signed by testSigner unless opts names another signer.
 func writeSnapshot(t testing.TB, dir string, db []byte, opts WriteOptions) Entry {
 	t.Helper()
+	if opts.Signer == nil {
+		opts.Signer = testSigner
+	}
 	e, err := Write(context.Background(), dir, bytes.NewReader(db), opts)
 	if err != nil {
 		t.Fatalf("Write: %v", err)
@@ -122,7 +134,7 @@ func smallSnapshot(t testing.TB, key *Key) []byte {
 
 // verifyBytes runs the reader on data, as Verify does on a file.
 func verifyBytes(data []byte, key *Key) (Header, error) {
-	return readSnapshot(bytes.NewReader(data), key, discard{})
+	return readSnapshot(bytes.NewReader(data), key, testTrust, discard{})
 }
 
 func blake3Hex(b []byte) string {

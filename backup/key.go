@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -49,12 +48,20 @@ func (k *Key) GoString() string { return k.String() }
 
 // fileContent renders the key as an age identity file, as age-keygen does, so
 // the age tool can use it to open a snapshot body in an emergency.
-func (k *Key) fileContent(now time.Time) []byte {
+func (k *Key) fileContent(now time.Time) []byte { return k.fileContentSigner(now, "") }
+
+// fileContentSigner is fileContent naming signer, the trusted snapshot
+// signing public key, in a comment (age ignores comments).
+func (k *Key) fileContentSigner(now time.Time, signer string) []byte {
 	var b bytes.Buffer
 	b.WriteString("# kubox backup key (age X25519 identity). Snapshots encrypted to it cannot be\n")
 	b.WriteString("# read without it: keep a copy off this box, and not beside the snapshots.\n")
 	fmt.Fprintf(&b, "# created: %s\n", now.UTC().Format(time.RFC3339))
 	fmt.Fprintf(&b, "# public key: %s\n", k.Recipient())
+	if signer != "" {
+		b.WriteString("# Snapshots must be signed by the signing key (the .sign file made with this one):\n")
+		b.WriteString(signerComment + signer + "\n")
+	}
 	b.WriteString(k.identity.String())
 	b.WriteString("\n")
 	return b.Bytes()
@@ -64,7 +71,11 @@ func (k *Key) fileContent(now time.Time) []byte {
 // creating the parent directory (0700) if needed. It refuses to replace an
 // existing file (error wrapping fs.ErrExist): losing the old key would make
 // every snapshot made with it unreadable.
-func WriteKeyFile(path string) (*Key, error) {
+func WriteKeyFile(path string) (*Key, error) { return writeKeyFile(path, "") }
+
+// writeKeyFile is WriteKeyFile, naming signer in the file (see
+// fileContentSigner) unless it is "".
+func writeKeyFile(path, signer string) (*Key, error) {
 	k, err := GenerateKey()
 	if err != nil {
 		return nil, err
@@ -78,7 +89,7 @@ func WriteKeyFile(path string) (*Key, error) {
 	if err := os.MkdirAll(dir, modeDir); err != nil {
 		return nil, fmt.Errorf("write backup key %s: %w", path, err)
 	}
-	if err := fsutil.WriteFileNew(path, k.fileContent(time.Now()), modeFile); err != nil {
+	if err := fsutil.WriteFileNew(path, k.fileContentSigner(time.Now(), signer), modeFile); err != nil {
 		return nil, fmt.Errorf("write backup key %s: %w", path, err)
 	}
 	return k, nil
@@ -89,32 +100,12 @@ func WriteKeyFile(path string) (*Key, error) {
 // ErrKeyPermissions if group or others have any access to it, and ErrNotKey
 // if it does not hold exactly one age X25519 identity.
 func LoadKeyFile(path string) (*Key, error) {
-	f, err := os.Open(path)
+	data, err := readSecretFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("load backup key %s: %w (create one with \"kubox snapshot key create\")", path, fs.ErrNotExist)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("load backup key %s: %w", path, err)
-	}
-	defer f.Close()
-	// Stat the open file, not the path, so the mode checked is the mode of
-	// the bytes read.
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("load backup key %s: %w", path, err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("load backup key %s: %w: not a regular file", path, ErrNotKey)
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("load backup key %s: %w: mode %#o lets other users read it; run: chmod 600 %s", path, ErrKeyPermissions, perm, path)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxKeyFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("load backup key %s: %w", path, err)
-	}
-	if len(data) > maxKeyFileSize {
-		return nil, fmt.Errorf("load backup key %s: %w: file larger than %d bytes", path, ErrNotKey, maxKeyFileSize)
 	}
 	k, err := parseKey(data)
 	if err != nil {

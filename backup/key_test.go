@@ -33,7 +33,7 @@ func TestKeyFile(t *testing.T) {
 	}
 	// A snapshot written with the generated key opens with the loaded one.
 	e := writeSnapshot(t, t.TempDir(), []byte("db"), WriteOptions{Header: testHeader(), Key: k})
-	if _, err := Verify(e.Path, loaded); err != nil {
+	if _, err := Verify(e.Path, loaded, testTrust); err != nil {
 		t.Fatal(err)
 	}
 

@@ -5,11 +5,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 
 	"filippo.io/age"
 	"github.com/klauspost/compress/zstd"
+	"github.com/zeebo/blake3"
 )
 
 // maxZstdWindow bounds the decoder's memory whatever a (possibly hostile,
@@ -42,16 +44,30 @@ func (discard) dbPart(r io.Reader) error {
 // checks everything: the header, the key, age's authentication, the archive
 // structure and end, the end of every stream, and the sizes and digests.
 // A nil key accepts only unencrypted snapshots, a non-nil key only encrypted
-// ones.
-func readSnapshot(r io.Reader, key *Key, s sink) (Header, error) {
+// ones. A snapshot's signer is checked against trust before its content is
+// read, and its signature last, once the whole body has gone by.
+func readSnapshot(r io.Reader, key *Key, trust Trust, s sink) (Header, error) {
 	src := &trackingReader{r: r}
 	prefix, h, err := readPrefix(src)
 	if err != nil {
 		return Header{}, err
 	}
-	body, err := openBody(src, h, key)
+	// The body is everything up to the signature block, if there is one;
+	// the signature covers its digest.
+	var raw io.Reader = src
+	var tail *tailReader
+	if h.Signer != "" {
+		tail = newTailReader(src, sigBlockLen)
+		raw = tail
+	}
+	body, err := openBody(raw, h, key)
 	if err != nil {
 		return Header{}, classify(err, src)
+	}
+	// After the key check (a wrong key says so first), before any of the
+	// content is read.
+	if err := trust.checkSigner(h); err != nil {
+		return Header{}, err
 	}
 	zr, err := zstd.NewReader(body,
 		// Two: decoding runs beside hashing and the sink (about 20% faster
@@ -76,6 +92,11 @@ func readSnapshot(r io.Reader, key *Key, s sink) (Header, error) {
 		return Header{}, classify(err, src)
 	} else if n > 0 {
 		return Header{}, corruptf("data after the end of the compressed stream")
+	}
+	if tail != nil && !trust.InsecureSkipSignature {
+		if err := checkSigBlock(tail.tail(), h, prefix, tail.digest.Sum(nil)); err != nil {
+			return Header{}, err
+		}
 	}
 	return h, nil
 }
@@ -119,7 +140,7 @@ func classify(err error, src *trackingReader) error {
 	case errors.As(err, &se):
 		return se.err
 	case errors.Is(err, ErrCorrupted), errors.Is(err, ErrDigestMismatch), errors.Is(err, ErrWrongKey),
-		errors.Is(err, ErrKeyRequired), errors.Is(err, ErrUnencrypted):
+		errors.Is(err, ErrKeyRequired), errors.Is(err, ErrUnencrypted), errors.Is(err, ErrBadSignature):
 		return err
 	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
 		return corruptf("file ends too early")
@@ -151,4 +172,62 @@ func (t *trackingReader) Read(p []byte) (int, error) {
 func hexSum(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
+}
+
+// tailReader passes on all of r but its last n bytes, which it keeps for
+// tail (the signature block), and hashes what it passes on. It never needs
+// the size of r, so it works on any stream.
+type tailReader struct {
+	r      io.Reader
+	n      int
+	buf    []byte // buf[off:] was read from r and not passed on yet
+	off    int
+	eof    bool
+	digest hash.Hash
+}
+
+func newTailReader(r io.Reader, n int) *tailReader {
+	return &tailReader{r: r, n: n, buf: make([]byte, 0, 64<<10), digest: blake3.New()}
+}
+
+func (t *tailReader) Read(p []byte) (int, error) {
+	// Fill until more than n bytes are held (so some can be passed on), or r ends.
+	for len(t.buf)-t.off <= t.n && !t.eof {
+		if err := t.fill(); err != nil {
+			return 0, err
+		}
+	}
+	avail := len(t.buf) - t.off - t.n
+	if avail <= 0 {
+		return 0, io.EOF
+	}
+	k := copy(p, t.buf[t.off:t.off+avail])
+	t.digest.Write(p[:k])
+	t.off += k
+	return k, nil
+}
+
+func (t *tailReader) fill() error {
+	if len(t.buf) == cap(t.buf) {
+		// Only the held-back bytes (at most n) and what Read has not
+		// taken remain; move them to the front.
+		t.buf = t.buf[:copy(t.buf, t.buf[t.off:])]
+		t.off = 0
+	}
+	m, err := t.r.Read(t.buf[len(t.buf):cap(t.buf)])
+	t.buf = t.buf[:len(t.buf)+m]
+	if errors.Is(err, io.EOF) {
+		t.eof = true
+		return nil
+	}
+	return err
+}
+
+// tail returns the held-back bytes (the last n bytes of r, or fewer if r
+// was shorter) once Read has returned io.EOF, else nil.
+func (t *tailReader) tail() []byte {
+	if !t.eof || len(t.buf)-t.off > t.n {
+		return nil
+	}
+	return t.buf[t.off:]
 }

@@ -31,6 +31,8 @@ type RestoreOptions struct {
 	Snapshot string
 	// Key decrypts the snapshot; nil accepts only an unencrypted one.
 	Key *Key
+	// Trust says whose signature the snapshot must carry (see Verify).
+	Trust Trust
 	// DataDir is the kubox data dir to restore into. If it exists it is
 	// renamed to DataDir.old-<unix time>, never deleted. The caller holds
 	// its lock (no kubox server may be running on it).
@@ -42,6 +44,9 @@ type RestoreOptions struct {
 	PeerURL  string
 	// Progress, if set, gets one human line per step.
 	Progress func(string)
+	// Warn, if set, gets the line of SignatureWarning when the snapshot is
+	// accepted without a checked signature.
+	Warn func(string)
 }
 
 // RestoreResult says what Restore did.
@@ -96,10 +101,13 @@ func Restore(opts RestoreOptions) (RestoreResult, error) {
 	}
 
 	say("verifying %s", opts.Snapshot)
-	h, err := Verify(opts.Snapshot, opts.Key)
+	h, err := Verify(opts.Snapshot, opts.Key, opts.Trust)
 	if err != nil {
 		// Verify's error names the step ("verify snapshot: ...").
 		return RestoreResult{}, fmt.Errorf("restore: %w", err)
+	}
+	if w := SignatureWarning(h, opts.Trust); w != "" && opts.Warn != nil {
+		opts.Warn(w)
 	}
 	say("snapshot ok: %q of node %s, %s, etcd revision %d, db %s", h.Name, h.NodeName, h.CreatedAt.Format(time.RFC3339), h.EtcdRevision, HumanBytes(h.EtcdDBSize))
 
@@ -115,7 +123,7 @@ func Restore(opts RestoreOptions) (RestoreResult, error) {
 		}
 	}()
 	say("extracting into %s", staging)
-	if _, err := Extract(opts.Snapshot, opts.Key, staging); err != nil {
+	if _, err := Extract(opts.Snapshot, opts.Key, opts.Trust, staging); err != nil {
 		// Extract's error names the step ("extract snapshot ...: ...").
 		return RestoreResult{}, fmt.Errorf("restore: %w", err)
 	}

@@ -110,7 +110,7 @@ func TestSaveRestore(t *testing.T) {
 	key := newKey(t)
 	snapDir := filepath.Join(root, "snapshots")
 	var steps []string
-	res, err := Save(ctx, SaveOptions{Etcd: ep, PKIDir: pkiDir, Dir: snapDir, Key: key, KuboxVersion: "test", // node name: etcd's member name
+	res, err := Save(ctx, SaveOptions{Etcd: ep, PKIDir: pkiDir, Dir: snapDir, Key: key, Signer: testSigner, KuboxVersion: "test", // node name: etcd's member name
 		Progress: func(p Progress) { steps = append(steps, p.Step) }})
 	if err != nil {
 		t.Fatal(err)
@@ -150,7 +150,7 @@ func TestSaveRestore(t *testing.T) {
 		{"not a snapshot", key, files["ca.key"], ErrNotSnapshot},
 		{"missing", key, filepath.Join(root, "nope"), fs.ErrNotExist},
 	} {
-		_, err := Restore(RestoreOptions{Snapshot: c.file, Key: c.key, DataDir: dataDir, NodeName: "new-box", PeerURL: peer})
+		_, err := Restore(RestoreOptions{Trust: testTrust, Snapshot: c.file, Key: c.key, DataDir: dataDir, NodeName: "new-box", PeerURL: peer})
 		if !errors.Is(err, c.want) {
 			t.Errorf("%s: %v, want %v", c.name, err, c.want)
 		}
@@ -162,7 +162,7 @@ func TestSaveRestore(t *testing.T) {
 		}
 	}
 
-	rr, err := Restore(RestoreOptions{Snapshot: res.Path, Key: key, DataDir: dataDir, NodeName: "new-box", PeerURL: peer})
+	rr, err := Restore(RestoreOptions{Trust: testTrust, Snapshot: res.Path, Key: key, DataDir: dataDir, NodeName: "new-box", PeerURL: peer})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +298,7 @@ func TestRestoreErrorsNameStep(t *testing.T) {
 		{"parent is a file", snap, filepath.Join(aFile, "sub", "data"), "restore: create the data dir's parent: ", syscall.ENOTDIR},
 		{"bad etcd db", snap, filepath.Join(root, "data"), "restore: check the etcd db: ", ErrCorrupted},
 	} {
-		_, err := Restore(RestoreOptions{Snapshot: c.snapshot, Key: key, DataDir: c.dataDir, NodeName: "box", PeerURL: "http://127.0.0.1:2380"})
+		_, err := Restore(RestoreOptions{Trust: testTrust, Snapshot: c.snapshot, Key: key, DataDir: c.dataDir, NodeName: "box", PeerURL: "http://127.0.0.1:2380"})
 		if !errors.Is(err, c.want) || !strings.HasPrefix(fmt.Sprint(err), c.step) {
 			t.Errorf("%s: %v, want %q wrapping %v", c.name, err, c.step, c.want)
 		}

@@ -55,7 +55,7 @@ func TestRoundTrip(t *testing.T) {
 	if rh != h || size != e.Size {
 		t.Errorf("ReadHeader = %+v, %d; want %+v, %d", rh, size, h, e.Size)
 	}
-	vh, err := Verify(e.Path, key)
+	vh, err := Verify(e.Path, key, testTrust)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,7 @@ func TestRoundTrip(t *testing.T) {
 	}
 
 	target := filepath.Join(t.TempDir(), "restore")
-	xh, err := Extract(e.Path, key, target)
+	xh, err := Extract(e.Path, key, testTrust, target)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,10 +94,10 @@ func TestRoundTripInsecurePlaintext(t *testing.T) {
 	if e.Header.Encryption != EncryptionNone || e.Header.Recipient != "" {
 		t.Fatalf("plaintext snapshot not marked in the header: %+v", e.Header)
 	}
-	if _, err := Verify(e.Path, nil); err != nil {
+	if _, err := Verify(e.Path, nil, testTrust); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Verify(e.Path, newKey(t)); !errors.Is(err, ErrUnencrypted) {
+	if _, err := Verify(e.Path, newKey(t), testTrust); !errors.Is(err, ErrUnencrypted) {
 		t.Fatalf("Verify with a key: %v, want ErrUnencrypted", err)
 	}
 }
@@ -181,7 +181,7 @@ func TestSameNameSameSecond(t *testing.T) {
 		t.Fatal("second snapshot replaced the first")
 	}
 	for _, e := range []Entry{a, b} {
-		if _, err := Verify(e.Path, key); err != nil {
+		if _, err := Verify(e.Path, key, testTrust); err != nil {
 			t.Error(err)
 		}
 	}
@@ -208,14 +208,14 @@ func TestPKIFilesFromDir(t *testing.T) {
 func TestExtractBadFileChangesNothing(t *testing.T) {
 	key := newKey(t)
 	data := smallSnapshot(t, key)
-	data[len(data)-20] ^= 1
+	data[len(data)-sigBlockLen-20] ^= 1
 	p := filepath.Join(t.TempDir(), "bad.kbsnap")
 	if err := os.WriteFile(p, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	parent := t.TempDir()
 	target := filepath.Join(parent, "restore")
-	if _, err := Extract(p, key, target); !errors.Is(err, ErrCorrupted) {
+	if _, err := Extract(p, key, testTrust, target); !errors.Is(err, ErrCorrupted) {
 		t.Fatalf("Extract of a damaged file: %v, want ErrCorrupted", err)
 	}
 	if des, _ := os.ReadDir(parent); len(des) != 0 {
@@ -225,7 +225,7 @@ func TestExtractBadFileChangesNothing(t *testing.T) {
 	if err := os.Mkdir(target, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Extract(p, newKey(t), target); !errors.Is(err, ErrWrongKey) {
+	if _, err := Extract(p, newKey(t), testTrust, target); !errors.Is(err, ErrWrongKey) {
 		t.Fatalf("Extract with another key: %v, want ErrWrongKey", err)
 	}
 	if des, _ := os.ReadDir(target); len(des) != 0 {
@@ -240,14 +240,14 @@ func TestExtractTarget(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(full, "keep"), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Extract(e.Path, key, full); !errors.Is(err, fs.ErrExist) {
+	if _, err := Extract(e.Path, key, testTrust, full); !errors.Is(err, fs.ErrExist) {
 		t.Errorf("Extract into a non-empty dir: %v, want fs.ErrExist", err)
 	}
 	empty := t.TempDir()
-	if _, err := Extract(e.Path, key, empty); err != nil {
+	if _, err := Extract(e.Path, key, testTrust, empty); err != nil {
 		t.Errorf("Extract into an empty dir: %v", err)
 	}
-	if _, err := Extract(e.Path, key, filepath.Join(t.TempDir(), "no", "parent")); err == nil {
+	if _, err := Extract(e.Path, key, testTrust, filepath.Join(t.TempDir(), "no", "parent")); err == nil {
 		t.Error("Extract with a missing parent succeeded")
 	}
 }
@@ -267,7 +267,7 @@ func TestEmergencyRecipe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plain, err := age.Decrypt(bytes.NewReader(data[n:]), ids...)
+	plain, err := age.Decrypt(bytes.NewReader(data[n:len(data)-72]), ids...)
 	if err != nil {
 		t.Fatal(err)
 	}

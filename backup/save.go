@@ -35,8 +35,13 @@ type SaveOptions struct {
 	PKIDir string // every regular file under it goes into the snapshot
 	Dir    string // snapshot directory
 
+	// Recipient (age1...) is what snapshots are encrypted to; Key may be
+	// given instead (see WriteOptions).
+	Recipient         string
 	Key               *Key
 	InsecurePlaintext bool
+	// Signer signs the snapshot; required unless InsecurePlaintext.
+	Signer *SigningKey
 
 	Name      string // "" = "manual" or "scheduled"
 	Scheduled bool
@@ -113,8 +118,11 @@ func Save(ctx context.Context, opts SaveOptions) (SaveResult, error) {
 		}
 	}
 	// Check what can fail cheaply before asking etcd for anything.
-	if opts.Key == nil && !opts.InsecurePlaintext {
+	if opts.Key == nil && opts.Recipient == "" && !opts.InsecurePlaintext {
 		return SaveResult{}, fmt.Errorf("save snapshot: %w: give a key file (create one with \"kubox snapshot key create\"), or --insecure-plaintext", ErrKeyRequired)
+	}
+	if opts.Signer == nil && !opts.InsecurePlaintext {
+		return SaveResult{}, fmt.Errorf("save snapshot: %w: no signing key (\"kubox snapshot key create\" adds one)", ErrKeyRequired)
 	}
 	pki, err := PKIFilesFromDir(opts.PKIDir)
 	if err != nil {
@@ -200,8 +208,10 @@ func Save(ctx context.Context, opts SaveOptions) (SaveResult, error) {
 			Scheduled:    opts.Scheduled,
 		},
 		PKIFiles:          pki,
+		Recipient:         opts.Recipient,
 		Key:               opts.Key,
 		InsecurePlaintext: opts.InsecurePlaintext,
+		Signer:            opts.Signer,
 	})
 	close(stop)
 	<-reporterDone

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -29,7 +31,10 @@ type SchedulerConfig struct {
 	// Manual snapshots are never pruned by it.
 	Retention int
 	Dir       string // snapshot dir
-	KeyFile   string // backup key; required when Schedule is set
+	// KeyFile is the backup key file K. Scheduled snapshots need only K.pub
+	// (the recipient) and K.sign (the signing key) when Schedule is set;
+	// the identity K itself need not be on the box.
+	KeyFile string
 
 	Etcd         EtcdEndpoint
 	PKIDir       string
@@ -52,7 +57,9 @@ type Scheduler struct {
 	cfg    SchedulerConfig
 	log    *slog.Logger
 	sched  cron.Schedule
-	key    *Key
+	pub    PublicKeys
+	signer *SigningKey
+	keyErr error // why no snapshot can be written; every tick fails with it
 	client kubernetes.Interface
 
 	cron   *cron.Cron
@@ -95,14 +102,21 @@ func (s *Scheduler) Init(ctx context.Context) error {
 	if s.cfg.Retention < 0 {
 		return fmt.Errorf("--snapshot-retention %d: must be 0 (keep all) or more", s.cfg.Retention)
 	}
-	key, err := LoadKeyFile(s.cfg.KeyFile)
+	pub, signer, err := LoadWriterKeys(s.cfg.KeyFile)
 	if err != nil {
-		return fmt.Errorf("--snapshot-schedule is set but: %w", err)
+		// A key made before snapshots were signed (the identity is there,
+		// the signing key not yet) must not keep an upgraded box from
+		// starting: every tick fails loudly until the key is completed.
+		if _, idErr := os.Stat(s.cfg.KeyFile); !errors.Is(err, fs.ErrNotExist) || idErr != nil {
+			return fmt.Errorf("--snapshot-schedule is set but: %w", err)
+		}
+		s.keyErr = fmt.Errorf("scheduled snapshot: %w", err)
+		s.log.Error("SCHEDULED SNAPSHOTS WILL FAIL: the backup key has no signing key yet; run \"kubox snapshot key create\" to add it", "err", err)
 	}
 	if err := fsutil.EnsureDir(s.cfg.Dir, modeDir); err != nil {
 		return fmt.Errorf("snapshot dir: %w", err)
 	}
-	s.sched, s.key = sched, key
+	s.sched, s.pub, s.signer = sched, pub, signer
 	ensureMetrics()
 	return nil
 }
@@ -164,10 +178,14 @@ func (s *Scheduler) Stop(ctx context.Context) error {
 // next tick simply tries again.
 func (s *Scheduler) runScheduled(ctx context.Context) {
 	begin := time.Now()
-	res, err := Save(ctx, SaveOptions{
-		Etcd: s.cfg.Etcd, PKIDir: s.cfg.PKIDir, Dir: s.cfg.Dir, Key: s.key,
-		Scheduled: true, NodeName: s.cfg.NodeName, KuboxVersion: s.cfg.KuboxVersion,
-	})
+	var res SaveResult
+	err := s.keyErr
+	if err == nil {
+		res, err = Save(ctx, SaveOptions{
+			Etcd: s.cfg.Etcd, PKIDir: s.cfg.PKIDir, Dir: s.cfg.Dir, Recipient: s.pub.Recipient, Signer: s.signer,
+			Scheduled: true, NodeName: s.cfg.NodeName, KuboxVersion: s.cfg.KuboxVersion,
+		})
+	}
 	s.mu.Lock()
 	s.runs++
 	if err != nil {

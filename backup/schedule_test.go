@@ -37,10 +37,24 @@ func TestSchedulerRetriesAndPrunes(t *testing.T) {
 	root := t.TempDir()
 	url, _ := startEtcd(t, filepath.Join(root, "etcd"), "box")
 	keyFile := filepath.Join(root, "backup.key")
-	if _, err := WriteKeyFile(keyFile); err != nil {
+	if _, err := CreateKeyFiles(keyFile); err != nil {
 		t.Fatal(err)
 	}
-	key, err := LoadKeyFile(keyFile)
+	// The box keeps only the public keys and the signing key: the
+	// decrypting identity lives elsewhere.
+	offBox := filepath.Join(t.TempDir(), "backup.key")
+	if err := os.Rename(keyFile, offBox); err != nil {
+		t.Fatal(err)
+	}
+	key, err := LoadKeyFile(offBox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trusted, err := TrustedSigner(offBox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, signer, err := LoadWriterKeys(keyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +97,7 @@ func TestSchedulerRetriesAndPrunes(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(pkiDir, "ca.crt"), []byte("ca"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Save(ctx, SaveOptions{Etcd: EtcdEndpoint{URL: url}, PKIDir: pkiDir, Dir: dir, Key: key, NodeName: "box"}); err != nil {
+	if _, err := Save(ctx, SaveOptions{Etcd: EtcdEndpoint{URL: url}, PKIDir: pkiDir, Dir: dir, Recipient: pub.Recipient, Signer: signer, NodeName: "box"}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor("scheduled snapshot saved", 4)
@@ -100,6 +114,11 @@ func TestSchedulerRetriesAndPrunes(t *testing.T) {
 			t.Errorf("%s: %v", e.Path, e.Err)
 		} else if e.Header.Scheduled {
 			scheduled++
+			// Made without the identity on the box; read with the one
+			// kept off it, and signed by the key it trusts.
+			if _, err := Verify(e.Path, key, Trust{Signer: trusted}); err != nil {
+				t.Errorf("scheduled snapshot: %v", err)
+			}
 			if e.Header.Name != "scheduled" {
 				t.Errorf("scheduled snapshot named %q", e.Header.Name)
 			}
@@ -118,7 +137,7 @@ func TestSchedulerRetriesAndPrunes(t *testing.T) {
 func TestSchedulerInitRefusesBadConfig(t *testing.T) {
 	root := t.TempDir()
 	keyFile := filepath.Join(root, "backup.key")
-	if _, err := WriteKeyFile(keyFile); err != nil {
+	if _, err := CreateKeyFiles(keyFile); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
@@ -134,6 +153,21 @@ func TestSchedulerInitRefusesBadConfig(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want an error mentioning %q", c.name, err, c.want)
 		}
+	}
+	// An identity without the signing key (made before snapshots were
+	// signed) does not stop kubox from starting; every tick fails loudly.
+	oldKey := filepath.Join(root, "old.key")
+	if _, err := WriteKeyFile(oldKey); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	s := NewScheduler(SchedulerConfig{Schedule: "@hourly", KeyFile: oldKey, Dir: root, Log: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err := s.Init(context.Background()); err != nil {
+		t.Fatalf("old key without signing key: %v", err)
+	}
+	s.runScheduled(context.Background())
+	if logs.count("SCHEDULED SNAPSHOT FAILED") != 1 || logs.count("snapshot key create") == 0 {
+		t.Errorf("old key: want a failed tick naming the fix; log:\n%s", logs.b.String())
 	}
 	// No schedule: nothing to check, nothing to load.
 	if err := NewScheduler(SchedulerConfig{KeyFile: filepath.Join(root, "nope")}).Init(context.Background()); err != nil {

@@ -10,7 +10,8 @@ import (
 )
 
 // sentinels are the kinds a rejected snapshot may be reported as.
-var sentinels = []error{ErrNotSnapshot, ErrNewerVersion, ErrWrongKey, ErrKeyRequired, ErrUnencrypted, ErrCorrupted, ErrDigestMismatch}
+var sentinels = []error{ErrNotSnapshot, ErrNewerVersion, ErrWrongKey, ErrKeyRequired, ErrUnencrypted, ErrCorrupted, ErrDigestMismatch,
+	ErrUnsigned, ErrBadSignature}
 
 func kindOf(err error) error {
 	for _, s := range sentinels {
@@ -29,7 +30,7 @@ func bodyStart(data []byte) int {
 // TestEveryByteFlipRejected flips each byte of a small snapshot (two ways)
 // and checks Verify rejects every result with one of the sentinel errors.
 // In the body, where age authenticates everything, the error must say the
-// file is damaged.
+// file is damaged; in the signature, that the signature is bad.
 func TestEveryByteFlipRejected(t *testing.T) {
 	key := newKey(t)
 	orig := smallSnapshot(t, key)
@@ -48,7 +49,7 @@ func TestEveryByteFlipRejected(t *testing.T) {
 				if err := os.WriteFile(p, data, 0o600); err != nil {
 					t.Fatal(err)
 				}
-				_, err = Verify(p, key)
+				_, err = Verify(p, key, testTrust)
 			} else {
 				_, err = verifyBytes(data, key)
 			}
@@ -59,8 +60,12 @@ func TestEveryByteFlipRejected(t *testing.T) {
 			if kind == nil {
 				t.Fatalf("flip of byte %d: error of no known kind: %v", i, err)
 			}
-			if i >= body && kind != ErrCorrupted {
+			sig := len(orig) - sigBlockLen
+			if i >= body && i < sig && kind != ErrCorrupted {
 				t.Fatalf("flip of body byte %d: %v, want ErrCorrupted", i, err)
+			}
+			if i >= sig+len(sigMagic) && kind != ErrBadSignature {
+				t.Fatalf("flip of signature byte %d: %v, want ErrBadSignature", i, err)
 			}
 			kinds[kind]++
 		}
@@ -86,7 +91,7 @@ func TestEveryTruncationRejected(t *testing.T) {
 		if err := os.WriteFile(p, orig[:n], 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := Verify(p, key); kindOf(err) != ErrCorrupted {
+		if _, err := Verify(p, key, testTrust); kindOf(err) != ErrCorrupted {
 			t.Errorf("Verify of %d-byte truncation: %v, want ErrCorrupted", n, err)
 		}
 	}
@@ -127,12 +132,12 @@ func TestWrongKey(t *testing.T) {
 	key := newKey(t)
 	e := writeSnapshot(t, t.TempDir(), []byte("db"), WriteOptions{Header: testHeader(), Key: key})
 	other := newKey(t)
-	_, err := Verify(e.Path, other)
+	_, err := Verify(e.Path, other, testTrust)
 	if !errors.Is(err, ErrWrongKey) {
 		t.Fatalf("Verify with another key: %v, want ErrWrongKey", err)
 	}
 	t.Logf("wrong key error: %v", err)
-	if _, err := Verify(e.Path, nil); !errors.Is(err, ErrKeyRequired) {
+	if _, err := Verify(e.Path, nil, testTrust); !errors.Is(err, ErrKeyRequired) {
 		t.Fatalf("Verify without a key: %v, want ErrKeyRequired", err)
 	}
 }
@@ -146,7 +151,7 @@ func TestNotSnapshot(t *testing.T) {
 	} {
 		p := filepath.Join(dir, name)
 		os.WriteFile(p, data, 0o600)
-		if _, err := Verify(p, newKey(t)); !errors.Is(err, ErrNotSnapshot) {
+		if _, err := Verify(p, newKey(t), testTrust); !errors.Is(err, ErrNotSnapshot) {
 			t.Errorf("%s: Verify = %v, want ErrNotSnapshot", name, err)
 		}
 		if _, _, err := ReadHeader(p); !errors.Is(err, ErrNotSnapshot) {
@@ -164,7 +169,7 @@ func TestNewerVersion(t *testing.T) {
 	data[len(magic)] = FormatVersion + 1
 	p := filepath.Join(t.TempDir(), "future.kbsnap")
 	os.WriteFile(p, data, 0o600)
-	_, err := Verify(p, key)
+	_, err := Verify(p, key, testTrust)
 	if !errors.Is(err, ErrNewerVersion) {
 		t.Fatalf("Verify = %v, want ErrNewerVersion", err)
 	}

@@ -28,17 +28,19 @@ func ReadHeader(path string) (Header, int64, error) {
 	return h, fi.Size(), nil
 }
 
-// Verify reads the whole snapshot at path and checks everything (key,
-// authentication, structure, sizes, digests), writing nothing. key nil
-// accepts only a snapshot written with InsecurePlaintext; a key accepts only
-// an encrypted one. The returned header is authenticated.
-func Verify(path string, key *Key) (Header, error) {
+// Verify reads the whole snapshot at path and checks everything (signer,
+// key, authentication, structure, sizes, digests, signature), writing
+// nothing. key nil accepts only a snapshot written with InsecurePlaintext; a
+// key accepts only an encrypted one. trust says which signer to accept
+// (snapshots of format versions 1 and 2 are unsigned and accepted: see
+// SignatureWarning). The returned header is authenticated.
+func Verify(path string, key *Key, trust Trust) (Header, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return Header{}, fmt.Errorf("verify snapshot: %w", err)
 	}
 	defer f.Close()
-	h, err := readSnapshot(f, key, discard{})
+	h, err := readSnapshot(f, key, trust, discard{})
 	if err != nil {
 		return Header{}, fmt.Errorf("verify snapshot %s: %w", path, err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"filippo.io/age"
 	"github.com/klauspost/compress/zstd"
+	"github.com/zeebo/blake3"
 
 	"github.com/kubox/kubox/internal/fsutil"
 )
@@ -38,11 +39,18 @@ type WriteOptions struct {
 	// PKIFiles maps a name inside the snapshot (a clean relative slash path,
 	// stored as pki/<name>) to the file on disk. See PKIFilesFromDir.
 	PKIFiles map[string]string
-	// Key encrypts the snapshot. Required unless InsecurePlaintext.
+	// Recipient is the age public key (age1...) the snapshot is encrypted
+	// to: all a box needs to write (see PublicKeys). Key may be given
+	// instead; one of them is required unless InsecurePlaintext.
+	Recipient string
+	// Key encrypts the snapshot to its public half.
 	Key *Key
 	// InsecurePlaintext writes an unencrypted snapshot, marked so in the
 	// header. It must be asked for explicitly and excludes Key.
 	InsecurePlaintext bool
+	// Signer signs the snapshot. Without it the snapshot is unsigned, and
+	// readers refuse it unless told to skip the signature check.
+	Signer *SigningKey
 }
 
 // Write streams db (such as the reader of clientv3's Maintenance.Snapshot)
@@ -52,7 +60,7 @@ type WriteOptions struct {
 // is complete and fsynced. Write does not close db, and does not read it
 // after returning. On error the temp file is removed: dir holds no new file.
 func Write(ctx context.Context, dir string, db io.Reader, opts WriteOptions) (Entry, error) {
-	h, err := newHeader(opts)
+	h, recipient, err := newHeader(opts)
 	if err != nil {
 		return Entry{}, fmt.Errorf("write snapshot: %w", err)
 	}
@@ -83,7 +91,7 @@ func Write(ctx context.Context, dir string, db io.Reader, opts WriteOptions) (En
 	if err := tmp.Chmod(modeFile); err != nil {
 		return Entry{}, fmt.Errorf("write snapshot in %s: %w", dir, err)
 	}
-	bodySize, err := writeBody(ctx, tmp, prefixLen+reserve, db, pki, opts.Key, &h)
+	bodySize, bodyDigest, err := writeBody(ctx, tmp, prefixLen+reserve, db, pki, recipient, &h)
 	if err != nil {
 		return Entry{}, fmt.Errorf("write snapshot in %s: %w", dir, err)
 	}
@@ -93,6 +101,14 @@ func Write(ctx context.Context, dir string, db io.Reader, opts WriteOptions) (En
 	}
 	if _, err := tmp.WriteAt(prefix, 0); err != nil {
 		return Entry{}, fmt.Errorf("write snapshot in %s: %w", dir, err)
+	}
+	size := int64(len(prefix)) + bodySize
+	if opts.Signer != nil {
+		block := opts.Signer.sigBlock(prefix, bodyDigest)
+		if _, err := tmp.WriteAt(block, size); err != nil {
+			return Entry{}, fmt.Errorf("write snapshot in %s: %w", dir, err)
+		}
+		size += int64(len(block))
 	}
 	if err := tmp.Sync(); err != nil {
 		return Entry{}, fmt.Errorf("write snapshot in %s: %w", dir, err)
@@ -112,22 +128,39 @@ func Write(ctx context.Context, dir string, db io.Reader, opts WriteOptions) (En
 	if err := fsutil.SyncDir(dir); err != nil {
 		return Entry{}, fmt.Errorf("write snapshot %s: %w", final, err)
 	}
-	return Entry{Path: final, Header: h, Size: int64(len(prefix)) + bodySize}, nil
+	return Entry{Path: final, Header: h, Size: size}, nil
 }
 
 // newHeader validates the caller's header and options and fills in what
-// Write decides.
-func newHeader(opts WriteOptions) (Header, error) {
+// Write decides, and returns the recipient to encrypt to (nil for
+// InsecurePlaintext).
+func newHeader(opts WriteOptions) (Header, *age.X25519Recipient, error) {
 	h := opts.Header
+	var recipient *age.X25519Recipient
 	switch {
-	case opts.Key != nil && opts.InsecurePlaintext:
-		return Header{}, errors.New("both a key and InsecurePlaintext given")
+	case (opts.Key != nil || opts.Recipient != "") && opts.InsecurePlaintext:
+		return Header{}, nil, errors.New("both a key and InsecurePlaintext given")
+	case opts.Key != nil && opts.Recipient != "":
+		return Header{}, nil, errors.New("both a key and a recipient given")
 	case opts.Key != nil:
-		h.Encryption, h.Recipient = EncryptionAge, opts.Key.Recipient()
+		recipient = opts.Key.recipient
+	case opts.Recipient != "":
+		r, err := age.ParseX25519Recipient(opts.Recipient)
+		if err != nil {
+			return Header{}, nil, fmt.Errorf("%w: recipient %q is not an age X25519 public key", ErrNotKey, opts.Recipient)
+		}
+		recipient = r
 	case opts.InsecurePlaintext:
-		h.Encryption, h.Recipient = EncryptionNone, ""
 	default:
-		return Header{}, fmt.Errorf("%w: refusing to write an unencrypted snapshot without InsecurePlaintext", ErrKeyRequired)
+		return Header{}, nil, fmt.Errorf("%w: refusing to write an unencrypted snapshot without InsecurePlaintext", ErrKeyRequired)
+	}
+	h.Encryption, h.Recipient = EncryptionNone, ""
+	if recipient != nil {
+		h.Encryption, h.Recipient = EncryptionAge, recipient.String()
+	}
+	h.Signer = ""
+	if opts.Signer != nil {
+		h.Signer = opts.Signer.Public()
 	}
 	h.FormatVersion = FormatVersion
 	if h.CreatedAt.IsZero() {
@@ -141,33 +174,35 @@ func newHeader(opts WriteOptions) (Header, error) {
 		}
 	}
 	if !namePattern.MatchString(h.Name) {
-		return Header{}, fmt.Errorf("invalid snapshot name %q: use up to 63 letters, digits, '.', '_' or '-', starting with a letter or digit", h.Name)
+		return Header{}, nil, fmt.Errorf("invalid snapshot name %q: use up to 63 letters, digits, '.', '_' or '-', starting with a letter or digit", h.Name)
 	}
 	if h.NodeName == "" {
-		return Header{}, errors.New("header needs a node name")
+		return Header{}, nil, errors.New("header needs a node name")
 	}
 	h.EtcdDBSize, h.EtcdDBBLAKE3, h.EtcdDBSHA256, h.PKISize, h.PKIFiles = 0, "", "", 0, 0
 	if err := h.checkStrings(); err != nil {
-		return Header{}, err
+		return Header{}, nil, err
 	}
-	return h, nil
+	return h, recipient, nil
 }
 
 // writeBody writes the body to f from offset start (leaving room for the
-// header), filling the sizes and digest into h, and returns its size.
+// header), filling the sizes and digest into h, and returns its size and
+// BLAKE3-256 digest (for the signature).
 // Layers: tar -> zstd -> age -> buffer -> file; only ciphertext (or, with
 // InsecurePlaintext, compressed plaintext) reaches f.
-func writeBody(ctx context.Context, f *os.File, start int, db io.Reader, pki []pkiFile, key *Key, h *Header) (int64, error) {
+func writeBody(ctx context.Context, f *os.File, start int, db io.Reader, pki []pkiFile, recipient *age.X25519Recipient, h *Header) (int64, []byte, error) {
 	if _, err := f.Seek(int64(start), io.SeekStart); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	bw := bufio.NewWriterSize(f, fileBufSize)
-	cw := &countingWriter{w: bw}
+	digest := blake3.New()
+	cw := &countingWriter{w: io.MultiWriter(bw, digest)}
 	var enc io.WriteCloser = nopCloser{cw}
-	if key != nil {
-		aw, err := age.Encrypt(cw, key.recipient)
+	if recipient != nil {
+		aw, err := age.Encrypt(cw, recipient)
 		if err != nil {
-			return 0, fmt.Errorf("start encryption: %w", err)
+			return 0, nil, fmt.Errorf("start encryption: %w", err)
 		}
 		enc = aw
 	}
@@ -178,42 +213,42 @@ func writeBody(ctx context.Context, f *os.File, start int, db io.Reader, pki []p
 	// zstd's own checksum only repeats what age's authentication already
 	// guarantees; it is kept for plaintext snapshots.
 	zw, err := zstd.NewWriter(enc, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(2),
-		zstd.WithEncoderCRC(key == nil))
+		zstd.WithEncoderCRC(recipient == nil))
 	if err != nil {
-		return 0, fmt.Errorf("start compression: %w", err)
+		return 0, nil, fmt.Errorf("start compression: %w", err)
 	}
 	defer zw.Close() // releases the encoder's goroutines on error paths
 	tw := tar.NewWriter(zw)
 
 	mtime := h.CreatedAt.Truncate(time.Second)
 	if h.PKISize, err = writePKI(ctx, tw, pki, mtime); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	h.PKIFiles = len(pki)
 	if h.EtcdDBSize, h.EtcdDBBLAKE3, err = writeDB(ctx, tw, db, mtime); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	// The header is final now: bind it into the body.
 	prefix, err := encodePrefix(*h, start-prefixLen)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	if err := writeEntry(tw, trailerName, 0o600, mtime, []byte(hexSum(prefix)+"\n")); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	if err := tw.Close(); err != nil {
-		return 0, fmt.Errorf("finish archive: %w", err)
+		return 0, nil, fmt.Errorf("finish archive: %w", err)
 	}
 	if err := zw.Close(); err != nil {
-		return 0, fmt.Errorf("finish compression: %w", err)
+		return 0, nil, fmt.Errorf("finish compression: %w", err)
 	}
 	if err := enc.Close(); err != nil {
-		return 0, fmt.Errorf("finish encryption: %w", err)
+		return 0, nil, fmt.Errorf("finish encryption: %w", err)
 	}
 	if err := bw.Flush(); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	return cw.n, nil
+	return cw.n, digest.Sum(nil), nil
 }
 
 func writeEntry(tw *tar.Writer, name string, mode int64, mtime time.Time, data []byte) error {

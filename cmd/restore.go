@@ -18,7 +18,7 @@ import (
 
 func newRestoreCommand() *cobra.Command {
 	var snapshot string
-	var insecure, quiet bool
+	var insecure, skipSig, quiet bool
 	var opts *serverOpts
 	cmd := &cobra.Command{
 		Use:   "restore --snapshot FILE --key-file KEY",
@@ -34,7 +34,12 @@ damaged file changes nothing on disk.
 The next "kubox server" starts the restored cluster: every object, the same
 CAs and keys (old kubeconfigs keep working), leaf certificates re-issued for
 this box's node name and IPs, and the Node object of the snapshot's box
-removed if this box has another name. Node name, node IP and ports come from
+removed if this box has another name.
+
+The snapshot must be signed by the signing key that the key file names (or
+KEY.pub beside it): an unsigned snapshot, or one signed by another key, is
+refused unless --insecure-skip-signature. Snapshots made before snapshots
+were signed restore with a warning. Node name, node IP and ports come from
 the flags or the config file, as for "kubox server".`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -53,6 +58,10 @@ the flags or the config file, as for "kubox server".`,
 			if err != nil {
 				return fmt.Errorf("restore: %w", err)
 			}
+			trust, err := loadTrust(s, skipSig)
+			if err != nil {
+				return fmt.Errorf("restore: %w", err)
+			}
 			release, err := lockDataDir(cfg.Paths().Lock)
 			if err != nil {
 				return fmt.Errorf("restore: %w", err)
@@ -61,13 +70,14 @@ the flags or the config file, as for "kubox server".`,
 			out := cmd.OutOrStdout()
 			peerURL := "https://" + net.JoinHostPort(cfg.NodeIP.String(), strconv.Itoa(cfg.EtcdPeerPort))
 			res, err := backup.Restore(backup.RestoreOptions{
-				Snapshot: snapshot, Key: key, DataDir: cfg.DataDir,
+				Snapshot: snapshot, Key: key, Trust: trust, DataDir: cfg.DataDir,
 				NodeName: cfg.NodeName, PeerURL: peerURL,
 				Progress: func(line string) {
 					if !quiet {
 						fmt.Fprintln(cmd.ErrOrStderr(), "restore: "+line)
 					}
 				},
+				Warn: func(line string) { fmt.Fprintln(cmd.ErrOrStderr(), "restore: "+line) },
 			})
 			if err != nil {
 				return err
@@ -89,6 +99,7 @@ the flags or the config file, as for "kubox server".`,
 	fl := cmd.Flags()
 	fl.StringVar(&snapshot, "snapshot", "", "snapshot file to restore")
 	fl.BoolVar(&insecure, "insecure-plaintext", false, "restore a snapshot written with --insecure-plaintext (no key)")
+	fl.BoolVar(&skipSig, "insecure-skip-signature", false, "restore a snapshot that is unsigned or signed by another key")
 	fl.BoolVarP(&quiet, "quiet", "q", false, "print only the result")
 	opts = addServerOpts(fl,
 		keyFileFlag,

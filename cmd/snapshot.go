@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"os/signal"
@@ -101,19 +102,32 @@ func newSnapshotKeyCommand(settings settingsFunc) *cobra.Command {
 	key := &cobra.Command{Use: "key", Short: "Manage the backup key"}
 	key.AddCommand(&cobra.Command{
 		Use:   "create",
-		Short: "Create a new backup key file (0600); refuses to replace an existing one",
-		Args:  cobra.NoArgs,
+		Short: "Create the backup key: identity, signing key and public keys; refuses to replace existing ones",
+		Long: `Create the backup key: three files beside each other (KEY is --key-file).
+
+  KEY       age identity (0600): decrypts snapshots. Needed only to verify and
+            restore: keep it off the boxes. It names the trusted signing key.
+  KEY.sign  ed25519 signing key (0600): every box signs its snapshots with it.
+  KEY.pub   the public halves (recipient and signing public key): boxes
+            encrypt snapshots to it.
+
+Boxes need KEY.pub and KEY.sign; KEY can be removed from them. If KEY exists
+already (made before snapshots were signed), it is kept and only KEY.sign
+and KEY.pub are added.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			s, err := settings(cmd)
 			if err != nil {
 				return err
 			}
-			k, err := backup.WriteKeyFile(s.keyFile)
+			kf, err := backup.CreateKeyFiles(s.keyFile)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote backup key %s (public key %s)\n", s.keyFile, k.Recipient())
-			fmt.Fprintln(cmd.OutOrStdout(), "keep a copy of it off this box: no snapshot can be restored without it")
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "wrote %s (recipient %s, signing key %s)\n", strings.Join(kf.Created, ", "), kf.Public.Recipient, kf.Public.Signer)
+			fmt.Fprintf(w, "boxes need %s and %s; keep %s off this box (and not beside the snapshots): no snapshot can be verified or restored without it\n",
+				backup.PublicKeyFile(s.keyFile), backup.SigningKeyFile(s.keyFile), s.keyFile)
 			return nil
 		},
 	})
@@ -126,6 +140,37 @@ func loadKey(s *nodeSettings, insecure bool) (*backup.Key, error) {
 		return nil, nil
 	}
 	return backup.LoadKeyFile(s.keyFile)
+}
+
+// loadTrust says whose signature verify and restore accept: the signing
+// public key the key file names (or its .pub file), or anything with
+// --insecure-skip-signature.
+func loadTrust(s *nodeSettings, skip bool) (backup.Trust, error) {
+	if skip {
+		return backup.Trust{InsecureSkipSignature: true}, nil
+	}
+	signer, err := backup.TrustedSigner(s.keyFile)
+	if err != nil {
+		return backup.Trust{}, err
+	}
+	return backup.Trust{Signer: signer}, nil
+}
+
+// loadWriterKeys loads the recipient and signing key a save needs; with
+// --insecure-plaintext only the signing key, if there is one.
+func loadWriterKeys(s *nodeSettings, insecure bool) (string, *backup.SigningKey, error) {
+	if insecure {
+		signer, err := backup.LoadSigningKey(s.keyFile)
+		if errors.Is(err, fs.ErrNotExist) {
+			return "", nil, nil
+		}
+		return "", signer, err
+	}
+	pub, signer, err := backup.LoadWriterKeys(s.keyFile)
+	if err != nil {
+		return "", nil, err
+	}
+	return pub.Recipient, signer, nil
 }
 
 // snapshotJSON is one snapshot in -o json output.
@@ -142,6 +187,7 @@ type snapshotJSON struct {
 	ClusterID    string    `json:"cluster_id,omitempty"`
 	Scheduled    bool      `json:"scheduled"`
 	Encryption   string    `json:"encryption,omitempty"`
+	Signer       string    `json:"signer,omitempty"`
 	Error        string    `json:"error,omitempty"`
 }
 
@@ -151,6 +197,7 @@ func toJSON(e backup.Entry) snapshotJSON {
 		Name: e.Header.Name, Node: e.Header.NodeName, CreatedAt: e.Header.CreatedAt,
 		EtcdRevision: e.Header.EtcdRevision, EtcdDBSize: e.Header.EtcdDBSize, KuboxVersion: e.Header.KuboxVersion,
 		ClusterID: e.Header.ClusterID, Scheduled: e.Header.Scheduled, Encryption: e.Header.Encryption,
+		Signer: e.Header.Signer,
 	}
 	if e.Err != nil {
 		j.Error = e.Err.Error()
@@ -171,7 +218,7 @@ func newSnapshotSaveCommand(settings settingsFunc) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			key, err := loadKey(s, insecure)
+			recipient, signer, err := loadWriterKeys(s, insecure)
 			if err != nil {
 				return fmt.Errorf("%w (or give --insecure-plaintext to write an unencrypted snapshot)", err)
 			}
@@ -186,7 +233,7 @@ func newSnapshotSaveCommand(settings settingsFunc) *cobra.Command {
 			}
 			res, err := backup.Save(ctx, backup.SaveOptions{
 				Etcd: s.etcdEndpoint(), PKIDir: s.paths.PKI, Dir: s.snapDir,
-				Key: key, InsecurePlaintext: insecure, Name: name, NodeName: node, KuboxVersion: version,
+				Recipient: recipient, Signer: signer, InsecurePlaintext: insecure, Name: name, NodeName: node, KuboxVersion: version,
 				Progress: func(p backup.Progress) {
 					if !quiet && !out.JSON() {
 						fmt.Fprintln(errw, "snapshot: "+p.Message)
@@ -260,6 +307,9 @@ func printSnapshots(w io.Writer, entries []backup.Entry) error {
 		if e.Header.Encryption == backup.EncryptionNone {
 			kind += ",UNENCRYPTED"
 		}
+		if e.Header.Signer == "" {
+			kind += ",unsigned"
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", filepath.Base(e.Path), e.Header.CreatedAt.Format(time.RFC3339),
 			e.Header.NodeName, backup.HumanBytes(e.Size), e.Header.EtcdRevision, kind, e.Header.KuboxVersion)
 	}
@@ -267,12 +317,18 @@ func printSnapshots(w io.Writer, entries []backup.Entry) error {
 }
 
 func newSnapshotVerifyCommand(settings settingsFunc) *cobra.Command {
-	var insecure bool
+	var insecure, skipSig bool
 	var out *output
 	cmd := &cobra.Command{
 		Use:   "verify FILE",
-		Short: "Decrypt and check a whole snapshot with the key; changes nothing",
-		Args:  cobra.ExactArgs(1),
+		Short: "Decrypt and check a whole snapshot and its signature with the key; changes nothing",
+		Long: `Decrypt and check a whole snapshot with the backup key (--key-file), changing
+nothing. The snapshot must be signed by the signing key that the key file
+names (or, for a key made before snapshots were signed, that KEY.pub beside
+it names); an unsigned snapshot or one signed by another key is refused
+unless --insecure-skip-signature. Snapshots made before snapshots were signed
+are accepted with a warning.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := settings(cmd)
 			if err != nil {
@@ -282,10 +338,17 @@ func newSnapshotVerifyCommand(settings settingsFunc) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			begin := time.Now()
-			h, err := backup.Verify(args[0], key)
+			trust, err := loadTrust(s, skipSig)
 			if err != nil {
 				return err
+			}
+			begin := time.Now()
+			h, err := backup.Verify(args[0], key, trust)
+			if err != nil {
+				return err
+			}
+			if w := backup.SignatureWarning(h, trust); w != "" {
+				fmt.Fprintln(cmd.ErrOrStderr(), "verify: "+w)
 			}
 			took := time.Since(begin)
 			j := toJSON(backup.Entry{Path: args[0], Header: h})
@@ -301,6 +364,7 @@ func newSnapshotVerifyCommand(settings settingsFunc) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&insecure, "insecure-plaintext", false, "check a snapshot written with --insecure-plaintext (no key)")
+	cmd.Flags().BoolVar(&skipSig, "insecure-skip-signature", false, "accept a snapshot that is unsigned or signed by another key")
 	out = addOutputFlag(cmd, "output format: json")
 	return cmd
 }

@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/kubox/kubox/backup"
 	"github.com/kubox/kubox/test/harness"
 )
 
@@ -219,8 +220,10 @@ func TestSnapshotRestore(t *testing.T) {
 		if !strings.Contains(out, keyFile) {
 			t.Errorf("key create does not say where the key is: %q", out)
 		}
-		if fi, err := os.Stat(keyFile); err != nil || fi.Mode().Perm() != 0o600 {
-			t.Fatalf("key file: %v %v; want mode 0600", fi, err)
+		for f, mode := range map[string]os.FileMode{keyFile: 0o600, backup.SigningKeyFile(keyFile): 0o600, backup.PublicKeyFile(keyFile): 0o644} {
+			if fi, err := os.Stat(f); err != nil || fi.Mode().Perm() != mode {
+				t.Fatalf("key file %s: %v %v; want mode %#o", f, fi, err, mode)
+			}
 		}
 		if _, errOut, code := kubox(t, env, "snapshot", "key", "create", "--key-file", keyFile); code == 0 || !strings.Contains(errOut, "refusing") {
 			t.Errorf("key create over an existing key: exit %d, %q; want a refusal", code, errOut)
@@ -361,6 +364,51 @@ func TestSnapshotRestore(t *testing.T) {
 		}
 	})
 
+	harness.Phase(t, "forged-snapshot-refused", func(t *testing.T) {
+		// Someone who can write to the snapshot store makes a snapshot of
+		// the real data plus a ClusterRoleBinding, encrypted to the public
+		// recipient in the header, with a correct trailer: unsigned, or
+		// signed with a key of their own. Both are refused, in one line,
+		// by verify and restore, and the data dir stays as it was.
+		forgeDir := filepath.Join(n1.Root, "forged")
+		attacker, err := backup.GenerateSigningKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		unsigned := forgeSnapshot(ctx, t, saved.Path, keyFile, forgeDir, nil)
+		foreign := forgeSnapshot(ctx, t, saved.Path, keyFile, forgeDir, attacker)
+		before, beforeSiblings := dirState(t, n1.DataDir), siblings(t, n1.DataDir)
+		for _, c := range []struct{ name, file, want string }{
+			{"unsigned", unsigned, "not signed"},
+			{"signed by another key", foreign, "not from the trusted signing key"},
+		} {
+			for _, verb := range [][]string{
+				{"snapshot", "verify", "--key-file", keyFile, c.file},
+				{"restore", "-q", "--snapshot", c.file, "--key-file", keyFile, "--data-dir", n1.DataDir},
+			} {
+				stdout, errOut, code := kubox(t, env, verb...)
+				lines := strings.Split(strings.TrimSpace(stdout+errOut), "\n")
+				if code == 0 || len(lines) != 1 || !strings.Contains(lines[0], c.want) {
+					t.Errorf("%s, %s: exit %d, output %q; want one line saying %q and a non-zero exit", verb[0], c.name, code, stdout+errOut, c.want)
+				} else {
+					t.Logf("%s, %s: %s", verb[0], c.name, lines[0])
+				}
+			}
+			if after := dirState(t, n1.DataDir); after != before {
+				t.Fatalf("restore, %s: the data dir changed", c.name)
+			}
+			if s := siblings(t, n1.DataDir); !slices.Equal(s, beforeSiblings) {
+				t.Fatalf("restore, %s: files beside the data dir changed: %v, was %v", c.name, s, beforeSiblings)
+			}
+			// Only the signature gives it away: the operator's explicit
+			// override reads it as a valid snapshot, with a warning.
+			_, errOut, code := kubox(t, env, "snapshot", "verify", "--insecure-skip-signature", "--key-file", keyFile, c.file)
+			if code != 0 || !strings.Contains(errOut, "WARNING") {
+				t.Errorf("verify --insecure-skip-signature, %s: exit %d, %q; want success with a warning", c.name, code, errOut)
+			}
+		}
+	})
+
 	// The replacement box: a fresh data dir, another hostname and another
 	// IP (a network namespace of its own), on a host with nothing left of
 	// the old box (its pod bridge still holds the old box's pod CIDR, and
@@ -484,7 +532,9 @@ func TestSnapshotRestore(t *testing.T) {
 }
 
 // TestSnapshotSchedule: scheduled snapshots fire on their cron schedule, and
-// retention keeps the newest N scheduled ones and never a manual one.
+// retention keeps the newest N scheduled ones and never a manual one. The
+// box holds only the public keys and the signing key: the decrypting
+// identity is kept elsewhere, and restores a scheduled snapshot.
 func TestSnapshotSchedule(t *testing.T) {
 	env := harness.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -493,16 +543,25 @@ func TestSnapshotSchedule(t *testing.T) {
 	keyFile := filepath.Join(root, "backup.key")
 	snapDir := filepath.Join(root, "snapshots")
 	mustKubox(t, env, "snapshot", "key", "create", "--key-file", keyFile)
+	offBox := filepath.Join(t.TempDir(), "backup.key")
+	if err := os.Rename(keyFile, offBox); err != nil {
+		t.Fatal(err)
+	}
 	// Control plane only, on ports of its own: nothing here needs a kubelet.
-	n := harness.NewNode(t, env, "--disable-agent", "--snapshot-schedule", "@every 5s", "--snapshot-retention", "2",
-		"--snapshot-dir", snapDir, "--snapshot-key-file", keyFile,
-		"--https-port", "16443", "--etcd-client-port", "12379", "--etcd-peer-port", "12380", "--kubelet-port", "20250")
+	ports := []string{"--https-port", "16443", "--etcd-client-port", "12379", "--etcd-peer-port", "12380", "--kubelet-port", "20250"}
+	n := harness.NewNode(t, env, append([]string{"--disable-agent", "--snapshot-schedule", "@every 5s", "--snapshot-retention", "2",
+		"--snapshot-dir", snapDir, "--snapshot-key-file", keyFile}, ports...)...)
 	n.Start()
 	readyCtx, readyCancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer readyCancel()
 	if err := n.WaitReadyz(readyCtx); err != nil {
 		t.Fatal(err)
 	}
+	// In every scheduled snapshot from now on.
+	if _, err := n.Kubectl(ctx, "create", "configmap", "sched-marker", "--from-literal=v="+snapMarker); err != nil {
+		t.Fatal(err)
+	}
+	markerAt := time.Now()
 	mustKubox(t, env, "snapshot", "save", "-q", "--name", "keep-me", "--data-dir", n.DataDir, "--snapshot-dir", snapDir, "--key-file", keyFile, "--etcd-client-port", "12379")
 
 	type entry struct {
@@ -549,11 +608,57 @@ func TestSnapshotSchedule(t *testing.T) {
 	}
 	assertMetricsEndpoint(t, n, "https://127.0.0.1:10259/metrics",
 		`kubox_snapshot_scheduled_total{result="success"}`, `kubox_certificate_expiry_seconds{cert="apiserver"}`)
-	// Every file left is a complete snapshot the key opens.
+	// Every file left is a complete snapshot that the off-box identity
+	// opens and whose signature it trusts; the box's own key files cannot
+	// open one.
 	for _, e := range es {
-		mustKubox(t, env, "snapshot", "verify", "--key-file", keyFile, filepath.Join(snapDir, e.File))
+		mustKubox(t, env, "snapshot", "verify", "--key-file", offBox, filepath.Join(snapDir, e.File))
+	}
+	if _, errOut, code := kubox(t, env, "snapshot", "verify", "--key-file", keyFile, filepath.Join(snapDir, es[0].File)); code == 0 {
+		t.Errorf("verify with the box's key files only succeeded: %q", errOut)
 	}
 	if _, err := n.Stop(30 * time.Second); err != nil {
 		t.Fatalf("stop: %v", err)
+	}
+
+	// The newest scheduled snapshot, restored with the off-box identity,
+	// runs with the marker.
+	var newest struct {
+		Path      string
+		Scheduled bool
+		CreatedAt time.Time `json:"created_at"`
+	}
+	var all []struct {
+		Path      string
+		Scheduled bool
+		CreatedAt time.Time `json:"created_at"`
+	}
+	if err := json.Unmarshal([]byte(mustKubox(t, env, "snapshot", "ls", "-o", "json", "--snapshot-dir", snapDir)), &all); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range all {
+		if e.Scheduled && e.CreatedAt.After(newest.CreatedAt) {
+			newest = e
+		}
+	}
+	if !newest.CreatedAt.After(markerAt.Add(time.Second)) {
+		t.Fatalf("no scheduled snapshot after the marker ConfigMap: %+v", all)
+	}
+	n2 := harness.NewNode(t, env, append([]string{"--disable-agent"}, ports...)...)
+	out, errOut, code := kubox(t, env, "restore", "-q", "--snapshot", newest.Path, "--key-file", offBox, "--data-dir", n2.DataDir, "--etcd-peer-port", "12380")
+	if code != 0 || strings.Contains(errOut, "WARNING") {
+		t.Fatalf("restore with the off-box identity: exit %d\n%s%s", code, out, errOut)
+	}
+	n2.Start()
+	readyCtx2, readyCancel2 := context.WithTimeout(ctx, 2*time.Minute)
+	defer readyCancel2()
+	if err := n2.WaitReadyz(readyCtx2); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := n2.Kubectl(ctx, "get", "configmap", "sched-marker", "-o", "jsonpath={.data.v}"); err != nil || v != snapMarker {
+		t.Errorf("restored marker ConfigMap: %q %v", v, err)
+	}
+	if _, err := n2.Stop(30 * time.Second); err != nil {
+		t.Fatalf("stop restored node: %v", err)
 	}
 }
