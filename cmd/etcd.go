@@ -90,6 +90,6 @@ box's join promotes the learner by itself.`,
 		},
 	}
 	members.Flags().StringVarP(&output, "output", "o", "", "output format: json")
-	cmd.AddCommand(promote, members)
+	cmd.AddCommand(promote, members, newEtcdRecoverCommand())
 	return cmd
 }
