@@ -66,8 +66,12 @@ how to rejoin (move its data dir aside, join with a new token).`,
 			fmt.Fprintf(out, "recovered: etcd on %s is a one-member cluster with all its data (dropped %s) in %s\n",
 				cfg.NodeName, strings.Join(res.Lost, ", "), res.Duration.Round(1e6))
 			fmt.Fprintf(out, "the old etcd data is kept at %s\n", res.OldEtcdDir)
-			fmt.Fprintf(out, "now start kubox server; then remove the lost nodes (kubox node remove %s) and join new boxes (kubox token create)\n",
-				strings.Join(res.Lost, " "))
+			var removes []string
+			for _, name := range res.Lost {
+				removes = append(removes, "kubox node remove "+name)
+			}
+			fmt.Fprintf(out, "now start kubox server; then remove the lost nodes (%s) and join new boxes (kubox token create)\n",
+				strings.Join(removes, "; "))
 			return nil
 		},
 	}

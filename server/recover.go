@@ -119,10 +119,10 @@ func Recover(ctx context.Context, c Config, opts RecoverOptions) (RecoverResult,
 	}
 	if len(answering) > 0 {
 		if !opts.Force {
-			return RecoverResult{}, &RecoverError{Msg: fmt.Sprintf("refusing to recover: %s still answer(s) with this cluster's certificates, so the lost boxes are not gone "+
-				"(two clusters would then diverge); if they are to be replaced anyway, stop kubox on them and run again with --force", strings.Join(answering, ", "))}
+			return RecoverResult{}, &RecoverError{Msg: fmt.Sprintf("refusing to recover: %s: it is not lost "+
+				"(recovering would make two clusters that diverge); if it must be replaced anyway, stop kubox there and run this again with --force", strings.Join(answering, "; "))}
 		}
-		say("--force: recovering although %s still answer(s)", strings.Join(answering, ", "))
+		say("--force: recovering although %s", strings.Join(answering, "; "))
 	}
 
 	peerURL := "https://" + net.JoinHostPort(c.NodeIP.String(), strconv.Itoa(c.EtcdPeerPort))
@@ -256,11 +256,19 @@ func answeringURLs(ctx context.Context, pkiDir string, members []*recoverMember)
 		wg.Go(func() { answered[i] = tlsAnswers(ctx, t.url, t.tls) })
 	}
 	wg.Wait()
+	// One phrase per member: "box1 still answers at URL, URL".
 	var out []string
+	at := map[string][]string{}
 	for i, t := range targets {
 		if answered[i] {
-			out = append(out, t.name+" at "+t.url)
+			if at[t.name] == nil {
+				out = append(out, t.name)
+			}
+			at[t.name] = append(at[t.name], t.url)
 		}
+	}
+	for i, name := range out {
+		out[i] = name + " still answers at " + strings.Join(at[name], ", ")
 	}
 	return out, nil
 }

@@ -158,7 +158,7 @@ func (e *Etcd) Start(ctx context.Context) error {
 	}
 	e.e = srv
 	e.replaced = make(chan error, 1)
-	go func() { e.replaced <- e.checkReplaced(ctx, srv) }()
+	go e.watchReplaced(ctx, srv)
 	go func() {
 		select {
 		case err, ok := <-srv.Err():

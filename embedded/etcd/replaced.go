@@ -17,6 +17,40 @@ import (
 // start up for long.
 const replacedTimeout = 2 * time.Second
 
+// replacedRecheck is how often a running member asks again: a box started
+// while it could not reach the box that replaced it learns it once the
+// network heals, and stops, instead of serving on.
+const replacedRecheck = 30 * time.Second
+
+// watchReplaced sends the first checkReplaced result to e.replaced (Ready
+// waits for it), then checks again every replacedRecheck until ctx ends
+// or etcd stops, and fails the member when it was replaced.
+func (e *Etcd) watchReplaced(ctx context.Context, srv *embed.Etcd) {
+	err := e.checkReplaced(ctx, srv)
+	e.replaced <- err
+	if err != nil {
+		return
+	}
+	tick := time.NewTicker(replacedRecheck)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-srv.Server.StopNotify():
+			return
+		case <-tick.C:
+		}
+		if err := e.checkReplaced(ctx, srv); err != nil {
+			select {
+			case e.failed <- err:
+			default: // already failing for another reason
+			}
+			return
+		}
+	}
+}
+
 // checkReplaced asks the other members this one knows of which cluster
 // they serve. `kubox etcd recover` on a surviving box makes its member a
 // new one-member cluster (another cluster ID) from its own data; a box it

@@ -105,7 +105,7 @@ func TestEtcdRecover(t *testing.T) {
 			t.Fatalf("stop box2: %v", err)
 		}
 		out, err = box2.Kubox(ctx, recoverArgs...)
-		if err == nil || !strings.Contains(out, "still answer") || !strings.Contains(out, "--force") {
+		if err == nil || !strings.Contains(out, "box1 still answers at https://"+net.JoinHostPort(ip[0], "2380")) || !strings.Contains(out, "--force") {
 			t.Fatalf("recover while box1 answers: %v %q", err, out)
 		}
 		if line := lastLine(out); !strings.HasPrefix(line, "kubox: etcd recover: refusing") {
@@ -204,5 +204,83 @@ func TestEtcdRecover(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitConfigMaps(ctx, t, recoverConfigMaps+1, box3)
+	})
+}
+
+// TestEtcdRecoverThreeBoxes: a three-box cluster (three voters, control
+// plane only) loses two boxes for good; `kubox etcd recover` on the third,
+// a voter, makes it a one-box cluster with its data.
+func TestEtcdRecoverThreeBoxes(t *testing.T) {
+	env := harness.Require(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	network := harness.NewNetwork(t, "kbxrc3", 3)
+	ns, ip := network.Namespaces, network.IPs
+	joinURL := "https://" + net.JoinHostPort(ip[0], "6443")
+	boxes := make([]*harness.Node, 3)
+	for i := range boxes {
+		args := boxArgs(fmt.Sprintf("box%d", i+1), ip[i], "--disable-agent")
+		if i > 0 {
+			args = append(args, "--join", joinURL)
+		}
+		boxes[i] = harness.NewNodeWith(t, env, harness.NodeOptions{NoHostRestore: true}, args...)
+		boxes[i].Netns = ns[i]
+	}
+	box1, box2, box3 := boxes[0], boxes[1], boxes[2]
+	t.Cleanup(func() {
+		for _, b := range []*harness.Node{box3, box2, box1} {
+			b.Kill()
+		}
+	})
+
+	harness.Phase(t, "three-voters", func(t *testing.T) {
+		startBox(ctx, t, box1)
+		tok := createToken(ctx, t, box1, "1h")
+		for _, b := range []*harness.Node{box2, box3} {
+			b.Env = []string{"KUBOX_TOKEN=" + tok}
+			startBox(ctx, t, b)
+		}
+		if err := harness.WaitFor(ctx, time.Second, func() bool {
+			return describe(members(ctx, t, box1)) == "box1=voter,box2=voter,box3=voter"
+		}); err != nil {
+			t.Fatalf("etcd has %s, want three voters", describe(members(ctx, t, box1)))
+		}
+		if _, err := box1.Kubectl(ctx, "create", "configmap", "before-loss"); err != nil {
+			t.Fatal(err)
+		}
+		if err := harness.WaitFor(ctx, 200*time.Millisecond, func() bool {
+			_, err := box3.Kubectl(ctx, "get", "configmap", "before-loss")
+			return err == nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	harness.Phase(t, "lose-two-and-recover", func(t *testing.T) {
+		box1.Kill()
+		box2.Kill()
+		if _, err := box3.Stop(30 * time.Second); err != nil {
+			t.Fatalf("stop box3: %v", err)
+		}
+		out, err := box3.Kubox(ctx, "etcd", "recover", "--data-dir", box3.DataDir, "--node-name", "box3", "--node-ip", ip[2])
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("recover:\n%s", out)
+		for _, want := range []string{"a voter", "box1, box2"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("recover output lacks %q", want)
+			}
+		}
+		startBox(ctx, t, box3)
+		if got := describe(members(ctx, t, box3)); got != "box3=voter" {
+			t.Fatalf("after recover etcd has %s, want box3=voter", got)
+		}
+		if _, err := box3.Kubectl(ctx, "get", "configmap", "before-loss"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := box3.Kubectl(ctx, "create", "configmap", "after-recover"); err != nil {
+			t.Fatalf("write after recover: %v", err)
+		}
 	})
 }
