@@ -82,13 +82,13 @@ func Recover(ctx context.Context, c Config, opts RecoverOptions) (RecoverResult,
 	}
 	staging, err := os.MkdirTemp(c.DataDir, ".etcd.recover-")
 	if err != nil {
-		return RecoverResult{}, fmt.Errorf("recover: create a staging dir: %w", err)
+		return RecoverResult{}, fmt.Errorf("create a staging dir: %w", err)
 	}
 	defer os.RemoveAll(staging)
 	copyDB := filepath.Join(staging, "db")
 	say("copying this box's etcd database %s", db)
 	if err := copyFile(db, copyDB); err != nil {
-		return RecoverResult{}, fmt.Errorf("recover: copy the etcd database: %w", err)
+		return RecoverResult{}, fmt.Errorf("copy the etcd database: %w", err)
 	}
 	self, others, err := readMembers(copyDB, c.NodeName)
 	if err != nil {
@@ -103,7 +103,7 @@ func Recover(ctx context.Context, c Config, opts RecoverOptions) (RecoverResult,
 	}
 	var lost []string
 	for _, m := range others {
-		lost = append(lost, memberName(m.Name, uint64(m.ID)))
+		lost = append(lost, memberName(m.Name, m.ID))
 	}
 	say("this box is %s (a %s); the other members are %s", c.NodeName, role, strings.Join(lost, ", "))
 
@@ -129,31 +129,31 @@ func Recover(ctx context.Context, c Config, opts RecoverOptions) (RecoverResult,
 	say("building a new one-member etcd cluster from this box's data: %s at %s", c.NodeName, peerURL)
 	newDir := filepath.Join(staging, "etcd")
 	if err := backup.NewEtcdDataDir(copyDB, newDir, c.NodeName, peerURL, true); err != nil {
-		return RecoverResult{}, fmt.Errorf("recover: %w", err)
+		return RecoverResult{}, err
 	}
 
 	// The swap: the old data is moved aside, never deleted.
 	now := time.Now()
 	res := RecoverResult{Lost: lost, WasLearner: self.IsLearner}
 	if res.OldEtcdDir, err = fsutil.MoveAside(p.Etcd, now); err != nil {
-		return RecoverResult{}, fmt.Errorf("recover: %w", err)
+		return RecoverResult{}, err
 	}
 	say("moved the old etcd data aside to %s", res.OldEtcdDir)
 	if err := os.Rename(newDir, p.Etcd); err != nil {
 		if rerr := os.Rename(res.OldEtcdDir, p.Etcd); rerr != nil {
-			return RecoverResult{}, fmt.Errorf("recover: put the new etcd data in place: %w; and moving %s back failed: %v", err, res.OldEtcdDir, rerr)
+			return RecoverResult{}, fmt.Errorf("put the new etcd data in place: %w; and moving %s back failed: %v", err, res.OldEtcdDir, rerr)
 		}
-		return RecoverResult{}, fmt.Errorf("recover: put the new etcd data in place: %w", err)
+		return RecoverResult{}, fmt.Errorf("put the new etcd data in place: %w", err)
 	}
 	if err := fsutil.SyncDir(c.DataDir); err != nil {
-		return RecoverResult{}, fmt.Errorf("recover: %w", err)
+		return RecoverResult{}, err
 	}
 	// A joined box's apiserver reaches etcd through the proxy to the
 	// members it joined; alone now, it talks to its own member, as the
 	// first box of a cluster does.
 	if ok, _ := fsutil.Exists(p.JoinState); ok {
 		if res.OldJoinFile, err = fsutil.MoveAside(p.JoinState, now); err != nil {
-			return res, fmt.Errorf("recover: etcd is rebuilt, but: %w (move it aside yourself before starting kubox)", err)
+			return res, fmt.Errorf("etcd is rebuilt, but: %w (move it aside yourself before starting kubox)", err)
 		}
 	}
 	res.Duration = time.Since(begin)
@@ -167,7 +167,7 @@ func readMembers(db, name string) (self *recoverMember, others []*recoverMember,
 	defer be.Close()
 	members, removed, err := readMembersFromBackend(be)
 	if err != nil {
-		return nil, nil, fmt.Errorf("recover: read the etcd membership: %w", err)
+		return nil, nil, fmt.Errorf("read the etcd membership: %w", err)
 	}
 	var names []string
 	for _, m := range members {
@@ -179,7 +179,7 @@ func readMembers(db, name string) (self *recoverMember, others []*recoverMember,
 			continue
 		}
 		others = append(others, m)
-		names = append(names, memberName(m.Name, uint64(m.ID)))
+		names = append(names, memberName(m.Name, m.ID))
 	}
 	if self == nil {
 		return nil, nil, &RecoverError{Msg: fmt.Sprintf("this box's etcd data has no member named %s (members: %s): set --node-name to this box's name", name, strings.Join(names, ", "))}
@@ -229,11 +229,11 @@ func answeringURLs(ctx context.Context, pkiDir string, members []*recoverMember)
 	e := func(name string) string { return filepath.Join(pkiDir, "etcd", name) }
 	peerTLS, err := (&transport.TLSInfo{CertFile: e("peer.crt"), KeyFile: e("peer.key"), TrustedCAFile: e("peer-ca.crt")}).ClientConfig()
 	if err != nil {
-		return nil, fmt.Errorf("recover: etcd peer credentials: %w", err)
+		return nil, fmt.Errorf("etcd peer credentials: %w", err)
 	}
 	clientTLS, err := (&transport.TLSInfo{CertFile: e("client.crt"), KeyFile: e("client.key"), TrustedCAFile: e("server-ca.crt")}).ClientConfig()
 	if err != nil {
-		return nil, fmt.Errorf("recover: etcd client credentials: %w", err)
+		return nil, fmt.Errorf("etcd client credentials: %w", err)
 	}
 	type target struct {
 		name, url string
