@@ -138,20 +138,8 @@ func Restore(opts RestoreOptions) (RestoreResult, error) {
 	}
 	say("etcd db ok: %d keys, revision %d", st.TotalKey, st.Revision)
 	say("restoring etcd as a new one-member cluster: %s at %s", opts.NodeName, opts.PeerURL)
-	if err := mgr.Restore(snapshot.RestoreConfig{
-		SnapshotPath:        db,
-		Name:                opts.NodeName,
-		OutputDataDir:       filepath.Join(staging, "etcd"),
-		PeerURLs:            []string{opts.PeerURL},
-		InitialCluster:      opts.NodeName + "=" + opts.PeerURL,
-		InitialClusterToken: "kubox-restore-" + strconv.FormatInt(time.Now().Unix(), 10),
-		RevisionBump:        etcdRevisionBump,
-		MarkCompacted:       true,
-	}); err != nil {
-		return RestoreResult{}, fmt.Errorf("restore: write etcd data: %v", oneLine(err))
-	}
-	if err := os.Chmod(filepath.Join(staging, "etcd"), modeDir); err != nil {
-		return RestoreResult{}, fmt.Errorf("restore: restrict the etcd data dir: %w", err)
+	if err := NewEtcdDataDir(db, filepath.Join(staging, "etcd"), opts.NodeName, opts.PeerURL, false); err != nil {
+		return RestoreResult{}, fmt.Errorf("restore: %w", err)
 	}
 	if err := os.Remove(db); err != nil {
 		return RestoreResult{}, fmt.Errorf("restore: remove the extracted etcd db: %w", err)
@@ -203,6 +191,31 @@ func Restore(opts RestoreOptions) (RestoreResult, error) {
 		return RestoreResult{}, fmt.Errorf("restore: sync the data dir's parent: %w", err)
 	}
 	return RestoreResult{Header: h, OldDataDir: old, Duration: time.Since(begin), KeysTotal: st.TotalKey}, nil
+}
+
+// NewEtcdDataDir writes outDir, a data dir of a new one-member etcd
+// cluster (member name at peerURL) holding every key of the etcd database
+// db. The revision is bumped and the old one marked compacted, so a watcher
+// that outlived the old cluster resyncs. fromDataDir says db was copied from
+// a member's data dir (member/snap/db), which carries no snapshot hash.
+func NewEtcdDataDir(db, outDir, name, peerURL string, fromDataDir bool) error {
+	if err := snapshot.NewV3(zap.NewNop()).Restore(snapshot.RestoreConfig{
+		SnapshotPath:        db,
+		Name:                name,
+		OutputDataDir:       outDir,
+		PeerURLs:            []string{peerURL},
+		InitialCluster:      name + "=" + peerURL,
+		InitialClusterToken: "kubox-restore-" + strconv.FormatInt(time.Now().Unix(), 10),
+		RevisionBump:        etcdRevisionBump,
+		MarkCompacted:       true,
+		SkipHashCheck:       fromDataDir,
+	}); err != nil {
+		return fmt.Errorf("write etcd data: %v", oneLine(err))
+	}
+	if err := os.Chmod(outDir, modeDir); err != nil {
+		return fmt.Errorf("restrict the etcd data dir: %w", err)
+	}
+	return nil
 }
 
 // ReadRestoreMarker returns the restore marker of dataDir, or nil if there

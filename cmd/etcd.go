@@ -14,7 +14,7 @@ func newEtcdCommand() *cobra.Command {
 		Use:   "etcd",
 		Short: "Inspect and change the cluster's etcd membership",
 	}
-	admin := clusterAdminFlags(cmd)
+	admin, opts := clusterAdminOpts(cmd)
 	promote := &cobra.Command{
 		Use:   "promote [NAME]",
 		Short: "Make a learner (hot standby) a voting etcd member: NAME, or every learner",
@@ -87,6 +87,6 @@ box's join promotes the learner by itself.`,
 		},
 	}
 	out = addOutputFlag(members, "output format: json")
-	cmd.AddCommand(promote, members)
+	cmd.AddCommand(promote, members, newEtcdRecoverCommand(opts))
 	return cmd
 }

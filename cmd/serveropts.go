@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -17,6 +18,9 @@ import (
 type serverOpts struct {
 	configFile string
 	shared     []sharedFlag
+	// configFileOf, when set, gives the config file of the parent command's
+	// options (see inherit).
+	configFileOf func() string
 }
 
 // sharedFlag is a server flag that a verb takes too, under name (the
@@ -38,6 +42,13 @@ func (s sharedFlag) serverName() string {
 func addServerOpts(fs *pflag.FlagSet, shared ...sharedFlag) *serverOpts {
 	o := &serverOpts{shared: shared}
 	fs.StringVarP(&o.configFile, "config", "c", server.DefaultConfigFile, "kubox config file (YAML; the keys of 'kubox server')")
+	addSharedFlags(fs, shared...)
+	return o
+}
+
+// addSharedFlags registers server flags on fs alone, for a subcommand whose
+// parent registered --config (see serverOpts.inherit).
+func addSharedFlags(fs *pflag.FlagSet, shared ...sharedFlag) {
 	defs := serverFlagSet(newServerFlags())
 	for _, s := range shared {
 		def := defs.Lookup(s.serverName())
@@ -48,7 +59,13 @@ func addServerOpts(fs *pflag.FlagSet, shared ...sharedFlag) *serverOpts {
 		// the command line gave through the flag, not that copy.
 		fs.AddFlag(&pflag.Flag{Name: s.name, Usage: s.usage, Value: def.Value, DefValue: def.DefValue, NoOptDefVal: def.NoOptDefVal})
 	}
-	return o
+}
+
+// inherit returns options for a subcommand that adds shared flags of its
+// own to those of its parent's serverOpts, reading the parent's --config.
+func (o *serverOpts) inherit(cmd *cobra.Command, shared ...sharedFlag) *serverOpts {
+	addSharedFlags(cmd.Flags(), shared...)
+	return &serverOpts{shared: append(slices.Clone(o.shared), shared...), configFileOf: func() string { return o.configFile }}
 }
 
 func serverFlagSet(f *serverFlags) *pflag.FlagSet {
@@ -69,7 +86,11 @@ func (o *serverOpts) load(cmd *cobra.Command) (*serverFlags, error) {
 			}
 		}
 	}
-	if err := configfile.Apply(full, o.configFile, cmd.Flags().Changed("config")); err != nil {
+	configFile := o.configFile
+	if o.configFileOf != nil {
+		configFile = o.configFileOf()
+	}
+	if err := configfile.Apply(full, configFile, cmd.Flags().Changed("config")); err != nil {
 		return nil, err
 	}
 	dd, err := filepath.Abs(f.cfg.DataDir)

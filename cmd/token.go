@@ -18,6 +18,13 @@ import (
 // clusterAdminFlags are the flags of the membership verbs (token, etcd,
 // node): which box's data dir and etcd port, from the flags or the config file.
 func clusterAdminFlags(cmd *cobra.Command) func(*cobra.Command) (*server.Admin, error) {
+	admin, _ := clusterAdminOpts(cmd)
+	return admin
+}
+
+// clusterAdminOpts is clusterAdminFlags, and the options behind it for
+// subcommands that need more of the server's configuration.
+func clusterAdminOpts(cmd *cobra.Command) (func(*cobra.Command) (*server.Admin, error), *serverOpts) {
 	// gRPC's own logging would print connection chatter around the etcd calls.
 	cmd.PersistentPreRun = func(*cobra.Command, []string) {
 		grpclog.SetLoggerV2(grpclog.NewLoggerV2(io.Discard, io.Discard, io.Discard))
@@ -37,7 +44,7 @@ func clusterAdminFlags(cmd *cobra.Command) func(*cobra.Command) (*server.Admin, 
 			name, _ = os.Hostname()
 		}
 		return &server.Admin{DataDir: filepath.Clean(f.cfg.DataDir), EtcdClientPort: f.cfg.EtcdClientPort, NodeName: strings.ToLower(name)}, nil
-	}
+	}, opts
 }
 
 func newTokenCommand() *cobra.Command {

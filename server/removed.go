@@ -14,7 +14,7 @@ const ExitRemoved = 78
 type RemovedError struct{ DataDir string }
 
 func (e *RemovedError) Error() string {
-	return fmt.Sprintf("this box's etcd member was removed from the cluster (kubox node remove), so it cannot start with this data; "+
+	return fmt.Sprintf("this box's etcd member was removed from the cluster (kubox node remove, or kubox etcd recover on a surviving box), so it cannot start with this data; "+
 		"%s is kept: to bring the box back, move it aside and join again with a new token (kubox token create on a member)", e.DataDir)
 }
 

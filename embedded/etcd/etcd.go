@@ -49,6 +49,8 @@ type Etcd struct {
 	cfg    Config
 	e      *embed.Etcd
 	failed chan error
+	// replaced gets the result of checkReplaced, once.
+	replaced chan error
 }
 
 var (
@@ -155,6 +157,8 @@ func (e *Etcd) Start(ctx context.Context) error {
 		return fmt.Errorf("start embedded etcd in %s: %w", e.cfg.DataDir, err)
 	}
 	e.e = srv
+	e.replaced = make(chan error, 1)
+	go e.watchReplaced(ctx, srv)
 	go func() {
 		select {
 		case err, ok := <-srv.Err():
@@ -193,7 +197,8 @@ func (e *Etcd) otherPeers() []string {
 }
 
 // ErrRemoved means this member was removed from its cluster (`kubox node
-// remove`): its data dir can never serve that cluster again.
+// remove`), or another member was made a cluster of its own without it
+// (`kubox etcd recover`): its data dir can never serve that cluster again.
 var ErrRemoved = errors.New("this box's etcd member was removed from the cluster")
 
 // stopReason says why etcd stopped by itself; the common case on a
@@ -254,7 +259,24 @@ const askTimeout = 3 * time.Second
 func (e *Etcd) Ready(ctx context.Context) error {
 	select {
 	case <-e.e.Server.ReadyNotify():
-		return nil
+	case err := <-e.replaced:
+		// Before anything (the apiserver) writes to a member that
+		// another box replaced: a second cluster must not start.
+		if err != nil {
+			return err
+		}
+		select {
+		case <-e.e.Server.ReadyNotify():
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-e.replaced:
+		return err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
