@@ -36,13 +36,15 @@ import (
 //     then is the token's secret sent, over that pinned connection.
 //  2. The apiserver's bootstrap-token authenticator checks the secret and the
 //     expiry (Secret kube-system/bootstrap-token-<id>) and puts the caller in
-//     JoinGroup, which RBAC lets read one Secret: JoinSecret, the shared
-//     PKI (CAs and keys, service-account key, encryption config; encrypted
-//     at rest like every Secret) and the cluster's settings. Every box
-//     publishes it at start.
+//     JoinGroup, which RBAC lets read one Secret: JoinSecret, the cluster's
+//     settings and, per token, the shared PKI (CAs and keys, service-account
+//     key, encryption config) sealed with a key derived from that token's
+//     secret (see joinbundle.go). The joiner opens its token's entry.
 //  3. With the etcd CA from that bundle the joiner makes an in-memory etcd
 //     client cert, checks that the cluster's etcd has quorum, and adds
 //     itself as a learner; only then does it write anything to its disk.
+//  4. Once the box is up, it deletes a single-use token and its bundle
+//     (join-bundle, which every box runs at start).
 const (
 	JoinSecret    = "kubox-join"
 	JoinGroup     = "system:bootstrappers:kubox:join"
@@ -70,15 +72,13 @@ func (c *Config) clusterSettings() ClusterSettings {
 		ClusterDomain: c.ClusterDomain, EtcdClientPort: c.EtcdClientPort}
 }
 
-// secretKey maps a shared PKI file name to a Secret data key ("/" is not
-// allowed there).
-func secretKey(name string) string { return strings.ReplaceAll(name, "/", "..") }
-func fileName(key string) string   { return strings.ReplaceAll(key, "..", "/") }
-
 // joinState is what a joined box remembers about its join (DataDir/join.json).
 type joinState struct {
 	// Peers are the other members' etcd client URLs at join time.
 	Peers []string `json:"peers"`
+	// Token is the id of the single-use token this box joined with, until
+	// the box is up and has deleted it.
+	Token string `json:"token,omitempty"`
 }
 
 // joinResult is what the join hands to build().
@@ -149,10 +149,11 @@ func (s *Server) prepareJoin(ctx context.Context) (*joinResult, error) {
 		return nil, refuse("cannot reach %s: %v", addr, err)
 	}
 
-	shared, settings, err := fetchBundle(ctx, addr, host, tok)
+	bundle, settings, err := fetchBundle(ctx, addr, host, tok)
 	if err != nil {
 		return nil, err
 	}
+	shared := bundle.Files
 	if h, err := bootstrap.CheckShared(shared); err != nil {
 		return nil, refuse("join bundle from %s is unusable: %v", addr, err)
 	} else if h != tok.CAHash {
@@ -182,7 +183,11 @@ func (s *Server) prepareJoin(ctx context.Context) (*joinResult, error) {
 	if err := bootstrap.WriteShared(p.PKI, shared); err != nil {
 		return nil, fmt.Errorf("install the cluster's PKI: %w (%s)", err, s.rollbackMember(res))
 	}
-	state, _ := json.Marshal(joinState{Peers: res.peers})
+	st := joinState{Peers: res.peers}
+	if !bundle.Reusable {
+		st.Token = tok.ID
+	}
+	state, _ := json.Marshal(st)
 	if err := fsutil.WriteFileAtomic(filepath.Join(c.DataDir, joinStateFile), state, 0o600); err != nil {
 		return nil, fmt.Errorf("record the join: %w (%s)", err, s.rollbackMember(res))
 	}
@@ -190,9 +195,10 @@ func (s *Server) prepareJoin(ctx context.Context) (*joinResult, error) {
 }
 
 // fetchBundle reads JoinSecret over the pinned connection, authenticated
-// with the token.
-func fetchBundle(ctx context.Context, addr, host string, tok bootstrap.Token) (map[string][]byte, ClusterSettings, error) {
+// with the token, and opens the token's sealed bundle.
+func fetchBundle(ctx context.Context, addr, host string, tok bootstrap.Token) (bootstrap.JoinBundle, ClusterSettings, error) {
 	var settings ClusterSettings
+	var none bootstrap.JoinBundle
 	tlsCfg := bootstrap.PinnedTLSConfig(tok.CAHash, host)
 	rc := &rest.Config{
 		Host: "https://" + addr, BearerToken: tok.Bearer(), Timeout: joinTimeout, UserAgent: "kubox-join",
@@ -200,33 +206,35 @@ func fetchBundle(ctx context.Context, addr, host string, tok bootstrap.Token) (m
 	}
 	client, err := kubernetes.NewForConfig(rc)
 	if err != nil {
-		return nil, settings, err
+		return none, settings, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, quorumTimeout)
 	defer cancel()
 	sec, err := client.CoreV1().Secrets("kube-system").Get(ctx, JoinSecret, metav1.GetOptions{})
 	switch {
 	case err != nil && (ctx.Err() != nil || apierrors.IsTimeout(err) || apierrors.IsServerTimeout(err)):
-		return nil, settings, refuse("%s did not serve the join within %s: its etcd has no quorum or is unreachable: bring a majority of members back before joining; no member was added", addr, quorumTimeout)
+		return none, settings, refuse("%s did not serve the join within %s: its etcd has no quorum or is unreachable: bring a majority of members back before joining; no member was added", addr, quorumTimeout)
 	case apierrors.IsUnauthorized(err):
-		return nil, settings, refuse("%s refused the token: it is wrong, expired or deleted (see `kubox token list` on a member; create one with `kubox token create`)", addr)
+		return none, settings, refuse("%s refused the token: it is wrong, expired or deleted (see `kubox token list` on a member; create one with `kubox token create`)", addr)
 	case apierrors.IsForbidden(err):
-		return nil, settings, refuse("%s accepted the token but it does not allow joining: create one with `kubox token create`", addr)
+		return none, settings, refuse("%s accepted the token but it does not allow joining: create one with `kubox token create`", addr)
 	case apierrors.IsNotFound(err):
-		return nil, settings, refuse("%s has not published its join bundle yet: wait until it is ready and try again", addr)
+		return none, settings, refuse("%s has not published its join bundle yet: wait until it is ready and try again", addr)
 	case err != nil:
-		return nil, settings, refuse("%s cannot serve the join (is its etcd without quorum?): %v", addr, err)
+		return none, settings, refuse("%s cannot serve the join (is its etcd without quorum?): %v", addr, err)
 	}
 	if err := json.Unmarshal(sec.Data[clusterKey], &settings); err != nil {
-		return nil, settings, refuse("join bundle from %s: bad %s: %v", addr, clusterKey, err)
+		return none, settings, refuse("join bundle from %s: bad %s: %v", addr, clusterKey, err)
 	}
-	files := map[string][]byte{}
-	for k, v := range sec.Data {
-		if k != clusterKey {
-			files[fileName(k)] = v
-		}
+	sealed, ok := sec.Data[sealedKey(tok.ID)]
+	if !ok {
+		return none, settings, refuse("%s has no join bundle for this token: it was used up by an earlier join, or made by an older kubox; create a new one with `kubox token create`", addr)
 	}
-	return files, settings, nil
+	bundle, err := bootstrap.OpenBundle(tok, sealed)
+	if err != nil {
+		return none, settings, refuse("join bundle from %s: %v", addr, err)
+	}
+	return bundle, settings, nil
 }
 
 func etcdClient(endpoints []string, tlsCfg *tls.Config) (*clientv3.Client, error) {
