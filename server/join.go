@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -247,21 +248,67 @@ func etcdClient(endpoints []string, tlsCfg *tls.Config) (*clientv3.Client, error
 	return cli, nil
 }
 
+// learnerWait bounds how long a join waits for another box's learner to be
+// promoted (etcd takes one learner at a time).
+const learnerWait = 5 * time.Minute
+
 // addMember checks the cluster can take a member and adds this box as a
 // learner. Before that, any learner already there is promoted, since etcd
 // allows one learner and a third box makes a cluster that tolerates a loss.
+// A learner that cannot be promoted yet (another box joining at the same
+// time, not started or not caught up) is waited for, up to learnerWait.
 func (s *Server) addMember(ctx context.Context, cli *clientv3.Client, via string) (*joinResult, error) {
 	c := s.cfg
 	myPeer := "https://" + net.JoinHostPort(c.NodeIP.String(), strconv.Itoa(c.EtcdPeerPort))
+	begin, said := time.Now(), time.Time{}
+	for {
+		voters, learner, err := s.promoteLearners(ctx, cli, via, myPeer)
+		if err != nil {
+			return nil, err
+		}
+		if learner == "" {
+			added, err := s.addLearner(ctx, cli, myPeer)
+			switch {
+			case errors.Is(err, rpctypes.ErrTooManyLearners):
+				learner = "of another box"
+			case errors.Is(err, rpctypes.ErrUnhealthy):
+				return nil, refuse("etcd refused to add this box as a member for %s: a voting member is down or keeps reconnecting (see `kubox etcd members`); bring it back and try again; no member was added", removeSettle)
+			case err != nil:
+				return nil, refuse("etcd refused to add this box as a member: %v; no member was added", err)
+			default:
+				return s.joinResultOf(added, myPeer, voters), nil
+			}
+		}
+		if time.Since(begin) >= learnerWait {
+			return nil, refuse("etcd takes one learner at a time and the learner %s was not promoted within %s (is that box's kubox running? see `kubox etcd members`); no member was added: try again once it is a voter or removed", learner, learnerWait)
+		}
+		if time.Since(said) >= 5*time.Second {
+			s.log.Info("another box is joining: waiting until its etcd learner is promoted, then joining", "learner", learner,
+				"waited", time.Since(begin).Round(time.Second), "limit", learnerWait)
+			said = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// promoteLearners lists the members, checks this box is not one of them
+// yet, and promotes the learners that can be. It returns the number of
+// voters and, if a learner is left that cannot be promoted yet, its name.
+func (s *Server) promoteLearners(ctx context.Context, cli *clientv3.Client, via, myPeer string) (voters int, waitFor string, err error) {
+	c := s.cfg
 	// Linearizable, so it needs quorum; a member that knows of no leader
 	// says so at once rather than at the timeout.
 	lctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), quorumTimeout)
 	list, err := cli.MemberList(lctx)
 	cancel()
 	if err != nil {
-		return nil, refuse("etcd at %s has no quorum or is unreachable (%v): bring a majority of members back before joining; no member was added", via, err)
+		return 0, "", refuse("etcd at %s has no quorum or is unreachable (%v): bring a majority of members back before joining; no member was added", via, err)
 	}
-	voters := 0
+	var learners []*etcdserverpb.Member
 	for _, m := range list.Members {
 		if m.Name == c.NodeName || slices.Contains(m.PeerURLs, myPeer) {
 			if m.Name == "" && slices.Equal(m.PeerURLs, []string{myPeer}) {
@@ -270,40 +317,50 @@ func (s *Server) addMember(ctx context.Context, cli *clientv3.Client, via string
 				_, err := cli.MemberRemove(rctx, m.ID)
 				cancel()
 				if err != nil {
-					return nil, refuse("remove the unstarted member %x this box left earlier: %v", m.ID, err)
+					return 0, "", refuse("remove the unstarted member %x this box left earlier: %v", m.ID, err)
 				}
 				continue
 			}
-			return nil, refuse("etcd already has a member named %q or at %s: if that box is gone, run `kubox node remove %s` on a member first", m.Name, myPeer, c.NodeName)
+			return 0, "", refuse("etcd already has a member named %q or at %s: if that box is gone, run `kubox node remove %s` on a member first", m.Name, myPeer, c.NodeName)
 		}
-		if !m.IsLearner {
+		if m.IsLearner {
+			learners = append(learners, m)
+		} else {
 			voters++
 		}
 	}
-	for _, m := range list.Members {
-		if m.IsLearner && m.Name != "" {
-			pctx, cancel := context.WithTimeout(ctx, joinTimeout)
-			_, err := cli.MemberPromote(pctx, m.ID)
-			cancel()
-			if err != nil {
-				return nil, refuse("promote learner %s first, so this box can join: %v (try again once it has caught up)", m.Name, err)
-			}
+	for _, m := range learners {
+		if m.Name == "" {
+			// Added by another box's join whose etcd has not started.
+			waitFor = fmt.Sprintf("%x (at %s, not started)", m.ID, strings.Join(m.PeerURLs, ","))
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, joinTimeout)
+		_, err := cli.MemberPromote(pctx, m.ID)
+		cancel()
+		switch {
+		case err == nil:
 			s.log.Info("promoted the existing learner to a voter", "member", m.Name)
 			voters++
+		case errors.Is(err, rpctypes.ErrMemberNotLearner):
+			voters++ // promoted meanwhile (by its own box, or another join)
+		case errors.Is(err, rpctypes.ErrMemberLearnerNotReady), errors.Is(err, rpctypes.ErrMemberNotEnoughStarted), errors.Is(err, rpctypes.ErrUnhealthy):
+			waitFor = m.Name
+		default:
+			return 0, "", refuse("promote learner %s first, so this box can join: %v (try again once it has caught up)", m.Name, err)
 		}
 	}
-	added, err := s.addLearner(ctx, cli, myPeer)
-	if errors.Is(err, rpctypes.ErrUnhealthy) {
-		return nil, refuse("etcd refused to add this box as a member for %s: a voting member is down or keeps reconnecting (see `kubox etcd members`); bring it back and try again; no member was added", removeSettle)
-	} else if err != nil {
-		return nil, refuse("etcd refused to add this box as a member: %v; no member was added", err)
-	}
+	return voters, waitFor, nil
+}
+
+// joinResultOf is what the member add means for this box's etcd.
+func (s *Server) joinResultOf(added *clientv3.MemberAddResponse, myPeer string, voters int) *joinResult {
 	res := &joinResult{memberID: added.Member.ID, promote: voters >= 2}
 	var cluster []string
 	for _, m := range added.Members {
 		switch {
 		case m.ID == added.Member.ID:
-			cluster = append(cluster, c.NodeName+"="+myPeer)
+			cluster = append(cluster, s.cfg.NodeName+"="+myPeer)
 		case m.Name != "":
 			for _, u := range m.PeerURLs {
 				cluster = append(cluster, m.Name+"="+u)
@@ -312,7 +369,7 @@ func (s *Server) addMember(ctx context.Context, cli *clientv3.Client, via string
 		}
 	}
 	res.initialCluster = strings.Join(cluster, ",")
-	return res, nil
+	return res
 }
 
 // addLearner adds peerURL as a learner, retrying what etcd refuses only for
