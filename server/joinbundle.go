@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubox/kubox/bootstrap"
@@ -50,8 +51,16 @@ func addTokenBundle(ctx context.Context, client kubernetes.Interface, pkiDir str
 	if err != nil {
 		return err
 	}
-	err = patchJoinSecret(ctx, client, map[string][]byte{sealedKey(tok.ID): sealed})
-	if apierrors.IsNotFound(err) {
+	// Right after a box's first start its join-bundle step may not have
+	// made JoinSecret yet: wait a little for it.
+	err = wait.PollUntilContextTimeout(ctx, time.Second, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		err := patchJoinSecret(ctx, client, map[string][]byte{sealedKey(tok.ID): sealed})
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return true, err
+	})
+	if wait.Interrupted(err) {
 		return fmt.Errorf("store the token's join bundle: kube-system/%s is not published yet: wait until kubox server is ready and try again", JoinSecret)
 	} else if err != nil {
 		return fmt.Errorf("store the token's join bundle: %w", err)
