@@ -16,7 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/kubox/kubox/embedded/component"
+	"github.com/kubox/kubox/component"
 	"github.com/kubox/kubox/internal/fsutil"
 )
 
@@ -46,7 +46,7 @@ type SchedulerConfig struct {
 }
 
 // Scheduler is the "backup" component of kubox server (see
-// embedded/component): it finishes a restore once the apiserver is up, and
+// package component): it finishes a restore once the apiserver is up, and
 // runs scheduled snapshots with retention. It goes last in the start order.
 type Scheduler struct {
 	cfg    SchedulerConfig

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,12 +17,9 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 	"google.golang.org/grpc/grpclog"
 
 	"github.com/kubox/kubox/airgap"
-	"github.com/kubox/kubox/internal/configfile"
-	"github.com/kubox/kubox/server"
 )
 
 // airgapSettings are the node's air-gap settings, from the flags of the
@@ -33,27 +29,12 @@ type airgapSettings struct {
 	policy          airgap.SignaturePolicy
 }
 
-func loadAirgapSettings(cmd *cobra.Command, configFile string) (*airgapSettings, error) {
-	f := newServerFlags()
-	full := pflag.NewFlagSet("server", pflag.ContinueOnError)
-	f.register(full)
-	var setErr error
-	cmd.Flags().Visit(func(fl *pflag.Flag) {
-		if full.Lookup(fl.Name) != nil && setErr == nil {
-			setErr = full.Set(fl.Name, fl.Value.String())
-		}
-	})
-	if setErr != nil {
-		return nil, setErr
-	}
-	if err := configfile.Apply(full, configFile, cmd.Flags().Changed("config")); err != nil {
-		return nil, err
-	}
-	dd, err := filepath.Abs(f.cfg.DataDir)
+func loadAirgapSettings(cmd *cobra.Command, opts *serverOpts) (*airgapSettings, error) {
+	f, err := opts.load(cmd)
 	if err != nil {
 		return nil, err
 	}
-	s := &airgapSettings{dataDir: dd, socket: filepath.Join(f.cfg.RunDir, "containerd", "containerd.sock")}
+	s := &airgapSettings{dataDir: f.cfg.DataDir, socket: f.paths().ContainerdSock}
 	s.policy.Require = f.cfg.AirgapRequireSignature
 	if f.cfg.AirgapPublicKeyFile != "" {
 		if s.policy.PublicKey, err = airgap.LoadPublicKey(f.cfg.AirgapPublicKeyFile); err != nil {
@@ -78,7 +59,6 @@ func (s *airgapSettings) connect() (*containerd.Client, error) {
 }
 
 func newAirgapCommand() *cobra.Command {
-	var configFile string
 	cmd := &cobra.Command{
 		Use:   "airgap",
 		Short: "Build, inspect and import image bundles for boxes without network",
@@ -93,13 +73,13 @@ garbage collection never removes them.`,
 	cmd.PersistentPreRun = func(*cobra.Command, []string) {
 		grpclog.SetLoggerV2(grpclog.NewLoggerV2(io.Discard, io.Discard, io.Discard))
 	}
-	pf := cmd.PersistentFlags()
-	pf.StringVarP(&configFile, "config", "c", server.DefaultConfigFile, "kubox config file (YAML; the keys of 'kubox server')")
-	pf.String("data-dir", "/var/lib/kubox", "kubox data dir")
-	pf.String("run-dir", "/run/kubox", "kubox run dir (containerd's socket)")
-	pf.String("airgap-public-key-file", "", "trusted public key to check bundle signatures with")
-	pf.Bool("airgap-require-signature", false, "refuse bundles not signed by the trusted key")
-	settings := func(cmd *cobra.Command) (*airgapSettings, error) { return loadAirgapSettings(cmd, configFile) }
+	opts := addServerOpts(cmd.PersistentFlags(),
+		sharedFlag{name: "data-dir", usage: "kubox data dir"},
+		sharedFlag{name: "run-dir", usage: "kubox run dir (containerd's socket)"},
+		sharedFlag{name: "airgap-public-key-file", usage: "trusted public key to check bundle signatures with"},
+		sharedFlag{name: "airgap-require-signature", usage: "refuse bundles not signed by the trusted key"},
+	)
+	settings := func(cmd *cobra.Command) (*airgapSettings, error) { return loadAirgapSettings(cmd, opts) }
 
 	bundle := &cobra.Command{Use: "bundle", Short: "Create and list bundles"}
 	bundle.AddCommand(newBundleCreateCommand(), newBundleLsCommand(settings))
@@ -221,16 +201,13 @@ type bundleJSON struct {
 }
 
 func newBundleLsCommand(settings func(*cobra.Command) (*airgapSettings, error)) *cobra.Command {
-	var output string
+	var out *output
 	var check bool
 	cmd := &cobra.Command{
 		Use:   "ls FILE",
 		Short: "List a bundle's images, digests and sizes (--verify: check every blob and the signature)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if output != "" && output != "json" {
-				return fmt.Errorf("-o %q: only json is supported", output)
-			}
 			f, err := os.Open(args[0])
 			if err != nil {
 				return err
@@ -259,35 +236,31 @@ func newBundleLsCommand(settings func(*cobra.Command) (*airgapSettings, error)) 
 			for _, im := range m.Images {
 				j.Images = append(j.Images, bundleImageJSON{Name: im.Name, Digest: im.Digest.String(), Platform: im.Platform, Size: im.Size})
 			}
-			w := cmd.OutOrStdout()
-			if output == "json" {
-				enc := json.NewEncoder(w)
-				enc.SetIndent("", "  ")
-				return enc.Encode(j)
-			}
-			sig := "unsigned"
-			if signed {
-				sig = "signed by key " + keyID
-				if j.Verified {
-					sig += " (verified)"
+			return out.Print(cmd.OutOrStdout(), j, func(w io.Writer) error {
+				sig := "unsigned"
+				if signed {
+					sig = "signed by key " + keyID
+					if j.Verified {
+						sig += " (verified)"
+					}
 				}
-			}
-			fmt.Fprintf(w, "bundle %s  %s  %d blobs, %s, created %s\n", j.ID, sig, j.Blobs, mb(j.Size), m.Created.Format(time.RFC3339))
-			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "IMAGE\tDIGEST\tPLATFORM\tSIZE")
-			for _, im := range j.Images {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", im.Name, im.Digest, im.Platform, mb(im.Size))
-			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			if check {
-				fmt.Fprintln(w, "every blob checked: OK")
-			}
-			return nil
+				fmt.Fprintf(w, "bundle %s  %s  %d blobs, %s, created %s\n", j.ID, sig, j.Blobs, mb(j.Size), m.Created.Format(time.RFC3339))
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "IMAGE\tDIGEST\tPLATFORM\tSIZE")
+				for _, im := range j.Images {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", im.Name, im.Digest, im.Platform, mb(im.Size))
+				}
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+				if check {
+					fmt.Fprintln(w, "every blob checked: OK")
+				}
+				return nil
+			})
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json")
+	out = addOutputFlag(cmd, "output format: json")
 	cmd.Flags().BoolVar(&check, "verify", false, "read the whole bundle and check every digest (and the signature, with a trusted key)")
 	return cmd
 }
@@ -400,15 +373,12 @@ type imageJSON struct {
 }
 
 func newAirgapLsCommand(settings func(*cobra.Command) (*airgapSettings, error)) *cobra.Command {
-	var output string
+	var out *output
 	cmd := &cobra.Command{
 		Use:   "ls",
 		Short: "List the images this node has, pinned or not, and the bundle each came from",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if output != "" && output != "json" {
-				return fmt.Errorf("-o %q: only json is supported", output)
-			}
 			s, err := settings(cmd)
 			if err != nil {
 				return err
@@ -423,34 +393,27 @@ func newAirgapLsCommand(settings func(*cobra.Command) (*airgapSettings, error)) 
 			if err != nil {
 				return fmt.Errorf("list images: %w", err)
 			}
-			var out []imageJSON
+			images := []imageJSON{}
 			for _, i := range list {
 				size, _ := containerd.NewImage(client, i).Size(ctx)
-				out = append(out, imageJSON{Name: i.Name, Digest: i.Target.Digest.String(), Size: size,
+				images = append(images, imageJSON{Name: i.Name, Digest: i.Target.Digest.String(), Size: size,
 					Pinned: i.Labels[airgap.PinnedLabel] == airgap.PinnedValue, Bundle: i.Labels[airgap.BundleLabel]})
 			}
-			w := cmd.OutOrStdout()
-			if output == "json" {
-				if out == nil {
-					out = []imageJSON{}
+			return out.Print(cmd.OutOrStdout(), images, func(w io.Writer) error {
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "IMAGE\tDIGEST\tSIZE\tPINNED\tBUNDLE")
+				for _, i := range images {
+					b := i.Bundle
+					if len(b) > 19 {
+						b = b[:19]
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\n", i.Name, shortDigest(i.Digest), mb(i.Size), i.Pinned, b)
 				}
-				enc := json.NewEncoder(w)
-				enc.SetIndent("", "  ")
-				return enc.Encode(out)
-			}
-			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "IMAGE\tDIGEST\tSIZE\tPINNED\tBUNDLE")
-			for _, i := range out {
-				b := i.Bundle
-				if len(b) > 19 {
-					b = b[:19]
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\n", i.Name, shortDigest(i.Digest), mb(i.Size), i.Pinned, b)
-			}
-			return tw.Flush()
+				return tw.Flush()
+			})
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json")
+	out = addOutputFlag(cmd, "output format: json")
 	return cmd
 }
 

@@ -7,12 +7,12 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/kubox/kubox/bootstrap"
 	"github.com/kubox/kubox/hostcheck"
@@ -113,7 +113,6 @@ func certExpiryCheck(pkiDir string) hostcheck.Result {
 }
 
 func newCertsCommand() *cobra.Command {
-	var configFile string
 	cmd := &cobra.Command{
 		Use:   "certs",
 		Short: "Check and renew the cluster's certificates",
@@ -125,39 +124,28 @@ than a third of its lifetime is left (it looks at start and every
 request, with rotate-ca.
 The data dir comes from --data-dir, else from ` + server.DefaultConfigFile + `.`,
 	}
-	pf := cmd.PersistentFlags()
-	pf.StringVarP(&configFile, "config", "c", server.DefaultConfigFile, "kubox config file (YAML; the keys of 'kubox server')")
-	pf.String("data-dir", "/var/lib/kubox", "kubox data dir")
-	cmd.AddCommand(newCertsCheckCommand(&configFile), newCertsRotateCommand(&configFile), newCertsRotateCACommand(&configFile))
+	opts := addServerOpts(cmd.PersistentFlags(), sharedFlag{name: "data-dir", usage: "kubox data dir"})
+	cmd.AddCommand(newCertsCheckCommand(opts), newCertsRotateCommand(opts), newCertsRotateCACommand(opts))
 	return cmd
 }
 
-func newCertsCheckCommand(configFile *string) *cobra.Command {
-	var output string
+func newCertsCheckCommand(opts *serverOpts) *cobra.Command {
+	var out *output
 	cmd := &cobra.Command{
 		Use:   "check",
 		Short: "List every certificate with its CA, expiry and days left; exit 1 if a leaf expires within 30 days",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			f, err := loadServerFlags(cmd, *configFile, "data-dir")
+			f, err := opts.load(cmd)
 			if err != nil {
 				return err
 			}
-			certs, err := readCerts(filepath.Join(f.cfg.DataDir, "pki"))
+			certs, err := readCerts(f.paths().PKI)
 			if err != nil {
 				return err
 			}
-			now := time.Now()
-			rows := certsJSON(certs, now)
-			if output == "json" {
-				err = printJSON(cmd.OutOrStdout(), rows)
-			} else {
-				printCerts(cmd.OutOrStdout(), rows)
-			}
-			if err != nil {
+			rows := certsJSON(certs, time.Now())
+			if err := out.Print(cmd.OutOrStdout(), rows, func(w io.Writer) error { return printCerts(w, rows) }); err != nil {
 				return err
 			}
 			var bad []string
@@ -172,11 +160,11 @@ func newCertsCheckCommand(configFile *string) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json, or nothing for a table")
+	out = addOutputFlag(cmd, "output format: json, or nothing for a table")
 	return cmd
 }
 
-func printCerts(w io.Writer, rows []certJSON) {
+func printCerts(w io.Writer, rows []certJSON) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tCA\tEXPIRES\tDAYS LEFT\tSTATUS")
 	for _, r := range rows {
@@ -186,12 +174,24 @@ func printCerts(w io.Writer, rows []certJSON) {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%.0f\t%s\n", name, r.CA, r.NotAfter.Format(time.RFC3339), r.DaysLeft, r.Status)
 	}
-	tw.Flush()
+	return tw.Flush()
 }
 
-func newCertsRotateCommand(configFile *string) *cobra.Command {
+// reissuePoll is how often the rotate verbs look for the certificates a
+// running server is to re-issue.
+const reissuePoll = 200 * time.Millisecond
+
+// waitForFile waits until path exists or ctx ends.
+func waitForFile(ctx context.Context, path string) error {
+	return wait.PollUntilContextCancel(ctx, reissuePoll, true, func(context.Context) (bool, error) {
+		_, err := os.Stat(path)
+		return err == nil, nil
+	})
+}
+
+func newCertsRotateCommand(opts *serverOpts) *cobra.Command {
 	var services []string
-	var wait time.Duration
+	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "rotate [--service NAME]...",
 		Short: "Renew leaf certificates now (all of them, or the named ones) with new keys",
@@ -204,12 +204,12 @@ are re-issued here, as the next start would. Names are those of
 'kubox certs check' (apiserver, etcd/server, admin, ...).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			full, err := loadServerFlags(cmd, *configFile, "data-dir")
+			full, err := opts.load(cmd)
 			if err != nil {
 				return err
 			}
-			pkiDir := filepath.Join(full.cfg.DataDir, "pki")
-			certs, err := readCerts(pkiDir)
+			paths := full.paths()
+			certs, err := readCerts(paths.PKI)
 			if err != nil {
 				return err
 			}
@@ -220,14 +220,14 @@ are re-issued here, as the next start would. Names are those of
 					}
 				}
 			}
-			before := map[string]time.Time{}
+			files := map[string]string{}
 			for _, c := range certs {
-				before[c.Name] = c.NotAfter
+				files[c.Name] = c.Path
 			}
-			p := &bootstrap.PKI{Dir: pkiDir}
+			p := &bootstrap.PKI{Dir: paths.PKI}
 			now := time.Now()
 			for _, name := range services {
-				if _, ok := before[name]; !ok {
+				if _, ok := files[name]; !ok {
 					return fmt.Errorf("--service %q: no such certificate (see kubox certs check for names)", name)
 				}
 			}
@@ -239,7 +239,7 @@ are re-issued here, as the next start would. Names are those of
 					return err
 				}
 			}
-			running := serverRunning(full.cfg.DataDir)
+			running := serverRunning(paths.Lock)
 			if !running {
 				cfg, err := full.config()
 				if err != nil {
@@ -249,22 +249,14 @@ are re-issued here, as the next start would. Names are those of
 					return fmt.Errorf("re-issue certificates: %w", err)
 				}
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), wait)
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
 			for _, name := range services {
-				path := filepath.Join(pkiDir, filepath.FromSlash(name)+".crt")
-				for {
-					if _, err := os.Stat(path); err == nil {
-						break
-					}
-					select {
-					case <-ctx.Done():
-						return fmt.Errorf("%s was moved aside but not re-issued within %s: is kubox server healthy? (it re-issues on its next start)", name, wait)
-					case <-time.After(200 * time.Millisecond):
-					}
+				if err := waitForFile(ctx, files[name]); err != nil {
+					return fmt.Errorf("%s was moved aside but not re-issued within %s: is kubox server healthy? (it re-issues on its next start)", name, timeout)
 				}
 			}
-			after, err := readCerts(pkiDir)
+			after, err := readCerts(paths.PKI)
 			if err != nil {
 				return err
 			}
@@ -283,6 +275,6 @@ are re-issued here, as the next start would. Names are those of
 		},
 	}
 	cmd.Flags().StringSliceVar(&services, "service", nil, "certificate to renew (repeatable; default: every leaf)")
-	cmd.Flags().DurationVar(&wait, "wait", time.Minute, "how long to wait for a running server to re-issue")
+	cmd.Flags().DurationVar(&timeout, "wait", time.Minute, "how long to wait for a running server to re-issue")
 	return cmd
 }

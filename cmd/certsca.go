@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -15,9 +14,9 @@ import (
 	"github.com/kubox/kubox/internal/fsutil"
 )
 
-func newCertsRotateCACommand(configFile *string) *cobra.Command {
+func newCertsRotateCACommand(opts *serverOpts) *cobra.Command {
 	var finish bool
-	var wait time.Duration
+	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "rotate-ca [--finish]",
 		Short: "Replace the cluster's CAs, keeping the old ones trusted until --finish",
@@ -42,15 +41,15 @@ stopped server the next start issues them. See the README for a three-box
 cluster.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			full, err := loadServerFlags(cmd, *configFile, "data-dir")
+			full, err := opts.load(cmd)
 			if err != nil {
 				return err
 			}
-			pkiDir := filepath.Join(full.cfg.DataDir, "pki")
-			if _, err := os.Stat(filepath.Join(pkiDir, "ca.key")); err != nil {
-				return fmt.Errorf("no CA in %s: %w (is --data-dir right?)", pkiDir, err)
+			paths := full.paths()
+			p := bootstrap.Layout(paths.PKI, paths.Kubeconfigs)
+			if _, err := os.Stat(p.CAKey); err != nil {
+				return fmt.Errorf("no CA in %s: %w (is --data-dir right?)", paths.PKI, err)
 			}
-			p := bootstrap.Layout(pkiDir, filepath.Join(full.cfg.DataDir, "kubeconfig"))
 			now := time.Now()
 			var lines []string
 			if finish {
@@ -64,9 +63,8 @@ cluster.`,
 			// The kubelet's serving certificate comes from a CSR signed by
 			// the cluster CA: move it aside so the kubelet asks the new CA
 			// for one when it next starts.
-			kubeletCert := filepath.Join(full.cfg.DataDir, "kubelet", "pki", "kubelet-server-current.pem")
-			if _, err := os.Lstat(kubeletCert); err == nil {
-				if _, err := fsutil.MoveAside(kubeletCert, now); err != nil {
+			if _, err := os.Lstat(paths.KubeletServingCert); err == nil {
+				if _, err := fsutil.MoveAside(paths.KubeletServingCert, now); err != nil {
 					return err
 				}
 			} else if !errors.Is(err, fs.ErrNotExist) {
@@ -76,22 +74,15 @@ cluster.`,
 			for _, l := range lines {
 				fmt.Fprintln(w, l)
 			}
-			if !serverRunning(full.cfg.DataDir) {
+			if !serverRunning(paths.Lock) {
 				fmt.Fprintln(w, "kubox server is not running: its next start issues every leaf certificate from the new CAs")
 				return nil
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), wait)
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
 			for _, path := range p.LeafCertFiles() {
-				for {
-					if _, err := os.Stat(path); err == nil {
-						break
-					}
-					select {
-					case <-ctx.Done():
-						return fmt.Errorf("%s was moved aside but not re-issued within %s: is kubox server healthy? (it re-issues on its next start)", path, wait)
-					case <-time.After(200 * time.Millisecond):
-					}
+				if err := waitForFile(ctx, path); err != nil {
+					return fmt.Errorf("%s was moved aside but not re-issued within %s: is kubox server healthy? (it re-issues on its next start)", path, timeout)
 				}
 			}
 			fmt.Fprintln(w, "leaf certificates re-issued by the running kubox server; now restart it (systemctl restart kubox) so every component loads the new CAs")
@@ -99,6 +90,6 @@ cluster.`,
 		},
 	}
 	cmd.Flags().BoolVar(&finish, "finish", false, "end the transition: trust only the new CAs")
-	cmd.Flags().DurationVar(&wait, "wait", time.Minute, "how long to wait for a running server to re-issue")
+	cmd.Flags().DurationVar(&timeout, "wait", time.Minute, "how long to wait for a running server to re-issue")
 	return cmd
 }

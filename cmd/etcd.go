@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"strings"
 	"text/tabwriter"
 
@@ -46,15 +47,12 @@ box's join promotes the learner by itself.`,
 			return nil
 		},
 	}
-	var output string
+	var out *output
 	members := &cobra.Command{
 		Use:   "members",
 		Short: "List etcd members",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
 			a, err := admin(cmd)
 			if err != nil {
 				return err
@@ -70,26 +68,25 @@ box's join promotes the learner by itself.`,
 				Peers   []string `json:"peerURLs"`
 				Clients []string `json:"clientURLs"`
 			}
-			out := []member{}
+			list := []member{}
 			for _, m := range ms {
-				out = append(out, member{fmt.Sprintf("%x", m.ID), m.Name, m.IsLearner, m.PeerURLs, m.ClientURLs})
+				list = append(list, member{fmt.Sprintf("%x", m.ID), m.Name, m.IsLearner, m.PeerURLs, m.ClientURLs})
 			}
-			if output == "json" {
-				return printJSON(cmd.OutOrStdout(), out)
-			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "ID\tNAME\tROLE\tPEER URL")
-			for _, m := range out {
-				role := "voter"
-				if m.Learner {
-					role = "learner"
+			return out.Print(cmd.OutOrStdout(), list, func(w io.Writer) error {
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tNAME\tROLE\tPEER URL")
+				for _, m := range list {
+					role := "voter"
+					if m.Learner {
+						role = "learner"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.ID, m.Name, role, strings.Join(m.Peers, ","))
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", m.ID, m.Name, role, strings.Join(m.Peers, ","))
-			}
-			return w.Flush()
+				return tw.Flush()
+			})
 		},
 	}
-	members.Flags().StringVarP(&output, "output", "o", "", "output format: json")
+	out = addOutputFlag(members, "output format: json")
 	cmd.AddCommand(promote, members)
 	return cmd
 }

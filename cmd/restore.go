@@ -14,12 +14,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kubox/kubox/backup"
-	"github.com/kubox/kubox/server"
 )
 
 func newRestoreCommand() *cobra.Command {
-	var configFile, snapshot string
+	var snapshot string
 	var insecure, quiet bool
+	var opts *serverOpts
 	cmd := &cobra.Command{
 		Use:   "restore --snapshot FILE --key-file KEY",
 		Short: "Restore the cluster from a snapshot into this box's data dir (kubox server stopped)",
@@ -41,7 +41,7 @@ the flags or the config file, as for "kubox server".`,
 			if snapshot == "" {
 				return errors.New("restore: give --snapshot FILE")
 			}
-			s, err := loadNodeSettings(cmd, configFile)
+			s, err := loadNodeSettings(cmd, opts)
 			if err != nil {
 				return err
 			}
@@ -88,14 +88,15 @@ the flags or the config file, as for "kubox server".`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&snapshot, "snapshot", "", "snapshot file to restore")
-	fl.String("key-file", backup.DefaultKeyFile, "backup key file")
 	fl.BoolVar(&insecure, "insecure-plaintext", false, "restore a snapshot written with --insecure-plaintext (no key)")
 	fl.BoolVarP(&quiet, "quiet", "q", false, "print only the result")
-	fl.StringVarP(&configFile, "config", "c", server.DefaultConfigFile, "kubox config file (YAML; the keys of 'kubox server')")
-	fl.String("data-dir", "/var/lib/kubox", "kubox data dir to restore into")
-	fl.String("node-name", "", "this box's node name (default: the hostname, lower-cased)")
-	fl.String("node-ip", "", "this box's IPv4 address (default: the address of the default route's interface)")
-	fl.Int("etcd-peer-port", 2380, "etcd peer port (on --node-ip)")
+	opts = addServerOpts(fl,
+		keyFileFlag,
+		sharedFlag{name: "data-dir", usage: "kubox data dir to restore into"},
+		sharedFlag{name: "node-name", usage: "this box's node name (default: the hostname, lower-cased)"},
+		sharedFlag{name: "node-ip", usage: "this box's IPv4 address (default: the address of the default route's interface)"},
+		sharedFlag{name: "etcd-peer-port", usage: "etcd peer port (on --node-ip)"},
+	)
 	return cmd
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 func newRootCommand() *cobra.Command {
@@ -16,6 +17,7 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(newCheckCommand(), newCertsCommand())
 	root.AddCommand(newTokenCommand(), newEtcdCommand(), newNodeCommand())
 	root.AddCommand(newAirgapCommand())
+	hideLibraryFlags()
 	// Listed for help; the real work happens in multicall before cobra runs.
 	for _, t := range []struct{ name, short string }{
 		{"kubectl", "Run the embedded upstream kubectl (uses the admin kubeconfig by default)"},
@@ -24,4 +26,13 @@ func newRootCommand() *cobra.Command {
 		root.AddCommand(&cobra.Command{Use: t.name, Short: t.short, DisableFlagParsing: true, Run: func(*cobra.Command, []string) {}})
 	}
 	return root
+}
+
+// hideLibraryFlags keeps flags that linked libraries register on
+// pflag.CommandLine in init functions (component-base's --version) out of
+// every verb's help: cobra merges that set into the root's flags. kubox
+// registers none there; `kubox version` is the verb. They are hidden, not
+// removed, because upstream code looks them up in that set.
+func hideLibraryFlags() {
+	pflag.CommandLine.VisitAll(func(f *pflag.Flag) { f.Hidden = true })
 }

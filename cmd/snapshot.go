@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,77 +16,54 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 	"google.golang.org/grpc/grpclog"
 
 	"github.com/kubox/kubox/backup"
-	"github.com/kubox/kubox/internal/configfile"
+	"github.com/kubox/kubox/bootstrap"
 	"github.com/kubox/kubox/server"
 )
 
 // nodeSettings are what the snapshot and restore verbs need from the node's
 // configuration: the same flags and config file as `kubox server`.
 type nodeSettings struct {
-	flags   serverFlags
-	dataDir string
+	flags   *serverFlags
+	paths   server.Paths
 	snapDir string
 	keyFile string
 }
 
-// sharedFlags maps a flag of a snapshot/restore command to the `kubox server`
-// flag (and config file key) it stands for.
-var sharedFlags = map[string]string{
-	"data-dir": "data-dir", "snapshot-dir": "snapshot-dir", "key-file": "snapshot-key-file",
-	"etcd-client-port": "etcd-client-port", "etcd-peer-port": "etcd-peer-port",
-	"node-name": "node-name", "node-ip": "node-ip",
-}
-
 // loadNodeSettings reads the config file the way `kubox server` does, with
 // the command's own flags (given on the command line) winning.
-func loadNodeSettings(cmd *cobra.Command, configFile string) (*nodeSettings, error) {
-	s := &nodeSettings{flags: *newServerFlags()}
-	full := pflag.NewFlagSet("server", pflag.ContinueOnError)
-	s.flags.register(full)
-	var setErr error
-	cmd.Flags().Visit(func(fl *pflag.Flag) {
-		if name, ok := sharedFlags[fl.Name]; ok && setErr == nil {
-			setErr = full.Set(name, fl.Value.String())
-		}
-	})
-	if setErr != nil {
-		return nil, setErr
-	}
-	if err := configfile.Apply(full, configFile, cmd.Flags().Changed("config")); err != nil {
+func loadNodeSettings(cmd *cobra.Command, opts *serverOpts) (*nodeSettings, error) {
+	f, err := opts.load(cmd)
+	if err != nil {
 		return nil, err
 	}
-	dd, err := filepath.Abs(s.flags.cfg.DataDir)
-	if err != nil {
-		return nil, fmt.Errorf("data dir %q: %w", s.flags.cfg.DataDir, err)
-	}
-	s.dataDir = dd
-	s.snapDir = s.flags.cfg.SnapshotDir
+	s := &nodeSettings{flags: f, paths: f.paths(), snapDir: f.cfg.SnapshotDir, keyFile: f.cfg.SnapshotKeyFile}
 	if s.snapDir == "" {
-		s.snapDir = backup.DefaultDir(dd)
+		s.snapDir = backup.DefaultDir(f.cfg.DataDir)
 	}
-	s.keyFile = s.flags.cfg.SnapshotKeyFile
 	if s.keyFile == "" {
 		s.keyFile = backup.DefaultKeyFile
 	}
 	return s, nil
 }
 
+// keyFileFlag is the backup key file as the snapshot and restore verbs
+// name it.
+var keyFileFlag = sharedFlag{name: "key-file", server: "snapshot-key-file", usage: "backup key file"}
+
 func (s *nodeSettings) etcdEndpoint() backup.EtcdEndpoint {
-	dir := filepath.Join(s.dataDir, "pki", "etcd")
+	pki := bootstrap.Layout(s.paths.PKI, s.paths.Kubeconfigs)
 	return backup.EtcdEndpoint{
 		URL:    "https://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(s.flags.cfg.EtcdClientPort)),
-		CACert: filepath.Join(dir, "server-ca.crt"),
-		Cert:   filepath.Join(dir, "client.crt"),
-		Key:    filepath.Join(dir, "client.key"),
+		CACert: pki.EtcdServerCACert,
+		Cert:   pki.EtcdClientCert,
+		Key:    pki.EtcdClientKey,
 	}
 }
 
 func newSnapshotCommand() *cobra.Command {
-	var configFile string
 	cmd := &cobra.Command{
 		Use:   "snapshot",
 		Short: "Save, list, verify and remove encrypted snapshots of the cluster (etcd and PKI)",
@@ -105,14 +81,14 @@ come from the flags, else from the config file ` + server.DefaultConfigFile + `
 	cmd.PersistentPreRun = func(*cobra.Command, []string) {
 		grpclog.SetLoggerV2(grpclog.NewLoggerV2(io.Discard, io.Discard, io.Discard))
 	}
-	pf := cmd.PersistentFlags()
-	pf.StringVarP(&configFile, "config", "c", server.DefaultConfigFile, "kubox config file (YAML; the keys of 'kubox server')")
-	pf.String("data-dir", "/var/lib/kubox", "kubox data dir")
-	pf.String("snapshot-dir", "", "snapshot dir (default <data-dir>/snapshots)")
-	pf.String("key-file", backup.DefaultKeyFile, "backup key file")
-	pf.Int("etcd-client-port", 2379, "the node's etcd client port (on 127.0.0.1)")
-	pf.String("node-name", "", "node name recorded in the snapshot (default: the node's etcd member name)")
-	settings := func(cmd *cobra.Command) (*nodeSettings, error) { return loadNodeSettings(cmd, configFile) }
+	opts := addServerOpts(cmd.PersistentFlags(),
+		sharedFlag{name: "data-dir", usage: "kubox data dir"},
+		sharedFlag{name: "snapshot-dir", usage: "snapshot dir (default <data-dir>/snapshots)"},
+		keyFileFlag,
+		sharedFlag{name: "etcd-client-port", usage: "the node's etcd client port (on 127.0.0.1)"},
+		sharedFlag{name: "node-name", usage: "node name recorded in the snapshot (default: the node's etcd member name)"},
+	)
+	settings := func(cmd *cobra.Command) (*nodeSettings, error) { return loadNodeSettings(cmd, opts) }
 
 	cmd.AddCommand(newSnapshotKeyCommand(settings), newSnapshotSaveCommand(settings), newSnapshotLsCommand(settings),
 		newSnapshotVerifyCommand(settings), newSnapshotRmCommand(settings), newSnapshotPruneCommand(settings))
@@ -182,30 +158,15 @@ func toJSON(e backup.Entry) snapshotJSON {
 	return j
 }
 
-func checkOutput(o string) error {
-	if o != "" && o != "json" {
-		return fmt.Errorf("-o %q: want json or nothing", o)
-	}
-	return nil
-}
-
-func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
-
 func newSnapshotSaveCommand(settings settingsFunc) *cobra.Command {
-	var name, output string
+	var name string
 	var insecure, quiet bool
+	var out *output
 	cmd := &cobra.Command{
 		Use:   "save",
 		Short: "Take an encrypted snapshot of the running node's etcd and PKI now",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
 			s, err := settings(cmd)
 			if err != nil {
 				return err
@@ -224,10 +185,10 @@ func newSnapshotSaveCommand(settings settingsFunc) *cobra.Command {
 				fmt.Fprintln(errw, "snapshot: WARNING: --insecure-plaintext: this snapshot holds the cluster's CA keys and Secrets UNENCRYPTED")
 			}
 			res, err := backup.Save(ctx, backup.SaveOptions{
-				Etcd: s.etcdEndpoint(), PKIDir: filepath.Join(s.dataDir, "pki"), Dir: s.snapDir,
+				Etcd: s.etcdEndpoint(), PKIDir: s.paths.PKI, Dir: s.snapDir,
 				Key: key, InsecurePlaintext: insecure, Name: name, NodeName: node, KuboxVersion: version,
 				Progress: func(p backup.Progress) {
-					if !quiet && output == "" {
+					if !quiet && !out.JSON() {
 						fmt.Fprintln(errw, "snapshot: "+p.Message)
 					}
 				},
@@ -235,40 +196,36 @@ func newSnapshotSaveCommand(settings settingsFunc) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if output == "json" {
-				j := struct {
-					snapshotJSON
-					DurationSeconds float64 `json:"duration_seconds"`
-					DBBytesPerSec   float64 `json:"db_bytes_per_second"`
-					EtcdVersion     string  `json:"etcd_version,omitempty"`
-				}{toJSON(res.Entry), res.Duration.Seconds(), res.DBRate(), res.EtcdVersion}
-				return printJSON(cmd.OutOrStdout(), j)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s\n  size %s (etcd db %s at revision %d, %d PKI files), %s, took %s (%s/s)\n",
-				res.Path, backup.HumanBytes(res.Size), backup.HumanBytes(res.Header.EtcdDBSize), res.Header.EtcdRevision,
-				res.Header.PKIFiles, res.Header.CreatedAt.Format(time.RFC3339), res.Duration.Round(time.Millisecond),
-				backup.HumanBytes(int64(res.DBRate())))
-			return nil
+			j := struct {
+				snapshotJSON
+				DurationSeconds float64 `json:"duration_seconds"`
+				DBBytesPerSec   float64 `json:"db_bytes_per_second"`
+				EtcdVersion     string  `json:"etcd_version,omitempty"`
+			}{toJSON(res.Entry), res.Duration.Seconds(), res.DBRate(), res.EtcdVersion}
+			return out.Print(cmd.OutOrStdout(), j, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "%s\n  size %s (etcd db %s at revision %d, %d PKI files), %s, took %s (%s/s)\n",
+					res.Path, backup.HumanBytes(res.Size), backup.HumanBytes(res.Header.EtcdDBSize), res.Header.EtcdRevision,
+					res.Header.PKIFiles, res.Header.CreatedAt.Format(time.RFC3339), res.Duration.Round(time.Millisecond),
+					backup.HumanBytes(int64(res.DBRate())))
+				return err
+			})
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", `label for the snapshot, e.g. before-upgrade (default "manual")`)
 	cmd.Flags().BoolVar(&insecure, "insecure-plaintext", false, "write the snapshot UNENCRYPTED (it holds the CA keys and Secrets)")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only the result")
-	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json")
+	out = addOutputFlag(cmd, "output format: json")
 	return cmd
 }
 
 func newSnapshotLsCommand(settings settingsFunc) *cobra.Command {
-	var output string
+	var out *output
 	cmd := &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
 		Short:   "List the snapshots in the snapshot dir, newest first (no key needed)",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
 			s, err := settings(cmd)
 			if err != nil {
 				return err
@@ -277,48 +234,46 @@ func newSnapshotLsCommand(settings settingsFunc) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if output == "json" {
-				list := make([]snapshotJSON, 0, len(entries))
-				for _, e := range entries {
-					list = append(list, toJSON(e))
-				}
-				return printJSON(cmd.OutOrStdout(), list)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "FILE\tTIME\tNODE\tSIZE\tREVISION\tKIND\tKUBOX")
+			list := make([]snapshotJSON, 0, len(entries))
 			for _, e := range entries {
-				if e.Err != nil {
-					fmt.Fprintf(tw, "%s\t-\t-\t%s\t-\tunreadable: %v\t-\n", filepath.Base(e.Path), backup.HumanBytes(e.Size), e.Err)
-					continue
-				}
-				kind := "manual"
-				if e.Header.Scheduled {
-					kind = "scheduled"
-				}
-				if e.Header.Encryption == backup.EncryptionNone {
-					kind += ",UNENCRYPTED"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", filepath.Base(e.Path), e.Header.CreatedAt.Format(time.RFC3339),
-					e.Header.NodeName, backup.HumanBytes(e.Size), e.Header.EtcdRevision, kind, e.Header.KuboxVersion)
+				list = append(list, toJSON(e))
 			}
-			return tw.Flush()
+			return out.Print(cmd.OutOrStdout(), list, func(w io.Writer) error { return printSnapshots(w, entries) })
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json")
+	out = addOutputFlag(cmd, "output format: json")
 	return cmd
+}
+
+func printSnapshots(w io.Writer, entries []backup.Entry) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "FILE\tTIME\tNODE\tSIZE\tREVISION\tKIND\tKUBOX")
+	for _, e := range entries {
+		if e.Err != nil {
+			fmt.Fprintf(tw, "%s\t-\t-\t%s\t-\tunreadable: %v\t-\n", filepath.Base(e.Path), backup.HumanBytes(e.Size), e.Err)
+			continue
+		}
+		kind := "manual"
+		if e.Header.Scheduled {
+			kind = "scheduled"
+		}
+		if e.Header.Encryption == backup.EncryptionNone {
+			kind += ",UNENCRYPTED"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", filepath.Base(e.Path), e.Header.CreatedAt.Format(time.RFC3339),
+			e.Header.NodeName, backup.HumanBytes(e.Size), e.Header.EtcdRevision, kind, e.Header.KuboxVersion)
+	}
+	return tw.Flush()
 }
 
 func newSnapshotVerifyCommand(settings settingsFunc) *cobra.Command {
 	var insecure bool
-	var output string
+	var out *output
 	cmd := &cobra.Command{
 		Use:   "verify FILE",
 		Short: "Decrypt and check a whole snapshot with the key; changes nothing",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
 			s, err := settings(cmd)
 			if err != nil {
 				return err
@@ -332,22 +287,21 @@ func newSnapshotVerifyCommand(settings settingsFunc) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if output == "json" {
-				fi, _ := os.Stat(args[0])
-				j := toJSON(backup.Entry{Path: args[0], Header: h})
-				if fi != nil {
-					j.Size = fi.Size()
-				}
-				return printJSON(cmd.OutOrStdout(), j)
+			took := time.Since(begin)
+			j := toJSON(backup.Entry{Path: args[0], Header: h})
+			if fi, _ := os.Stat(args[0]); fi != nil {
+				j.Size = fi.Size()
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%q of node %s, %s, etcd revision %d, db %s, %d PKI files; checked in %s)\n",
-				args[0], h.Name, h.NodeName, h.CreatedAt.Format(time.RFC3339), h.EtcdRevision, backup.HumanBytes(h.EtcdDBSize),
-				h.PKIFiles, time.Since(begin).Round(time.Millisecond))
-			return nil
+			return out.Print(cmd.OutOrStdout(), j, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "%s: ok (%q of node %s, %s, etcd revision %d, db %s, %d PKI files; checked in %s)\n",
+					args[0], h.Name, h.NodeName, h.CreatedAt.Format(time.RFC3339), h.EtcdRevision, backup.HumanBytes(h.EtcdDBSize),
+					h.PKIFiles, took.Round(time.Millisecond))
+				return err
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&insecure, "insecure-plaintext", false, "check a snapshot written with --insecure-plaintext (no key)")
-	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json")
+	out = addOutputFlag(cmd, "output format: json")
 	return cmd
 }
 

@@ -18,26 +18,25 @@ import (
 // clusterAdminFlags are the flags of the membership verbs (token, etcd,
 // node): which box's data dir and etcd port, from the flags or the config file.
 func clusterAdminFlags(cmd *cobra.Command) func(*cobra.Command) (*server.Admin, error) {
-	var configFile string
 	// gRPC's own logging would print connection chatter around the etcd calls.
 	cmd.PersistentPreRun = func(*cobra.Command, []string) {
 		grpclog.SetLoggerV2(grpclog.NewLoggerV2(io.Discard, io.Discard, io.Discard))
 	}
-	pf := cmd.PersistentFlags()
-	pf.StringVarP(&configFile, "config", "c", server.DefaultConfigFile, "kubox config file (YAML; the keys of 'kubox server')")
-	pf.String("data-dir", "/var/lib/kubox", "kubox data dir of this box")
-	pf.Int("etcd-client-port", 2379, "this box's etcd client port")
-	pf.String("node-name", "", "this box's node name (default: the hostname, lower-cased)")
+	opts := addServerOpts(cmd.PersistentFlags(),
+		sharedFlag{name: "data-dir", usage: "kubox data dir of this box"},
+		sharedFlag{name: "etcd-client-port", usage: "this box's etcd client port"},
+		sharedFlag{name: "node-name", usage: "this box's node name (default: the hostname, lower-cased)"},
+	)
 	return func(cmd *cobra.Command) (*server.Admin, error) {
-		s, err := loadNodeSettings(cmd, configFile)
+		f, err := opts.load(cmd)
 		if err != nil {
 			return nil, err
 		}
-		name := s.flags.cfg.NodeName
+		name := f.cfg.NodeName
 		if name == "" {
 			name, _ = os.Hostname()
 		}
-		return &server.Admin{DataDir: filepath.Clean(s.dataDir), EtcdClientPort: s.flags.cfg.EtcdClientPort, NodeName: strings.ToLower(name)}, nil
+		return &server.Admin{DataDir: filepath.Clean(f.cfg.DataDir), EtcdClientPort: f.cfg.EtcdClientPort, NodeName: strings.ToLower(name)}, nil
 	}
 }
 
@@ -58,16 +57,14 @@ like a password: it lets a box receive the cluster's CA keys.`,
 	}
 	admin := clusterAdminFlags(cmd)
 	var ttl time.Duration
-	var description, output string
+	var description string
+	var out *output
 	var reusable bool
 	create := &cobra.Command{
 		Use:   "create",
 		Short: "Create a join token and print it",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
 			a, err := admin(cmd)
 			if err != nil {
 				return err
@@ -76,26 +73,22 @@ like a password: it lets a box receive the cluster's CA keys.`,
 			if err != nil {
 				return err
 			}
-			if output == "json" {
-				return printJSON(cmd.OutOrStdout(), map[string]any{"token": tok.String(), "id": tok.ID, "expires": expires})
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), tok.String())
-			return nil
+			return out.Print(cmd.OutOrStdout(), map[string]any{"token": tok.String(), "id": tok.ID, "expires": expires}, func(w io.Writer) error {
+				_, err := fmt.Fprintln(w, tok.String())
+				return err
+			})
 		},
 	}
 	create.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token is valid")
 	create.Flags().BoolVar(&reusable, "reusable", false, "let any number of boxes join with the token until it expires (default: deleted after one join)")
 	create.Flags().StringVar(&description, "description", "", "what the token is for (shown by list)")
-	create.Flags().StringVarP(&output, "output", "o", "", "output format: json")
-	var listOutput string
+	out = addOutputFlag(create, "output format: json")
+	var listOut *output
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List join tokens (ids and expiry; never the secrets)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(listOutput); err != nil {
-				return err
-			}
 			a, err := admin(cmd)
 			if err != nil {
 				return err
@@ -104,22 +97,21 @@ like a password: it lets a box receive the cluster's CA keys.`,
 			if err != nil {
 				return err
 			}
-			if listOutput == "json" {
-				return printJSON(cmd.OutOrStdout(), toks)
-			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "ID\tEXPIRES\tDESCRIPTION")
-			for _, t := range toks {
-				exp := t.Expires.Format(time.RFC3339)
-				if t.Expired {
-					exp += " (expired)"
+			return listOut.Print(cmd.OutOrStdout(), toks, func(w io.Writer) error {
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tEXPIRES\tDESCRIPTION")
+				for _, t := range toks {
+					exp := t.Expires.Format(time.RFC3339)
+					if t.Expired {
+						exp += " (expired)"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\n", t.ID, exp, t.Description)
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\n", t.ID, exp, t.Description)
-			}
-			return w.Flush()
+				return tw.Flush()
+			})
 		},
 	}
-	list.Flags().StringVarP(&listOutput, "output", "o", "", "output format: json")
+	listOut = addOutputFlag(list, "output format: json")
 	del := &cobra.Command{
 		Use:   "delete ID...",
 		Short: "Delete join tokens by id",

@@ -1,8 +1,8 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
+	"io"
 	"sort"
 
 	ctrdversion "github.com/containerd/containerd/v2/version"
@@ -27,19 +27,14 @@ func versions() map[string]string {
 }
 
 func newVersionCommand() *cobra.Command {
-	var output string
+	var out *output
 	cmd := &cobra.Command{
 		Use:   "version",
 		Short: "Print the versions of kubox and of every component it embeds",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			v := versions()
-			switch output {
-			case "json":
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(v)
-			case "":
+			return out.Print(cmd.OutOrStdout(), v, func(w io.Writer) error {
 				names := make([]string, 0, len(v))
 				for n := range v {
 					if n != "kubox" {
@@ -47,16 +42,14 @@ func newVersionCommand() *cobra.Command {
 					}
 				}
 				sort.Strings(names)
-				fmt.Fprintf(cmd.OutOrStdout(), "kubox %s\n", v["kubox"])
+				fmt.Fprintf(w, "kubox %s\n", v["kubox"])
 				for _, n := range names {
-					fmt.Fprintf(cmd.OutOrStdout(), "  %-12s %s\n", n, v[n])
+					fmt.Fprintf(w, "  %-12s %s\n", n, v[n])
 				}
 				return nil
-			default:
-				return fmt.Errorf("-o %q: want json or nothing", output)
-			}
+			})
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json")
+	out = addOutputFlag(cmd, "output format: json")
 	return cmd
 }

@@ -57,7 +57,7 @@ type Port struct {
 type Config struct {
 	ProcRoot string // default /proc
 	SysRoot  string // default /sys
-	DataDir  string // the data dir (or its nearest existing parent) is checked for space
+	DataDir  string // the data dir (or its nearest existing parent) is checked for space; the caller knows kubox's default
 	Ports    []Port
 	// ServerRunning: a kubox server holds the data dir, so its ports being
 	// in use is expected.
@@ -496,7 +496,8 @@ func (c *Config) disk() Result {
 	r := Result{Name: "data dir"}
 	dir := c.DataDir
 	if dir == "" {
-		dir = "/var/lib/kubox"
+		r.Status, r.Message, r.Fix = Warn, "no data dir given: nothing checked", "set --data-dir"
+		return r
 	}
 	at := dir
 	for {

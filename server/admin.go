@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"time"
@@ -19,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubox/kubox/bootstrap"
@@ -32,10 +32,17 @@ type Admin struct {
 	NodeName       string // this box's node name, if known
 }
 
-func (a *Admin) pkiDir() string { return filepath.Join(a.DataDir, "pki") }
+// paths is the box's layout; the membership verbs read only its data dir.
+func (a *Admin) paths() Paths { return LayoutOf(a.DataDir, "") }
+
+// pki is where the box's certificates and kubeconfigs are.
+func (a *Admin) pki() *bootstrap.PKI {
+	p := a.paths()
+	return bootstrap.Layout(p.PKI, p.Kubeconfigs)
+}
 
 func (a *Admin) client() (kubernetes.Interface, error) {
-	kc := filepath.Join(a.DataDir, "kubeconfig", "admin.kubeconfig")
+	kc := a.pki().AdminKubeconfig
 	if _, err := os.Stat(kc); err != nil {
 		return nil, fmt.Errorf("no admin kubeconfig at %s: run this on a box running kubox server (or set --data-dir)", kc)
 	}
@@ -65,7 +72,7 @@ func (a *Admin) CreateToken(ctx context.Context, ttl time.Duration, description 
 	if ttl <= 0 {
 		return bootstrap.Token{}, time.Time{}, fmt.Errorf("--ttl %s: must be positive, e.g. 1h", ttl)
 	}
-	hash, err := bootstrap.CAHashFile(filepath.Join(a.pkiDir(), "ca.crt"))
+	hash, err := bootstrap.CAHashFile(a.pki().CACert)
 	if err != nil {
 		return bootstrap.Token{}, time.Time{}, fmt.Errorf("read the cluster CA: %w (run this on a box running kubox server, or set --data-dir)", err)
 	}
@@ -94,7 +101,7 @@ func (a *Admin) CreateToken(ctx context.Context, ttl time.Duration, description 
 	if _, err := client.CoreV1().Secrets("kube-system").Create(ctx, sec, metav1.CreateOptions{}); err != nil {
 		return bootstrap.Token{}, time.Time{}, fmt.Errorf("store the token: %w", err)
 	}
-	if err := addTokenBundle(ctx, client, a.pkiDir(), tok, reusable); err != nil {
+	if err := addTokenBundle(ctx, client, a.paths().PKI, tok, reusable); err != nil {
 		if derr := deleteJoinToken(ctx, client, tok.ID); derr != nil {
 			err = fmt.Errorf("%w (and the token could not be deleted again: %v)", err, derr)
 		}
@@ -154,16 +161,15 @@ func (a *Admin) DeleteToken(ctx context.Context, idOrToken string) (string, erro
 // etcd returns a client on a member that can answer membership questions:
 // the local one, or, if it is a learner, one of the members it joined.
 func (a *Admin) etcd(ctx context.Context) (*clientv3.Client, *clientv3.MemberListResponse, error) {
-	etcdDir := filepath.Join(a.pkiDir(), "etcd")
+	pki := a.pki()
 	tlsCfg, err := (&transport.TLSInfo{
-		CertFile: filepath.Join(etcdDir, "client.crt"), KeyFile: filepath.Join(etcdDir, "client.key"),
-		TrustedCAFile: filepath.Join(etcdDir, "server-ca.crt"),
+		CertFile: pki.EtcdClientCert, KeyFile: pki.EtcdClientKey, TrustedCAFile: pki.EtcdServerCACert,
 	}).ClientConfig()
 	if err != nil {
 		return nil, nil, fmt.Errorf("etcd client credentials: %w (run this on a box running kubox server, or set --data-dir)", err)
 	}
 	endpoints := []string{"https://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(a.EtcdClientPort))}
-	if data, err := os.ReadFile(filepath.Join(a.DataDir, joinStateFile)); err == nil {
+	if data, err := os.ReadFile(a.paths().JoinState); err == nil {
 		var st joinState
 		if json.Unmarshal(data, &st) == nil {
 			endpoints = append(endpoints, st.Peers...)
@@ -298,17 +304,13 @@ const removeSettle = 15 * time.Second
 // after another member reconnects.
 func removeMember(ctx context.Context, cli *clientv3.Client, id uint64) error {
 	deadline := time.Now().Add(removeSettle)
-	for {
+	var err error
+	// The last answer is the result, also when ctx ends first.
+	_ = wait.PollUntilContextCancel(ctx, time.Second, true, func(context.Context) (bool, error) {
 		rctx, cancel := context.WithTimeout(ctx, joinTimeout)
-		_, err := cli.MemberRemove(rctx, id)
+		_, err = cli.MemberRemove(rctx, id)
 		cancel()
-		if !errors.Is(err, rpctypes.ErrUnhealthy) || time.Now().After(deadline) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(time.Second):
-		}
-	}
+		return !errors.Is(err, rpctypes.ErrUnhealthy) || time.Now().After(deadline), nil
+	})
+	return err
 }

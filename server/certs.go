@@ -16,7 +16,7 @@ import (
 	"k8s.io/component-base/metrics/legacyregistry"
 
 	"github.com/kubox/kubox/bootstrap"
-	"github.com/kubox/kubox/embedded/component"
+	"github.com/kubox/kubox/component"
 )
 
 // DefaultCertCheckInterval is how often a running server looks for leaf
@@ -57,7 +57,7 @@ var registerCertMetrics sync.Once
 //   - apiserver serving cert and front-proxy client cert: the apiserver
 //     watches those files and reloads them;
 //   - the kubelet's serving cert is not kubox's: the kubelet requests and
-//     renews it through a CSR (see embedded/csrapprover);
+//     renews it through a CSR (see services/csrapprover);
 //   - etcd server/peer certs and the apiserver's etcd client cert: etcd's TLS
 //     config reads the files on every new handshake;
 //   - the admin kubeconfig (and its copy) is rewritten; kubectl reads it per run;

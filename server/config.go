@@ -15,10 +15,10 @@ import (
 
 	"github.com/kubox/kubox/backup"
 	"github.com/kubox/kubox/embedded/kubelet"
-	"github.com/kubox/kubox/embedded/metrics"
-	"github.com/kubox/kubox/embedded/network"
 	"github.com/kubox/kubox/proxy"
 	"github.com/kubox/kubox/proxy/mode"
+	"github.com/kubox/kubox/services/metrics"
+	"github.com/kubox/kubox/services/network"
 )
 
 // Config is everything `kubox server` can be told. DefaultConfig holds its
@@ -179,6 +179,9 @@ type Paths struct {
 	ContainerdConfig, ContainerdLog                 string
 	Bin, CNIBin, CNIConf, CNIIPAM                   string
 	Lock, Corefile, ProxyModeState, JoinState       string
+	// KubeletServingCert is the serving certificate the kubelet got through
+	// a CSR, in its cert dir (see embedded/kubelet's ServingCertFile).
+	KubeletServingCert string
 }
 
 // Paths returns where this node keeps its files.
@@ -209,6 +212,8 @@ func LayoutOf(dataDir, runDir string) Paths {
 		Corefile:         filepath.Join(d, "dns", "Corefile"),
 		ProxyModeState:   filepath.Join(d, "agent", "proxy-mode"),
 		JoinState:        filepath.Join(d, joinStateFile),
+
+		KubeletServingCert: filepath.Join(d, "kubelet", "pki", "kubelet-server-current.pem"),
 	}
 }
 

@@ -16,22 +16,22 @@ import (
 	"github.com/kubox/kubox/airgap"
 	"github.com/kubox/kubox/backup"
 	"github.com/kubox/kubox/bootstrap"
+	"github.com/kubox/kubox/component"
 	"github.com/kubox/kubox/embedded/apiserver"
 	"github.com/kubox/kubox/embedded/assets"
-	"github.com/kubox/kubox/embedded/component"
 	"github.com/kubox/kubox/embedded/containerd"
 	"github.com/kubox/kubox/embedded/controllers"
-	"github.com/kubox/kubox/embedded/csrapprover"
 	"github.com/kubox/kubox/embedded/dns"
 	"github.com/kubox/kubox/embedded/etcd"
-	"github.com/kubox/kubox/embedded/etcdproxy"
 	"github.com/kubox/kubox/embedded/kubelet"
-	"github.com/kubox/kubox/embedded/metrics"
-	"github.com/kubox/kubox/embedded/network"
 	"github.com/kubox/kubox/embedded/scheduler"
 	"github.com/kubox/kubox/internal/fsutil"
 	"github.com/kubox/kubox/proxy"
 	"github.com/kubox/kubox/proxy/mode"
+	"github.com/kubox/kubox/services/csrapprover"
+	"github.com/kubox/kubox/services/etcdproxy"
+	"github.com/kubox/kubox/services/metrics"
+	"github.com/kubox/kubox/services/network"
 )
 
 // A start has two steps. prepare does everything that touches this host or
@@ -52,7 +52,7 @@ type prepared struct {
 	// join is a join under way (nil unless this start joins).
 	join *joinResult
 	// etcdProxy is set on a box that joined: its apiserver reaches etcd
-	// through the proxy (see embedded/etcdproxy), which serves here.
+	// through the proxy (see services/etcdproxy), which serves here.
 	etcdProxy    net.Listener
 	etcdProxyTLS *tls.Config
 	// client reads and writes the API as admin; dnsClient is the DNS
@@ -73,11 +73,10 @@ type step struct {
 // prepare does the start's side effects in order. When it fails, what it
 // did is undone before it returns; when a later start step fails, the
 // caller runs undo (with the failure) once every component has stopped.
-func (s *Server) prepare(ctx context.Context) (in *prepared, undo func(error) error, err error) {
-	c, p := s.cfg, s.paths
-	in = &prepared{cfg: c, paths: p, log: s.log, capSysResource: HasCapSysResource()}
+func (s *Server) prepare(ctx context.Context) (*prepared, func(cause error) error, error) {
+	in := &prepared{cfg: s.cfg, paths: s.paths, log: s.log, capSysResource: HasCapSysResource()}
 	var undos []func()
-	undo = func(cause error) error {
+	undo := func(cause error) error {
 		for i := len(undos) - 1; i >= 0; i-- {
 			undos[i]()
 		}
@@ -87,62 +86,65 @@ func (s *Server) prepare(ctx context.Context) (in *prepared, undo func(error) er
 		}
 		return cause
 	}
-	defer func() {
-		if err != nil {
-			err = undo(err)
-			in, undo = nil, nil
-		}
-	}()
+	if err := s.prepareSteps(ctx, in, &undos); err != nil {
+		return nil, nil, undo(err)
+	}
+	return in, undo, nil
+}
 
+// prepareSteps fills in, recording in undos what a failed start must undo.
+func (s *Server) prepareSteps(ctx context.Context, in *prepared, undos *[]func()) error {
+	c, p := s.cfg, s.paths
+	var err error
 	if c.JoinURL != "" {
 		if in.join, err = s.prepareJoin(ctx); err != nil {
-			return nil, nil, err
+			return err
 		}
 	}
 	if in.pki, err = bootstrap.Ensure(ctx, c.PKIConfig()); err != nil {
-		return nil, nil, fmt.Errorf("bootstrap PKI: %w", err)
+		return fmt.Errorf("bootstrap PKI: %w", err)
 	}
 	if in.signerCert, err = in.pki.SignerCertFile(); err != nil {
-		return nil, nil, err
+		return err
 	}
 	if err := in.pki.WriteServingChain(); err != nil {
-		return nil, nil, err
+		return err
 	}
 	s.adminKubeconfig = in.pki.AdminKubeconfig
 	// join.json too: a joined box may be restarted without --join.
 	if joined, _ := fsutil.Exists(p.JoinState); c.JoinURL != "" || joined {
 		if in.etcdProxyTLS, err = (&transport.TLSInfo{CertFile: in.pki.EtcdClientCert, KeyFile: in.pki.EtcdClientKey, TrustedCAFile: in.pki.EtcdServerCACert}).ClientConfig(); err != nil {
-			return nil, nil, fmt.Errorf("etcd client TLS for the etcd proxy: %w", err)
+			return fmt.Errorf("etcd client TLS for the etcd proxy: %w", err)
 		}
 		if in.etcdProxy, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
-			return nil, nil, fmt.Errorf("etcd proxy: listen on 127.0.0.1: %w", err)
+			return fmt.Errorf("etcd proxy: listen on 127.0.0.1: %w", err)
 		}
 		ln := in.etcdProxy
-		undos = append(undos, func() { ln.Close() })
+		*undos = append(*undos, func() { ln.Close() })
 	}
 	if in.client, err = adminClient(in.pki.AdminKubeconfig); err != nil {
-		return nil, nil, err
+		return err
 	}
 	if !c.DisableDNS {
 		if in.dnsClient, err = adminClient(in.pki.AdminKubeconfig); err != nil {
-			return nil, nil, err
+			return err
 		}
 	}
 	if !c.DisableAgent {
 		if err := assets.Install(p.Bin); err != nil {
-			return nil, nil, fmt.Errorf("install runtime binaries into %s: %w", p.Bin, err)
+			return fmt.Errorf("install runtime binaries into %s: %w", p.Bin, err)
 		}
 		in.airgapPolicy.Require = c.AirgapRequireSignature
 		if c.AirgapPublicKeyFile != "" {
 			if in.airgapPolicy.PublicKey, err = airgap.LoadPublicKey(c.AirgapPublicKeyFile); err != nil {
-				return nil, nil, err
+				return err
 			}
 		}
 	}
 	if c.Proxy.Disable {
 		s.log.Info("service proxy disabled (--disable-proxy)")
 	}
-	return in, undo, nil
+	return nil
 }
 
 // plan returns this node's components in start order. It only builds

@@ -133,3 +133,41 @@ func TestPlanWithoutProxy(t *testing.T) {
 	}
 	needsComeFirst(t, steps)
 }
+
+// A prepare that fails returns its error, undone, and no half-prepared
+// start: a refused join (malformed token) and a failure after the etcd
+// proxy's listener was bound (a missing air-gap key on a joined box).
+func TestPrepareFailsCleanly(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(*Config)
+		want   string
+	}{
+		{"refused join", func(c *Config) {
+			c.JoinURL, c.Token = "https://192.0.2.99:6443", "K10"+strings.Repeat("z", 64)+"::abcdef.0123456789abcdef"
+		}, "join token"},
+		{"after the listener", func(c *Config) {
+			if err := os.WriteFile(c.Paths().JoinState, []byte(`{"peers":[]}`), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c.AirgapPublicKeyFile = filepath.Join(c.DataDir, "absent.pub")
+		}, "absent.pub"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := validConfig(t)
+			c.DataDir, c.RunDir, c.WriteKubeconfig = t.TempDir(), t.TempDir(), filepath.Join(t.TempDir(), "admin.kubeconfig")
+			if err := completeValid(&c); err != nil {
+				t.Fatal(err)
+			}
+			tc.change(&c)
+			s, _ := New(c, slog.New(slog.DiscardHandler))
+			in, undo, err := s.prepare(t.Context())
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("prepare: %v, want an error mentioning %q", err, tc.want)
+			}
+			if in != nil || undo != nil {
+				t.Errorf("a failed prepare returned a start to run: %v", in)
+			}
+		})
+	}
+}

@@ -3,7 +3,7 @@ package server
 import (
 	"fmt"
 
-	"github.com/kubox/kubox/embedded/network"
+	"github.com/kubox/kubox/services/network"
 )
 
 // PodNetworkSettings are `kubox server`'s keys for how pod traffic

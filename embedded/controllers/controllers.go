@@ -11,7 +11,7 @@ import (
 	"k8s.io/kubernetes/cmd/kube-controller-manager/app/config"
 	"k8s.io/kubernetes/cmd/kube-controller-manager/app/options"
 
-	"github.com/kubox/kubox/embedded/component"
+	"github.com/kubox/kubox/component"
 	"github.com/kubox/kubox/embedded/flags"
 )
 

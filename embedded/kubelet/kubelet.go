@@ -25,7 +25,7 @@ import (
 	utilfs "k8s.io/kubernetes/pkg/util/filesystem"
 	"sigs.k8s.io/yaml"
 
-	"github.com/kubox/kubox/embedded/component"
+	"github.com/kubox/kubox/component"
 	"github.com/kubox/kubox/internal/fsutil"
 )
 

@@ -8,7 +8,7 @@ import (
 	"k8s.io/kubernetes/cmd/kube-scheduler/app"
 	"k8s.io/kubernetes/cmd/kube-scheduler/app/options"
 
-	"github.com/kubox/kubox/embedded/component"
+	"github.com/kubox/kubox/component"
 	"github.com/kubox/kubox/embedded/flags"
 )
 

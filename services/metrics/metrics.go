@@ -25,7 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/kubox/kubox/embedded/component"
+	"github.com/kubox/kubox/component"
 )
 
 // DefaultAddress is where the endpoint listens unless told otherwise.

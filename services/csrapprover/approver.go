@@ -27,7 +27,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
-	"github.com/kubox/kubox/embedded/component"
+	"github.com/kubox/kubox/component"
 )
 
 // Node is a node whose kubelet may get a serving certificate: its name and

@@ -29,7 +29,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/kubox/kubox/embedded/component"
+	"github.com/kubox/kubox/component"
 )
 
 // Config says which member is this box's and how to reach etcd.

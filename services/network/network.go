@@ -23,7 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/kubox/kubox/embedded/component"
+	"github.com/kubox/kubox/component"
 	"github.com/kubox/kubox/embedded/kubelet"
 	"github.com/kubox/kubox/internal/fsutil"
 )
