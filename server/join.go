@@ -178,6 +178,10 @@ func (s *Server) prepareJoin(ctx context.Context) (*joinResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !res.promote {
+		s.log.Info("joined as a non-voting etcd learner (hot standby): two voters would tolerate no loss; " +
+			"join a third box (this one is then promoted) or run `kubox etcd promote`")
+	}
 	res.etcdEndpoints, res.etcdTLS = append([]string{etcdURL}, res.peers...), tlsCfg
 	res.shared = shared
 	// Only now does anything reach this box's disk.
