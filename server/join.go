@@ -233,7 +233,7 @@ func fetchBundle(ctx context.Context, addr, host string, tok bootstrap.Token) (b
 	}
 	sealed, ok := sec.Data[sealedKey(tok.ID)]
 	if !ok {
-		return none, settings, refuse("%s has no join bundle for this token: it was used up by an earlier join, or made by an older kubox; create a new one with `kubox token create`", addr)
+		return none, settings, refuse("%s refused the token: it was used by an earlier join (tokens are single use unless created with --reusable) or made by an older kubox; create one with `kubox token create`", addr)
 	}
 	bundle, err := bootstrap.OpenBundle(tok, sealed)
 	if err != nil {
