@@ -56,13 +56,17 @@ func newTokenCommand() *cobra.Command {
 A token looks like K10<CA hash>::<id>.<secret>. The joining box checks that the
 server it contacts holds the CA with that hash before it sends the secret.
 Tokens are Kubernetes bootstrap tokens (kube-system/bootstrap-token-<id>) and
-expire (default after 24h). Treat a token like a password: it lets a box
-receive the cluster's CA keys.`,
+expire (default after 1h). A token is used once: it is deleted when the box
+that joined with it is up, unless it was created with --reusable (for
+scripted fleets; delete it when done). The cluster's CA keys travel to the
+joining box sealed with a key derived from the token's secret. Treat a token
+like a password: it lets a box receive the cluster's CA keys.`,
 	}
 	admin := clusterAdminFlags(cmd)
 	var ttl time.Duration
 	var description string
 	var out *output
+	var reusable bool
 	create := &cobra.Command{
 		Use:   "create",
 		Short: "Create a join token and print it",
@@ -72,7 +76,7 @@ receive the cluster's CA keys.`,
 			if err != nil {
 				return err
 			}
-			tok, expires, err := a.CreateToken(cmd.Context(), ttl, description)
+			tok, expires, err := a.CreateToken(cmd.Context(), ttl, description, reusable)
 			if err != nil {
 				return err
 			}
@@ -82,7 +86,8 @@ receive the cluster's CA keys.`,
 			})
 		},
 	}
-	create.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "how long the token is valid")
+	create.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token is valid")
+	create.Flags().BoolVar(&reusable, "reusable", false, "let any number of boxes join with the token until it expires (default: deleted after one join)")
 	create.Flags().StringVar(&description, "description", "", "what the token is for (shown by list)")
 	out = addOutputFlag(create, "output format: json")
 	var listOut *output

@@ -55,17 +55,22 @@ type TokenInfo struct {
 	Expires     time.Time `json:"expires"`
 	Expired     bool      `json:"expired"`
 	Description string    `json:"description,omitempty"`
+	Reusable    bool      `json:"reusable,omitempty"`
 }
 
 const (
 	tokenSecretType = corev1.SecretType("bootstrap.kubernetes.io/token")
 	tokenPrefixName = "bootstrap-token-"
+	// reusableLabel marks a token that is not deleted after a join.
+	reusableLabel = "kubox.io/reusable-token"
 )
 
-// CreateToken creates a join token valid for ttl and returns it.
-func (a *Admin) CreateToken(ctx context.Context, ttl time.Duration, description string) (bootstrap.Token, time.Time, error) {
+// CreateToken creates a join token valid for ttl, with the shared PKI
+// sealed for it, and returns it. A token that is not reusable is deleted
+// once a box has joined with it.
+func (a *Admin) CreateToken(ctx context.Context, ttl time.Duration, description string, reusable bool) (bootstrap.Token, time.Time, error) {
 	if ttl <= 0 {
-		return bootstrap.Token{}, time.Time{}, fmt.Errorf("--ttl %s: must be positive, e.g. 24h", ttl)
+		return bootstrap.Token{}, time.Time{}, fmt.Errorf("--ttl %s: must be positive, e.g. 1h", ttl)
 	}
 	hash, err := bootstrap.CAHashFile(a.pki().CACert)
 	if err != nil {
@@ -90,8 +95,17 @@ func (a *Admin) CreateToken(ctx context.Context, ttl time.Duration, description 
 			"description": description,
 		},
 	}
+	if reusable {
+		sec.Labels[reusableLabel] = "true"
+	}
 	if _, err := client.CoreV1().Secrets("kube-system").Create(ctx, sec, metav1.CreateOptions{}); err != nil {
 		return bootstrap.Token{}, time.Time{}, fmt.Errorf("store the token: %w", err)
+	}
+	if err := addTokenBundle(ctx, client, a.paths().PKI, tok, reusable); err != nil {
+		if derr := deleteJoinToken(ctx, client, tok.ID); derr != nil {
+			err = fmt.Errorf("%w (and the token could not be deleted again: %v)", err, derr)
+		}
+		return bootstrap.Token{}, time.Time{}, err
 	}
 	return tok, expires, nil
 }
@@ -112,7 +126,7 @@ func (a *Admin) ListTokens(ctx context.Context) ([]TokenInfo, error) {
 		if string(s.Data["auth-extra-groups"]) != JoinGroup {
 			continue // someone else's bootstrap token
 		}
-		t := TokenInfo{ID: string(s.Data["token-id"]), Description: string(s.Data["description"])}
+		t := TokenInfo{ID: string(s.Data["token-id"]), Description: string(s.Data["description"]), Reusable: s.Labels[reusableLabel] == "true"}
 		if e, err := time.Parse(time.RFC3339, string(s.Data["expiration"])); err == nil {
 			t.Expires, t.Expired = e, now.After(e)
 		}
@@ -138,8 +152,10 @@ func (a *Admin) DeleteToken(ctx context.Context, idOrToken string) (string, erro
 	err = client.CoreV1().Secrets("kube-system").Delete(ctx, tokenPrefixName+id, metav1.DeleteOptions{})
 	if apierrors.IsNotFound(err) {
 		return "", fmt.Errorf("no token with id %s (see `kubox token list`)", id)
+	} else if err != nil {
+		return "", err
 	}
-	return id, err
+	return id, deleteJoinToken(ctx, client, id)
 }
 
 // etcd returns a client on a member that can answer membership questions:

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -36,13 +37,15 @@ import (
 //     then is the token's secret sent, over that pinned connection.
 //  2. The apiserver's bootstrap-token authenticator checks the secret and the
 //     expiry (Secret kube-system/bootstrap-token-<id>) and puts the caller in
-//     JoinGroup, which RBAC lets read one Secret: JoinSecret, the shared
-//     PKI (CAs and keys, service-account key, encryption config; encrypted
-//     at rest like every Secret) and the cluster's settings. Every box
-//     publishes it at start.
+//     JoinGroup, which RBAC lets read one Secret: JoinSecret, the cluster's
+//     settings and, per token, the shared PKI (CAs and keys, service-account
+//     key, encryption config) sealed with a key derived from that token's
+//     secret (see joinbundle.go). The joiner opens its token's entry.
 //  3. With the etcd CA from that bundle the joiner makes an in-memory etcd
 //     client cert, checks that the cluster's etcd has quorum, and adds
 //     itself as a learner; only then does it write anything to its disk.
+//  4. Once the box is up, it deletes a single-use token and its bundle
+//     (join-bundle, which every box runs at start).
 const (
 	JoinSecret    = "kubox-join"
 	JoinGroup     = "system:bootstrappers:kubox:join"
@@ -70,15 +73,13 @@ func (c *Config) clusterSettings() ClusterSettings {
 		ClusterDomain: c.ClusterDomain, EtcdClientPort: c.EtcdClientPort}
 }
 
-// secretKey maps a shared PKI file name to a Secret data key ("/" is not
-// allowed there).
-func secretKey(name string) string { return strings.ReplaceAll(name, "/", "..") }
-func fileName(key string) string   { return strings.ReplaceAll(key, "..", "/") }
-
 // joinState is what a joined box remembers about its join (DataDir/join.json).
 type joinState struct {
 	// Peers are the other members' etcd client URLs at join time.
 	Peers []string `json:"peers"`
+	// Token is the id of the single-use token this box joined with, until
+	// the box is up and has deleted it.
+	Token string `json:"token,omitempty"`
 }
 
 // joinResult is what the join hands to build().
@@ -149,10 +150,11 @@ func (s *Server) prepareJoin(ctx context.Context) (*joinResult, error) {
 		return nil, refuse("cannot reach %s: %v", addr, err)
 	}
 
-	shared, settings, err := fetchBundle(ctx, addr, host, tok)
+	bundle, settings, err := fetchBundle(ctx, addr, host, tok)
 	if err != nil {
 		return nil, err
 	}
+	shared := bundle.Files
 	if h, err := bootstrap.CheckShared(shared); err != nil {
 		return nil, refuse("join bundle from %s is unusable: %v", addr, err)
 	} else if h != tok.CAHash {
@@ -176,13 +178,21 @@ func (s *Server) prepareJoin(ctx context.Context) (*joinResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !res.promote {
+		s.log.Info("joined as a non-voting etcd learner (hot standby): two voters would tolerate no loss; " +
+			"join a third box (this one is then promoted) or run `kubox etcd promote`")
+	}
 	res.etcdEndpoints, res.etcdTLS = append([]string{etcdURL}, res.peers...), tlsCfg
 	res.shared = shared
 	// Only now does anything reach this box's disk.
 	if err := bootstrap.WriteShared(p.PKI, shared); err != nil {
 		return nil, fmt.Errorf("install the cluster's PKI: %w (%s)", err, s.rollbackMember(res))
 	}
-	state, _ := json.Marshal(joinState{Peers: res.peers})
+	st := joinState{Peers: res.peers}
+	if !bundle.Reusable {
+		st.Token = tok.ID
+	}
+	state, _ := json.Marshal(st)
 	if err := fsutil.WriteFileAtomic(filepath.Join(c.DataDir, joinStateFile), state, 0o600); err != nil {
 		return nil, fmt.Errorf("record the join: %w (%s)", err, s.rollbackMember(res))
 	}
@@ -190,9 +200,10 @@ func (s *Server) prepareJoin(ctx context.Context) (*joinResult, error) {
 }
 
 // fetchBundle reads JoinSecret over the pinned connection, authenticated
-// with the token.
-func fetchBundle(ctx context.Context, addr, host string, tok bootstrap.Token) (map[string][]byte, ClusterSettings, error) {
+// with the token, and opens the token's sealed bundle.
+func fetchBundle(ctx context.Context, addr, host string, tok bootstrap.Token) (bootstrap.JoinBundle, ClusterSettings, error) {
 	var settings ClusterSettings
+	var none bootstrap.JoinBundle
 	tlsCfg := bootstrap.PinnedTLSConfig(tok.CAHash, host)
 	rc := &rest.Config{
 		Host: "https://" + addr, BearerToken: tok.Bearer(), Timeout: joinTimeout, UserAgent: "kubox-join",
@@ -200,33 +211,35 @@ func fetchBundle(ctx context.Context, addr, host string, tok bootstrap.Token) (m
 	}
 	client, err := kubernetes.NewForConfig(rc)
 	if err != nil {
-		return nil, settings, err
+		return none, settings, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, quorumTimeout)
 	defer cancel()
 	sec, err := client.CoreV1().Secrets("kube-system").Get(ctx, JoinSecret, metav1.GetOptions{})
 	switch {
 	case err != nil && (ctx.Err() != nil || apierrors.IsTimeout(err) || apierrors.IsServerTimeout(err)):
-		return nil, settings, refuse("%s did not serve the join within %s: its etcd has no quorum or is unreachable: bring a majority of members back before joining; no member was added", addr, quorumTimeout)
+		return none, settings, refuse("%s did not serve the join within %s: its etcd has no quorum or is unreachable: bring a majority of members back before joining; no member was added", addr, quorumTimeout)
 	case apierrors.IsUnauthorized(err):
-		return nil, settings, refuse("%s refused the token: it is wrong, expired or deleted (see `kubox token list` on a member; create one with `kubox token create`)", addr)
+		return none, settings, refuse("%s refused the token: it is wrong, expired or deleted (see `kubox token list` on a member; create one with `kubox token create`)", addr)
 	case apierrors.IsForbidden(err):
-		return nil, settings, refuse("%s accepted the token but it does not allow joining: create one with `kubox token create`", addr)
+		return none, settings, refuse("%s accepted the token but it does not allow joining: create one with `kubox token create`", addr)
 	case apierrors.IsNotFound(err):
-		return nil, settings, refuse("%s has not published its join bundle yet: wait until it is ready and try again", addr)
+		return none, settings, refuse("%s has not published its join bundle yet: wait until it is ready and try again", addr)
 	case err != nil:
-		return nil, settings, refuse("%s cannot serve the join (is its etcd without quorum?): %v", addr, err)
+		return none, settings, refuse("%s cannot serve the join (is its etcd without quorum?): %v", addr, err)
 	}
 	if err := json.Unmarshal(sec.Data[clusterKey], &settings); err != nil {
-		return nil, settings, refuse("join bundle from %s: bad %s: %v", addr, clusterKey, err)
+		return none, settings, refuse("join bundle from %s: bad %s: %v", addr, clusterKey, err)
 	}
-	files := map[string][]byte{}
-	for k, v := range sec.Data {
-		if k != clusterKey {
-			files[fileName(k)] = v
-		}
+	sealed, ok := sec.Data[sealedKey(tok.ID)]
+	if !ok {
+		return none, settings, refuse("%s refused the token: it was used by an earlier join (tokens are single use unless created with --reusable) or made by an older kubox; create one with `kubox token create`", addr)
 	}
-	return files, settings, nil
+	bundle, err := bootstrap.OpenBundle(tok, sealed)
+	if err != nil {
+		return none, settings, refuse("join bundle from %s: %v", addr, err)
+	}
+	return bundle, settings, nil
 }
 
 func etcdClient(endpoints []string, tlsCfg *tls.Config) (*clientv3.Client, error) {
@@ -239,21 +252,67 @@ func etcdClient(endpoints []string, tlsCfg *tls.Config) (*clientv3.Client, error
 	return cli, nil
 }
 
+// learnerWait bounds how long a join waits for another box's learner to be
+// promoted (etcd takes one learner at a time).
+const learnerWait = 5 * time.Minute
+
 // addMember checks the cluster can take a member and adds this box as a
 // learner. Before that, any learner already there is promoted, since etcd
 // allows one learner and a third box makes a cluster that tolerates a loss.
+// A learner that cannot be promoted yet (another box joining at the same
+// time, not started or not caught up) is waited for, up to learnerWait.
 func (s *Server) addMember(ctx context.Context, cli *clientv3.Client, via string) (*joinResult, error) {
 	c := s.cfg
 	myPeer := "https://" + net.JoinHostPort(c.NodeIP.String(), strconv.Itoa(c.EtcdPeerPort))
+	begin, said := time.Now(), time.Time{}
+	for {
+		voters, learner, err := s.promoteLearners(ctx, cli, via, myPeer)
+		if err != nil {
+			return nil, err
+		}
+		if learner == "" {
+			added, err := s.addLearner(ctx, cli, myPeer)
+			switch {
+			case errors.Is(err, rpctypes.ErrTooManyLearners):
+				learner = "of another box"
+			case errors.Is(err, rpctypes.ErrUnhealthy):
+				return nil, refuse("etcd refused to add this box as a member for %s: a voting member is down or keeps reconnecting (see `kubox etcd members`); bring it back and try again; no member was added", removeSettle)
+			case err != nil:
+				return nil, refuse("etcd refused to add this box as a member: %v; no member was added", err)
+			default:
+				return s.joinResultOf(added, myPeer, voters), nil
+			}
+		}
+		if time.Since(begin) >= learnerWait {
+			return nil, refuse("etcd takes one learner at a time and the learner %s was not promoted within %s (is that box's kubox running? see `kubox etcd members`); no member was added: try again once it is a voter or removed", learner, learnerWait)
+		}
+		if time.Since(said) >= 5*time.Second {
+			s.log.Info("another box is joining: waiting until its etcd learner is promoted, then joining", "learner", learner,
+				"waited", time.Since(begin).Round(time.Second), "limit", learnerWait)
+			said = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// promoteLearners lists the members, checks this box is not one of them
+// yet, and promotes the learners that can be. It returns the number of
+// voters and, if a learner is left that cannot be promoted yet, its name.
+func (s *Server) promoteLearners(ctx context.Context, cli *clientv3.Client, via, myPeer string) (voters int, waitFor string, err error) {
+	c := s.cfg
 	// Linearizable, so it needs quorum; a member that knows of no leader
 	// says so at once rather than at the timeout.
 	lctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), quorumTimeout)
 	list, err := cli.MemberList(lctx)
 	cancel()
 	if err != nil {
-		return nil, refuse("etcd at %s has no quorum or is unreachable (%v): bring a majority of members back before joining; no member was added", via, err)
+		return 0, "", refuse("etcd at %s has no quorum or is unreachable (%v): bring a majority of members back before joining; no member was added", via, err)
 	}
-	voters := 0
+	var learners []*etcdserverpb.Member
 	for _, m := range list.Members {
 		if m.Name == c.NodeName || slices.Contains(m.PeerURLs, myPeer) {
 			if m.Name == "" && slices.Equal(m.PeerURLs, []string{myPeer}) {
@@ -262,40 +321,50 @@ func (s *Server) addMember(ctx context.Context, cli *clientv3.Client, via string
 				_, err := cli.MemberRemove(rctx, m.ID)
 				cancel()
 				if err != nil {
-					return nil, refuse("remove the unstarted member %x this box left earlier: %v", m.ID, err)
+					return 0, "", refuse("remove the unstarted member %x this box left earlier: %v", m.ID, err)
 				}
 				continue
 			}
-			return nil, refuse("etcd already has a member named %q or at %s: if that box is gone, run `kubox node remove %s` on a member first", m.Name, myPeer, c.NodeName)
+			return 0, "", refuse("etcd already has a member named %q or at %s: if that box is gone, run `kubox node remove %s` on a member first", m.Name, myPeer, c.NodeName)
 		}
-		if !m.IsLearner {
+		if m.IsLearner {
+			learners = append(learners, m)
+		} else {
 			voters++
 		}
 	}
-	for _, m := range list.Members {
-		if m.IsLearner && m.Name != "" {
-			pctx, cancel := context.WithTimeout(ctx, joinTimeout)
-			_, err := cli.MemberPromote(pctx, m.ID)
-			cancel()
-			if err != nil {
-				return nil, refuse("promote learner %s first, so this box can join: %v (try again once it has caught up)", m.Name, err)
-			}
+	for _, m := range learners {
+		if m.Name == "" {
+			// Added by another box's join whose etcd has not started.
+			waitFor = fmt.Sprintf("%x (at %s, not started)", m.ID, strings.Join(m.PeerURLs, ","))
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, joinTimeout)
+		_, err := cli.MemberPromote(pctx, m.ID)
+		cancel()
+		switch {
+		case err == nil:
 			s.log.Info("promoted the existing learner to a voter", "member", m.Name)
 			voters++
+		case errors.Is(err, rpctypes.ErrMemberNotLearner):
+			voters++ // promoted meanwhile (by its own box, or another join)
+		case errors.Is(err, rpctypes.ErrMemberLearnerNotReady), errors.Is(err, rpctypes.ErrMemberNotEnoughStarted), errors.Is(err, rpctypes.ErrUnhealthy):
+			waitFor = m.Name
+		default:
+			return 0, "", refuse("promote learner %s first, so this box can join: %v (try again once it has caught up)", m.Name, err)
 		}
 	}
-	added, err := s.addLearner(ctx, cli, myPeer)
-	if errors.Is(err, rpctypes.ErrUnhealthy) {
-		return nil, refuse("etcd refused to add this box as a member for %s: a voting member is down or keeps reconnecting (see `kubox etcd members`); bring it back and try again; no member was added", removeSettle)
-	} else if err != nil {
-		return nil, refuse("etcd refused to add this box as a member: %v; no member was added", err)
-	}
+	return voters, waitFor, nil
+}
+
+// joinResultOf is what the member add means for this box's etcd.
+func (s *Server) joinResultOf(added *clientv3.MemberAddResponse, myPeer string, voters int) *joinResult {
 	res := &joinResult{memberID: added.Member.ID, promote: voters >= 2}
 	var cluster []string
 	for _, m := range added.Members {
 		switch {
 		case m.ID == added.Member.ID:
-			cluster = append(cluster, c.NodeName+"="+myPeer)
+			cluster = append(cluster, s.cfg.NodeName+"="+myPeer)
 		case m.Name != "":
 			for _, u := range m.PeerURLs {
 				cluster = append(cluster, m.Name+"="+u)
@@ -304,7 +373,7 @@ func (s *Server) addMember(ctx context.Context, cli *clientv3.Client, via string
 		}
 	}
 	res.initialCluster = strings.Join(cluster, ",")
-	return res, nil
+	return res
 }
 
 // addLearner adds peerURL as a learner, retrying what etcd refuses only for

@@ -13,15 +13,6 @@ import (
 	"github.com/kubox/kubox/bootstrap"
 )
 
-func TestSecretKeyRoundTrip(t *testing.T) {
-	for _, name := range bootstrap.SharedFiles {
-		k := secretKey(name)
-		if strings.Contains(k, "/") || fileName(k) != name {
-			t.Errorf("%s -> %s -> %s", name, k, fileName(k))
-		}
-	}
-}
-
 func TestJoinAddr(t *testing.T) {
 	for in, want := range map[string]string{
 		"https://10.0.0.1:6443": "10.0.0.1:6443", "https://box1": "box1:6443", "https://[fd00::1]:7443": "[fd00::1]:7443",

@@ -18,7 +18,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/kubox/kubox/bootstrap"
 	"github.com/kubox/kubox/component"
 	"github.com/kubox/kubox/internal/fsutil"
 )
@@ -114,18 +113,20 @@ func (p *promoter) promote(ctx context.Context) error {
 }
 
 // newPublisher returns the step that keeps JoinSecret and the RBAC that
-// lets join tokens read it up to date; every box does it at start, so the
-// bundle follows the PKI.
-func newPublisher(client kubernetes.Interface, pkiDir string, settings ClusterSettings, log *slog.Logger) component.Component {
-	p := &publisher{client: client, pkiDir: pkiDir, settings: settings, log: log.With("component", "join-bundle")}
+// lets join tokens read it up to date, at every start of every box: it
+// publishes the cluster's settings, removes what must not be there (CA keys
+// an older kubox published, bundles of tokens gone or expired) and deletes
+// the single-use token this box joined with, now that it is up.
+func newPublisher(client kubernetes.Interface, settings ClusterSettings, joinState string, log *slog.Logger) component.Component {
+	p := &publisher{client: client, settings: settings, joinState: joinState, log: log.With("component", "join-bundle")}
 	return component.OneShot("join-bundle", p.run)
 }
 
 type publisher struct {
-	client   kubernetes.Interface
-	pkiDir   string
-	settings ClusterSettings
-	log      *slog.Logger
+	client    kubernetes.Interface
+	settings  ClusterSettings
+	joinState string // join.json of this box
+	log       *slog.Logger
 }
 
 func (p *publisher) run(ctx context.Context) error {
@@ -141,33 +142,43 @@ func (p *publisher) run(ctx context.Context) error {
 }
 
 func (p *publisher) publish(ctx context.Context) error {
-	files, err := bootstrap.ReadShared(p.pkiDir)
+	settings, err := json.Marshal(p.settings)
 	if err != nil {
 		return err
 	}
-	data := map[string][]byte{}
-	for name, v := range files {
-		data[secretKey(name)] = v
-	}
-	if data[clusterKey], err = json.Marshal(p.settings); err != nil {
-		return err
-	}
 	const ns = "kube-system"
-	sec := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: JoinSecret, Namespace: ns, Labels: map[string]string{"app.kubernetes.io/managed-by": "kubox"}},
-		Type:       corev1.SecretTypeOpaque, Data: data,
-	}
 	secrets := p.client.CoreV1().Secrets(ns)
-	if cur, err := secrets.Get(ctx, JoinSecret, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+	cur, err := secrets.Get(ctx, JoinSecret, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		sec := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: JoinSecret, Namespace: ns, Labels: map[string]string{"app.kubernetes.io/managed-by": "kubox"}},
+			Type:       corev1.SecretTypeOpaque, Data: map[string][]byte{clusterKey: settings},
+		}
 		if _, err := secrets.Create(ctx, sec, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 			return err
 		}
 	} else if err != nil {
 		return err
-	} else if !sameData(cur.Data, data) {
-		cur.Data = data
-		if _, err := secrets.Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+	} else {
+		live, err := liveTokens(ctx, p.client)
+		if err != nil {
 			return err
+		}
+		stale, legacy := staleJoinKeys(cur.Data, live)
+		patch := map[string][]byte{}
+		for _, k := range stale {
+			patch[k] = nil
+		}
+		if string(cur.Data[clusterKey]) != string(settings) {
+			patch[clusterKey] = settings
+		}
+		if len(patch) > 0 {
+			if err := patchJoinSecret(ctx, p.client, patch); err != nil {
+				return fmt.Errorf("update %s: %w", JoinSecret, err)
+			}
+		}
+		if len(legacy) > 0 {
+			p.log.Info("removed the plaintext shared PKI an older kubox kept in the join Secret; join tokens now carry it sealed", "secret", ns+"/"+JoinSecret, "keys", len(legacy))
 		}
 	}
 	role := &rbacv1.Role{
@@ -185,17 +196,10 @@ func (p *publisher) publish(ctx context.Context) error {
 	if _, err := p.client.RbacV1().RoleBindings(ns).Create(ctx, rb, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
+	if id, err := consumeJoinToken(ctx, p.client, p.joinState); err != nil {
+		return err
+	} else if id != "" {
+		p.log.Info("this box is up: deleted the single-use join token it joined with", "token", id)
+	}
 	return nil
-}
-
-func sameData(a, b map[string][]byte) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if string(b[k]) != string(v) {
-			return false
-		}
-	}
-	return true
 }

@@ -219,7 +219,7 @@ func plan(in *prepared) ([]step, error) {
 		SAKey: pki.ServiceAccountKey, SAPub: pki.ServiceAccountPub, Encryption: pki.EncryptionConfig,
 		AdminCert: pki.AdminCert, AdminKey: pki.AdminKey, Log: logFor("apiserver"),
 	}), etcdNeed)
-	add(newPublisher(in.client, p.PKI, c.clusterSettings(), in.log), "apiserver")
+	add(newPublisher(in.client, c.clusterSettings(), p.JoinState, in.log), "apiserver")
 	add(controllers.New(controllers.Config{
 		Kubeconfig: pki.ControllerManagerKubeconfig, ClusterCIDR: c.ClusterCIDR.String(), ServiceCIDR: c.ServiceCIDR.String(),
 		NodeCIDRMaskV4: NodeCIDRMaskSize, NodeName: c.NodeName, LeaseIdentity: in.leaseIdentity, Log: in.log,

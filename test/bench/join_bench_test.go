@@ -46,7 +46,8 @@ func BenchmarkJoin(b *testing.B) {
 		report(b, "ConfigMap create p50, 1 etcd member", p50, "ms")
 		report(b, "ConfigMap create p99, 1 etcd member", p99, "ms")
 
-		out, err := box1.Kubox(ctx, "token", "create", "--data-dir", box1.DataDir)
+		// One token for both boxes.
+		out, err := box1.Kubox(ctx, "token", "create", "--data-dir", box1.DataDir, "--reusable")
 		if err != nil {
 			b.Fatal(err)
 		}

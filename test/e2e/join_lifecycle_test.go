@@ -52,15 +52,16 @@ func TestJoinLifecycle(t *testing.T) {
 		}
 	})
 
-	var tok string
+	var tok, tok3 string
 	harness.Phase(t, "box1-ready", func(t *testing.T) {
 		startBox(ctx, t, box1)
-		tok = createToken(ctx, t, box1, "1h")
+		// Single use: each box its own.
+		tok, tok3 = createToken(ctx, t, box1, "1h"), createToken(ctx, t, box1, "1h")
 	})
 
 	harness.Phase(t, "box2-joins-as-learner", func(t *testing.T) {
 		box2.Env = []string{"KUBOX_TOKEN=" + tok}
-		box3.Env = []string{"KUBOX_TOKEN=" + tok}
+		box3.Env = []string{"KUBOX_TOKEN=" + tok3}
 		startBox(ctx, t, box2)
 		if got := describe(members(ctx, t, box1)); got != "box1=voter,box2=learner" {
 			t.Fatalf("after box2's join etcd has %s, want box1=voter,box2=learner", got)
@@ -246,9 +247,10 @@ func TestJoinLifecycle(t *testing.T) {
 	harness.Phase(t, "join-refused-without-quorum", func(t *testing.T) {
 		// No quorum (box2 down, box1 alone of two voters): a join is refused
 		// quickly, with nothing added.
+		tokQ := createToken(ctx, t, box1, "1h")
 		box2.Kill()
 		begin := time.Now()
-		refusedJoin(ctx, t, env, ns[2], ip[2], "quorum", nil, "--join", joinURL, "--token", tok)
+		refusedJoin(ctx, t, env, ns[2], ip[2], "quorum", nil, "--join", joinURL, "--token", tokQ)
 		if took := time.Since(begin); took > 12*time.Second {
 			t.Errorf("join without quorum refused after %s, want a few seconds", took)
 		} else {

@@ -113,7 +113,8 @@ func configMapCount(ctx context.Context, n *harness.Node, ns string) (int, error
 // TestJoinThreeBoxes is the multi-box story on three "hosts" (network
 // namespaces on a bridge): a refused join for every kind of bad input with
 // nothing added to etcd, box 2 joining as a learner, box 3 joining as a voter
-// (box 2 promoted), the cluster surviving box 1's SIGKILL (served by box 2,
+// (box 2 promoted), its single-use token then deleted and refused, no key
+// at rest in etcd or in a Secret, the cluster surviving box 1's SIGKILL (served by box 2,
 // whose apiserver started while it was a learner, and box 3) and then box
 // 2's, with every acknowledged write readable and the killed box catching
 // up, node remove, and a join refused while etcd has no quorum.
@@ -204,6 +205,20 @@ func TestJoinThreeBoxes(t *testing.T) {
 		if log, _ := os.ReadFile(box2.LogPath); strings.Contains(string(log), parsed.Secret) {
 			t.Errorf("box2's log contains the token secret")
 		}
+		// Single use: box2, once up, deletes the token and its sealed bundle.
+		waitTokenGone(ctx, t, box1, tok)
+	})
+
+	// No CA key, sa.key or encryption key in etcd or in any Secret.
+	harness.Phase(t, "no-keys-at-rest", func(t *testing.T) {
+		noKeysAtRest(ctx, t, box1, ip[0])
+	})
+
+	harness.Phase(t, "used-token-refused", func(t *testing.T) {
+		refusedJoin(ctx, t, env, ns[2], ip[2], "refused the token", nil, "--join", joinURL, "--token", tok)
+		if got := describe(members(ctx, t, box1)); got != "box1=voter,box2=learner" {
+			t.Fatalf("after the refused join etcd has %s, want box1=voter,box2=learner", got)
+		}
 	})
 
 	// Box 3: join and token from its config file; joins as a voter and box2
@@ -219,7 +234,8 @@ func TestJoinThreeBoxes(t *testing.T) {
 	})
 	harness.Phase(t, "box3-joins-box2-promoted", func(t *testing.T) {
 		cfgFile := filepath.Join(box3.Root, "config.yaml")
-		if err := os.WriteFile(cfgFile, []byte(fmt.Sprintf("join: %s\ntoken: %s\n", joinURL, tok)), 0o600); err != nil {
+		tok3 := createToken(ctx, t, box1, "1h")
+		if err := os.WriteFile(cfgFile, []byte(fmt.Sprintf("join: %s\ntoken: %s\n", joinURL, tok3)), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		box3.Args = append(box3.Args, "--config", cfgFile)
