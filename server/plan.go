@@ -104,10 +104,6 @@ func (s *Server) prepareSteps(ctx context.Context, in *prepared, undos *[]func()
 		if in.join, err = s.prepareJoin(ctx); err != nil {
 			return err
 		}
-		if in.join != nil && !in.join.promote {
-			s.log.Info("joined as a non-voting etcd learner (hot standby): two voters would tolerate no loss; " +
-				"join a third box (this one is then promoted) or run `kubox etcd promote`")
-		}
 	}
 	if in.pki, err = bootstrap.Ensure(ctx, c.PKIConfig()); err != nil {
 		return fmt.Errorf("bootstrap PKI: %w", err)
