@@ -330,10 +330,10 @@ func TestLeaderElection(t *testing.T) {
 	})
 
 	joinURL := "https://" + net.JoinHostPort(ip[0], "6443")
-	tok := createToken(ctx, t, box1, "1h")
 	for i, b := range []*harness.Node{box2, box3} {
 		b.Args = append(b.Args, "--join", joinURL)
-		b.Env = []string{"KUBOX_TOKEN=" + tok}
+		// Tokens are single use: one per box.
+		b.Env = []string{"KUBOX_TOKEN=" + createToken(ctx, t, box1, "1h")}
 		startBox(ctx, t, b)
 		// Box 1's Node is Ready already: wait for this box's own.
 		name := fmt.Sprintf("box%d", i+2)

@@ -235,9 +235,9 @@ func TestEtcdRecoverThreeBoxes(t *testing.T) {
 
 	harness.Phase(t, "three-voters", func(t *testing.T) {
 		startBox(ctx, t, box1)
-		tok := createToken(ctx, t, box1, "1h")
 		for _, b := range []*harness.Node{box2, box3} {
-			b.Env = []string{"KUBOX_TOKEN=" + tok}
+			// Tokens are single use: one per box.
+			b.Env = []string{"KUBOX_TOKEN=" + createToken(ctx, t, box1, "1h")}
 			startBox(ctx, t, b)
 		}
 		if err := harness.WaitFor(ctx, time.Second, func() bool {
