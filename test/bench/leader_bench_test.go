@@ -41,7 +41,8 @@ func BenchmarkLeaderTakeover(b *testing.B) {
 		}); err != nil {
 			b.Fatal(err)
 		}
-		out, err := box1.Kubox(ctx, "token", "create", "--data-dir", box1.DataDir)
+		// Two boxes join with it: tokens are single use unless --reusable.
+		out, err := box1.Kubox(ctx, "token", "create", "--reusable", "--data-dir", box1.DataDir)
 		if err != nil {
 			b.Fatal(err)
 		}
