@@ -126,7 +126,7 @@ func (c *Controllers) Init(ctx context.Context) error {
 	}
 	c.opts = s
 	c.election = leader.Config{
-		Namespace: le.ResourceNamespace, Name: le.ResourceName, Identity: c.leaseIdentity(),
+		Namespace: le.ResourceNamespace, Name: le.ResourceName, Identity: leader.KeptOrNew(c.cfg.LeaseIdentity, c.cfg.NodeName),
 		Client:        client,
 		LeaseDuration: le.LeaseDuration.Duration, RenewDeadline: le.RenewDeadline.Duration, RetryPeriod: le.RetryPeriod.Duration,
 		Log: c.log(),
@@ -194,12 +194,4 @@ func (c *Controllers) log() *slog.Logger {
 		l = slog.Default()
 	}
 	return l.With("component", "controller-manager")
-}
-
-// leaseIdentity is the identity this box campaigns with.
-func (c *Controllers) leaseIdentity() string {
-	if c.cfg.LeaseIdentity != "" {
-		return c.cfg.LeaseIdentity
-	}
-	return leader.Identity(c.cfg.NodeName)
 }

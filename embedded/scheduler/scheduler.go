@@ -93,7 +93,7 @@ func (s *Scheduler) Init(ctx context.Context) error {
 	}
 	s.opts = opts
 	s.election = leader.Config{
-		Namespace: le.ResourceNamespace, Name: le.ResourceName, Identity: s.leaseIdentity(),
+		Namespace: le.ResourceNamespace, Name: le.ResourceName, Identity: leader.KeptOrNew(s.cfg.LeaseIdentity, s.cfg.NodeName),
 		Client:        client,
 		LeaseDuration: le.LeaseDuration.Duration, RenewDeadline: le.RenewDeadline.Duration, RetryPeriod: le.RetryPeriod.Duration,
 		Log: s.log(),
@@ -144,12 +144,4 @@ func (s *Scheduler) log() *slog.Logger {
 		l = slog.Default()
 	}
 	return l.With("component", "scheduler")
-}
-
-// leaseIdentity is the identity this box campaigns with.
-func (s *Scheduler) leaseIdentity() string {
-	if s.cfg.LeaseIdentity != "" {
-		return s.cfg.LeaseIdentity
-	}
-	return leader.Identity(s.cfg.NodeName)
 }

@@ -53,6 +53,15 @@ func Identity(node string) string {
 	return node + "_" + string(uuid.NewUUID())
 }
 
+// KeptOrNew is kept when the caller keeps an identity (see StableIdentity),
+// else a new Identity for node.
+func KeptOrNew(kept, node string) string {
+	if kept != "" {
+		return kept
+	}
+	return Identity(node)
+}
+
 // StableIdentity is Identity kept in file, so that a box restarted after a
 // crash or power cut is the holder of the lease its previous run took and
 // renews it at once, instead of waiting for it to expire (up to the lease
