@@ -94,6 +94,11 @@ func (a *APIServer) URL() string {
 // Args are the upstream flags kubox sets.
 func (a *APIServer) Args() []string {
 	c := a.cfg
+	issuer := "https://kubernetes.default.svc." + c.ClusterDomain
+	audiences := issuer
+	if issuer != legacyIssuer {
+		audiences += "," + legacyIssuer
+	}
 	m := map[string]string{
 		"advertise-address":                  c.NodeIP.String(),
 		"secure-port":                        strconv.Itoa(c.Port),
@@ -123,8 +128,8 @@ func (a *APIServer) Args() []string {
 		"proxy-client-key-file":              c.ProxyKey,
 		"service-account-key-file":           c.SAPub,
 		"service-account-signing-key-file":   c.SAKey,
-		"service-account-issuer":             "https://kubernetes.default.svc." + c.ClusterDomain,
-		"api-audiences":                      "https://kubernetes.default.svc." + c.ClusterDomain,
+		"service-account-issuer":             issuer,
+		"api-audiences":                      audiences,
 		"encryption-provider-config":         c.Encryption,
 		"profiling":                          "false",
 		"enable-bootstrap-token-auth":        "true",
@@ -133,8 +138,18 @@ func (a *APIServer) Args() []string {
 	for k, v := range c.Extra {
 		m[k] = v
 	}
-	return flags.Args(m)
+	args := flags.Args(m)
+	if issuer != legacyIssuer {
+		// The first issuer signs new tokens; later ones are only accepted.
+		args = append(args, "--service-account-issuer="+legacyIssuer)
+	}
+	return args
 }
+
+// legacyIssuer is the service-account issuer kubox used whatever the
+// cluster domain, before the domain reached the apiserver: tokens it issued
+// (and their audience) stay valid on a cluster with another domain.
+const legacyIssuer = "https://kubernetes.default.svc.cluster.local"
 
 func (a *APIServer) Init(ctx context.Context) error {
 	if a.cfg.NodeIP == nil || a.cfg.NodeIP.IsLoopback() {
