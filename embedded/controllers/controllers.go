@@ -119,19 +119,10 @@ func (c *Controllers) Init(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	le := cfg.ComponentConfig.Generic.LeaderElection
-	client, err := leader.NewClient(cfg.Kubeconfig, "kube-controller-manager", le.RenewDeadline.Duration)
-	if err != nil {
-		return err
-	}
 	c.opts = s
-	c.election = leader.Config{
-		Namespace: le.ResourceNamespace, Name: le.ResourceName, Identity: leader.KeptOrNew(c.cfg.LeaseIdentity, c.cfg.NodeName),
-		Client:        client,
-		LeaseDuration: le.LeaseDuration.Duration, RenewDeadline: le.RenewDeadline.Duration, RetryPeriod: le.RetryPeriod.Duration,
-		Log: c.log(),
-	}
-	return nil
+	c.election, err = leader.Upstream(cfg.ComponentConfig.Generic.LeaderElection, cfg.Kubeconfig, "kube-controller-manager",
+		leader.KeptOrNew(c.cfg.LeaseIdentity, c.cfg.NodeName), c.log())
+	return err
 }
 
 func (c *Controllers) config(ctx context.Context, s *options.KubeControllerManagerOptions) (*config.CompletedConfig, error) {

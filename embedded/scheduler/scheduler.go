@@ -82,23 +82,14 @@ func (s *Scheduler) Init(ctx context.Context) error {
 		return fmt.Errorf("scheduler feature gates: %w", err)
 	}
 	// The rest of the configuration is checked by app.Setup at each term.
-	le := opts.LeaderElection
 	rc, err := clientcmd.BuildConfigFromFlags("", s.cfg.Kubeconfig)
 	if err != nil {
 		return fmt.Errorf("scheduler kubeconfig %s: %w", s.cfg.Kubeconfig, err)
 	}
-	client, err := leader.NewClient(rc, "kube-scheduler", le.RenewDeadline.Duration)
-	if err != nil {
-		return err
-	}
 	s.opts = opts
-	s.election = leader.Config{
-		Namespace: le.ResourceNamespace, Name: le.ResourceName, Identity: leader.KeptOrNew(s.cfg.LeaseIdentity, s.cfg.NodeName),
-		Client:        client,
-		LeaseDuration: le.LeaseDuration.Duration, RenewDeadline: le.RenewDeadline.Duration, RetryPeriod: le.RetryPeriod.Duration,
-		Log: s.log(),
-	}
-	return nil
+	s.election, err = leader.Upstream(*opts.LeaderElection, rc, "kube-scheduler",
+		leader.KeptOrNew(s.cfg.LeaseIdentity, s.cfg.NodeName), s.log())
+	return err
 }
 
 // Start campaigns for the lease in the background; the scheduler runs

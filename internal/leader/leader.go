@@ -26,6 +26,7 @@ import (
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/tools/record"
+	componentbaseconfig "k8s.io/component-base/config"
 
 	"github.com/kubox/kubox/internal/fsutil"
 )
@@ -87,17 +88,23 @@ func StableIdentity(file, node string) (string, error) {
 	return id, nil
 }
 
-// NewClient is a client for Config.Client from the component's own
-// connection: its requests are bounded by renewDeadline, as upstream's are,
-// so a hung request cannot outlive the deadline it is part of.
-func NewClient(rc *rest.Config, name string, renewDeadline time.Duration) (kubernetes.Interface, error) {
-	c := rest.AddUserAgent(rest.CopyConfig(rc), name+"/leader-election")
-	c.Timeout = renewDeadline
+// Upstream is the Config of a component that upstream elects with le (its
+// lease name and timings), as identity: its client is made from the
+// component's own connection rc, and its requests are bounded by the renew
+// deadline, as upstream's are, so a hung request cannot outlive the
+// deadline it is part of.
+func Upstream(le componentbaseconfig.LeaderElectionConfiguration, rc *rest.Config, component, identity string, log *slog.Logger) (Config, error) {
+	c := rest.AddUserAgent(rest.CopyConfig(rc), component+"/leader-election")
+	c.Timeout = le.RenewDeadline.Duration
 	client, err := kubernetes.NewForConfig(c)
 	if err != nil {
-		return nil, fmt.Errorf("leader-election client for %s: %w", name, err)
+		return Config{}, fmt.Errorf("leader-election client for %s: %w", component, err)
 	}
-	return client, nil
+	return Config{
+		Namespace: le.ResourceNamespace, Name: le.ResourceName, Identity: identity, Client: client,
+		LeaseDuration: le.LeaseDuration.Duration, RenewDeadline: le.RenewDeadline.Duration, RetryPeriod: le.RetryPeriod.Duration,
+		Log: log,
+	}, nil
 }
 
 // Run campaigns for the lease until ctx ends. Each time it wins, it calls
