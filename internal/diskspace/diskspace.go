@@ -59,6 +59,17 @@ func (u Usage) Floor() int64 { return Floor(u.Total) }
 // Of measures the filesystem holding path; a path not created yet is
 // measured at its nearest existing parent.
 func Of(path string) (Usage, error) {
+	u, err := Measure(path)
+	if err != nil {
+		return Usage{}, err
+	}
+	u.Device = device(u.Dev)
+	return u, nil
+}
+
+// Measure is Of without the Device, which takes reading the mount table:
+// cheap enough to poll.
+func Measure(path string) (Usage, error) {
 	at, err := existingParent(path)
 	if err != nil {
 		return Usage{}, err
@@ -73,7 +84,6 @@ func Of(path string) (Usage, error) {
 	}
 	u := FromStatfs(&st)
 	u.Path, u.At, u.Dev = path, at, sb.Dev
-	u.Device = device(sb.Dev)
 	return u, nil
 }
 
@@ -125,11 +135,11 @@ func device(dev uint64) string {
 // SameFilesystem tells whether a and b (or their nearest existing parents)
 // are on one filesystem.
 func SameFilesystem(a, b string) (bool, error) {
-	ua, err := Of(a)
+	ua, err := Measure(a)
 	if err != nil {
 		return false, err
 	}
-	ub, err := Of(b)
+	ub, err := Measure(b)
 	if err != nil {
 		return false, err
 	}
@@ -139,11 +149,11 @@ func SameFilesystem(a, b string) (bool, error) {
 // Reserve is what a write into dir must leave free so the data dir keeps
 // its floor: the floor when dir is on the data dir's filesystem, else 0.
 func Reserve(dataDir, dir string) (int64, error) {
-	ud, err := Of(dataDir)
+	ud, err := Measure(dataDir)
 	if err != nil {
 		return 0, err
 	}
-	u, err := Of(dir)
+	u, err := Measure(dir)
 	if err != nil {
 		return 0, err
 	}
