@@ -77,9 +77,9 @@ func (s *Server) Preflight() error {
 	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir %s: %w", s.cfg.DataDir, err)
 	}
-	// Below the floor the disk guard would stop kubox at once: refuse with
+	// With less the disk guard would stop kubox again at once: refuse with
 	// its line, and systemd tries again later.
-	if err := diskspace.CheckFloor(s.cfg.DataDir, "not starting"); err != nil {
+	if err := diskspace.CheckStart(s.cfg.DataDir); err != nil {
 		return err
 	}
 	lock, err := AcquireLock(s.paths.Lock)

@@ -18,10 +18,13 @@ const (
 	MiB = 1 << 20
 	GiB = 1 << 30
 
-	// MinFloor is the least free space kubox runs with: etcd preallocates
-	// each WAL segment as a 64 MiB file, and a WAL write that fails ends
-	// etcd. Below it nothing guarantees etcd's next segment.
-	MinFloor = 64 * MiB
+	// WALSegment covers the file etcd preallocates for its next WAL
+	// segment (64 MB). etcd removes it when it stops and preallocates it
+	// again when it opens its WAL.
+	WALSegment = 64 * MiB
+	// MinFloor is the least free space kubox runs with: a WAL write that
+	// fails ends etcd, and below one segment nothing guarantees the next.
+	MinFloor = WALSegment
 	// MaxFloor caps the floor on big disks: 256 MiB holds a few WAL
 	// segments plus the db's growth between two polls of the guard.
 	MaxFloor = 256 * MiB
@@ -55,6 +58,12 @@ func (u Usage) PercentUsed() float64 {
 
 // Floor is Floor of u's filesystem.
 func (u Usage) Floor() int64 { return Floor(u.Total) }
+
+// StartNeeds is the free space a start needs on a filesystem of total
+// bytes: the floor, plus the WAL segment etcd takes back as it opens (its
+// stop gave it back). With less, the start would only take kubox below
+// the floor and stop it again.
+func StartNeeds(total int64) int64 { return Floor(total) + WALSegment }
 
 // Of measures the filesystem holding path; a path not created yet is
 // measured at its nearest existing parent.
@@ -163,33 +172,48 @@ func Reserve(dataDir, dir string) (int64, error) {
 	return ud.Floor(), nil
 }
 
-// LowError says the data dir has less free space than its floor.
+// LowError says the data dir has less free space than kubox needs.
 type LowError struct {
 	Usage
-	Floor int64
+	Floor int64 // below it a running kubox stops
+	Need  int64 // what was needed: Floor, or StartNeeds for a start
 	// Action is what kubox did: "stopped" or "not starting".
 	Action string
 }
 
 func (e *LowError) Error() string {
-	return fmt.Sprintf("data dir %s: only %s free on %s, below the %s floor: %s; free space and kubox starts again",
-		e.Path, Human(e.Free), e.Device, Human(e.Floor), e.Action)
+	below := fmt.Sprintf("below the %s floor", Human(e.Floor))
+	if e.Need > e.Floor {
+		below = fmt.Sprintf("below the %s a start needs (the %s floor and etcd's %s WAL segment)",
+			Human(e.Need), Human(e.Floor), Human(e.Need-e.Floor))
+	}
+	return fmt.Sprintf("data dir %s: only %s free on %s, %s: %s; free space and kubox starts again",
+		e.Path, Human(e.Free), e.Device, below, e.Action)
 }
 
-// CheckFloor returns a *LowError when the data dir's filesystem has less
-// than its floor free.
-func CheckFloor(dataDir, action string) error {
+// CheckStart returns a *LowError when the data dir's filesystem has less
+// free than a start needs (StartNeeds).
+func CheckStart(dataDir string) error {
 	u, err := Of(dataDir)
 	if err != nil {
 		return fmt.Errorf("data dir %s: measure free space: %w", dataDir, err)
 	}
-	return u.CheckFloor(action)
+	return u.CheckStart()
 }
 
-// CheckFloor is CheckFloor on a measured filesystem.
-func (u Usage) CheckFloor(action string) error {
+// CheckStart is CheckStart on a measured filesystem.
+func (u Usage) CheckStart() error {
+	if need := StartNeeds(u.Total); u.Free < need {
+		return &LowError{Usage: u, Floor: u.Floor(), Need: need, Action: "not starting"}
+	}
+	return nil
+}
+
+// CheckFloor returns a *LowError when u has less than its floor free: a
+// running kubox stops.
+func (u Usage) CheckFloor() error {
 	if f := u.Floor(); u.Free < f {
-		return &LowError{Usage: u, Floor: f, Action: action}
+		return &LowError{Usage: u, Floor: f, Need: f, Action: "stopped"}
 	}
 	return nil
 }

@@ -30,7 +30,7 @@ func TestCheckFloorSaysWhatAndWhere(t *testing.T) {
 	st := &unix.Statfs_t{Bsize: 4096, Blocks: GiB / 4096, Bfree: 40 * MiB / 4096, Bavail: 40 * MiB / 4096}
 	u := FromStatfs(st)
 	u.Path, u.Device = "/var/lib/kubox", "/dev/loop7"
-	err := u.CheckFloor("stopped")
+	err := u.CheckFloor()
 	var low *LowError
 	if !errors.As(err, &low) {
 		t.Fatalf("CheckFloor = %v, want a LowError", err)
@@ -40,8 +40,25 @@ func TestCheckFloorSaysWhatAndWhere(t *testing.T) {
 		t.Fatalf("got  %s\nwant %s", err, want)
 	}
 	st.Bavail, st.Bfree = MinFloor/4096, MinFloor/4096
-	if err := FromStatfs(st).CheckFloor("stopped"); err != nil {
+	if err := FromStatfs(st).CheckFloor(); err != nil {
 		t.Fatalf("exactly the floor free: %v", err)
+	}
+	// A start needs the WAL segment etcd gave back at its stop, too: with
+	// 94 MiB free the running box would go on, a stopped one stays down.
+	st.Bavail, st.Bfree = 94*MiB/4096, 94*MiB/4096
+	u = FromStatfs(st)
+	u.Path, u.Device = "/var/lib/kubox", "/dev/loop7"
+	if err := u.CheckFloor(); err != nil {
+		t.Fatalf("94 MiB free: %v", err)
+	}
+	err = u.CheckStart()
+	want = "data dir /var/lib/kubox: only 94.0 MiB free on /dev/loop7, below the 128.0 MiB a start needs (the 64.0 MiB floor and etcd's 64.0 MiB WAL segment): not starting; free space and kubox starts again"
+	if err == nil || err.Error() != want {
+		t.Fatalf("CheckStart = %v\nwant %s", err, want)
+	}
+	st.Bavail, st.Bfree = 128*MiB/4096, 128*MiB/4096
+	if err := FromStatfs(st).CheckStart(); err != nil {
+		t.Fatalf("128 MiB free: %v", err)
 	}
 }
 

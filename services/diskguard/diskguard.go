@@ -6,8 +6,9 @@
 // floor (diskspace.Floor: 2% of the filesystem, at least one 64 MiB WAL
 // segment, at most 256 MiB), reports a failure: the supervisor then stops
 // every component, etcd included, and kubox exits non-zero with one line.
-// The start refuses to run below the same floor, so once room is freed the
-// next start (systemd restarts kubox) simply works.
+// A start needs the floor plus the WAL segment etcd gives back when it
+// stops and takes again when it opens, so a stopped kubox stays down until
+// room is freed, and then the next start (systemd restarts kubox) works.
 package diskguard
 
 import (
@@ -64,13 +65,14 @@ func New(cfg Config) *Guard {
 
 func (g *Guard) Name() string { return "disk" }
 
-// Init refuses to start below the floor.
+// Init refuses to start with less than a start needs (see
+// diskspace.StartNeeds).
 func (g *Guard) Init(context.Context) error {
 	u, err := g.measure()
 	if err != nil {
 		return err
 	}
-	return g.low(u, "not starting")
+	return g.named(u.CheckStart())
 }
 
 // Start polls until the free space falls below the floor, which it then
@@ -97,7 +99,7 @@ func (g *Guard) watch(ctx context.Context) error {
 			return false, nil
 		}
 		lastErr = nil
-		if lowErr = g.low(u, "stopped"); lowErr != nil {
+		if lowErr = g.named(u.CheckFloor()); lowErr != nil {
 			return true, nil
 		}
 		// Twice the floor: warn once per descent, while there is still time
@@ -125,10 +127,9 @@ func (g *Guard) measure() (diskspace.Usage, error) {
 	return diskspace.Measure(g.cfg.Dir)
 }
 
-// low returns the one-line error when u is below its floor, naming the
-// device (read from the mount table only now).
-func (g *Guard) low(u diskspace.Usage, action string) error {
-	err := u.CheckFloor(action)
+// named completes a *diskspace.LowError with the device, read from the
+// mount table only now.
+func (g *Guard) named(err error) error {
 	var le *diskspace.LowError
 	if errors.As(err, &le) && le.Device == "" && g.cfg.Measure == nil {
 		if named, nerr := diskspace.Of(g.cfg.Dir); nerr == nil {
