@@ -126,7 +126,14 @@ func TestDiskFull(t *testing.T) {
 				t.Errorf("the log has %q: the guard did not act first", bad)
 			}
 		}
-		t.Logf("kubox stopped %s after the fill (%d ConfigMaps acknowledged): %s", took, acked.count(), line)
+		t.Logf("kubox exited %s after the fill (%d ConfigMaps acknowledged): %s", took, acked.count(), line)
+		if i := strings.Index(log, "stopping kubox: "); i >= 0 {
+			for _, l := range strings.Split(log[i:], "\n") {
+				if strings.Contains(l, `msg="component stopped"`) || strings.Contains(l, "did not stop") {
+					t.Logf("  %s", l)
+				}
+			}
+		}
 		stopWriter()
 		<-writerDone
 		for _, p := range []string{"member/snap/db", "member/wal"} {
