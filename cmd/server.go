@@ -12,12 +12,15 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"k8s.io/klog/v2"
 
 	"github.com/kubox/kubox/embedded/kubelet"
 	"github.com/kubox/kubox/internal/configfile"
+	"github.com/kubox/kubox/internal/fatal"
 	"github.com/kubox/kubox/server"
 	"github.com/kubox/kubox/systemd"
 )
@@ -220,6 +223,11 @@ e.g. "cluster-cidr: 10.42.0.0/16"; a flag given on the command line wins.`,
 				return err
 			}
 			srv.SetNotifier(notifier)
+			// klog's exit is process-wide: set here, once, for the
+			// upstream components this process runs.
+			fatals := &fatal.Catcher{Grace: server.StopTimeout + 15*time.Second}
+			klog.OsExit = fatals.KlogExit
+			srv.CatchFatal(fatals)
 			if err := srv.Preflight(); err != nil {
 				notifier.Stopping("preflight failed: " + err.Error())
 				return err

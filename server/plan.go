@@ -25,6 +25,7 @@ import (
 	"github.com/kubox/kubox/embedded/etcd"
 	"github.com/kubox/kubox/embedded/kubelet"
 	"github.com/kubox/kubox/embedded/scheduler"
+	"github.com/kubox/kubox/internal/fatal"
 	"github.com/kubox/kubox/internal/fsutil"
 	"github.com/kubox/kubox/internal/leader"
 	"github.com/kubox/kubox/proxy"
@@ -64,6 +65,8 @@ type prepared struct {
 	// leaseIdentity is what the controller manager and the scheduler
 	// campaign with; kept in the data dir (see leader.StableIdentity).
 	leaseIdentity string
+	// fatals, when set, receives etcd's fatal exits (see Server.CatchFatal).
+	fatals *fatal.Catcher
 }
 
 // step is one component of the plan and the components it needs ready
@@ -78,7 +81,7 @@ type step struct {
 // did is undone before it returns; when a later start step fails, the
 // caller runs undo (with the failure) once every component has stopped.
 func (s *Server) prepare(ctx context.Context) (*prepared, func(cause error) error, error) {
-	in := &prepared{cfg: s.cfg, paths: s.paths, log: s.log, capSysResource: HasCapSysResource()}
+	in := &prepared{cfg: s.cfg, paths: s.paths, log: s.log, capSysResource: HasCapSysResource(), fatals: s.fatals}
 	var undos []func()
 	undo := func(cause error) error {
 		for i := len(undos) - 1; i >= 0; i-- {
@@ -174,6 +177,9 @@ func plan(in *prepared) ([]step, error) {
 	}
 	if in.join != nil {
 		etcdCfg.InitialCluster, etcdCfg.ClusterState = in.join.initialCluster, "existing"
+	}
+	if in.fatals != nil {
+		etcdCfg.FatalHook = in.fatals.ZapHook("etcd")
 	}
 	et := etcd.New(etcdCfg)
 	add(et)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kubox/kubox/component"
 	"github.com/kubox/kubox/embedded/etcd"
+	"github.com/kubox/kubox/internal/fatal"
 	"github.com/kubox/kubox/internal/mounts"
 )
 
@@ -33,6 +34,7 @@ type Server struct {
 	sup   *component.Supervisor
 
 	notify          Notifier
+	fatals          *fatal.Catcher
 	adminKubeconfig string
 	// live, once the node is ready, tells whether the apiserver answers
 	// /livez; the systemd watchdog is pinged only while it does.
@@ -58,6 +60,12 @@ func (nopNotifier) RunWatchdog(context.Context, func(context.Context) error) {}
 
 // SetNotifier makes the server report its progress to n.
 func (s *Server) SetNotifier(n Notifier) { s.notify = n }
+
+// CatchFatal makes the fatal exits of upstream code in this process, as
+// reported by c, stop the node cleanly: Run then returns the *fatal.Error.
+// The caller routes the libraries' exits to c (klog.OsExit); etcd's logger
+// gets c's hook from the plan.
+func (s *Server) CatchFatal(c *fatal.Catcher) { s.fatals = c }
 
 // New returns a server for a completed cfg.
 func New(cfg Config, log *slog.Logger) (*Server, error) {
@@ -92,6 +100,18 @@ func (s *Server) Release() { s.lock.Release() }
 // stops everything. It returns the first failure.
 func (s *Server) Run(ctx context.Context) error {
 	begin := time.Now()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if s.fatals != nil {
+		go func() {
+			select {
+			case e := <-s.fatals.Reports():
+				s.log.Error("fatal error in a component; stopping", "component", e.Component, "err", e.Cause)
+				cancel(e)
+			case <-ctx.Done():
+			}
+		}()
+	}
 	wdCtx, stopWatchdog := context.WithCancel(context.Background())
 	defer stopWatchdog()
 	go s.notify.RunWatchdog(wdCtx, s.healthy)
@@ -121,7 +141,10 @@ func (s *Server) Run(ctx context.Context) error {
 	err = s.sup.Start(startCtx, runCtx)
 	cancelStart()
 	startFailed := err != nil
-	if err != nil && ctx.Err() != nil {
+	if fe := caughtFatal(ctx); fe != nil {
+		s.notify.Stopping("fatal error; stopping: " + fe.Error())
+		err = fe
+	} else if err != nil && ctx.Err() != nil {
 		// Asked to stop while starting: a normal stop, not a failure.
 		s.log.Info("stopping before start completed", "reason", context.Cause(ctx))
 		s.notify.Stopping("stopping before start completed")
@@ -133,7 +156,10 @@ func (s *Server) Run(ctx context.Context) error {
 		s.notify.Ready(fmt.Sprintf("kubox is ready: node %s, started in %s", s.cfg.NodeName, took))
 		err = s.sup.Wait(ctx)
 		s.live.Store(nil)
-		if err != nil {
+		if fe := caughtFatal(ctx); fe != nil {
+			s.notify.Stopping("fatal error; stopping: " + fe.Error())
+			err = fe
+		} else if err != nil {
 			s.log.Error("component failed; stopping", "err", err)
 			s.notify.Stopping("component failed; stopping: " + err.Error())
 		} else {
@@ -162,6 +188,15 @@ func (s *Server) Run(ctx context.Context) error {
 		return &RemovedError{DataDir: s.cfg.DataDir}
 	}
 	return errors.Join(err, stopErr)
+}
+
+// caughtFatal is the fatal exit that ended ctx, if one did.
+func caughtFatal(ctx context.Context) *fatal.Error {
+	var fe *fatal.Error
+	if errors.As(context.Cause(ctx), &fe) {
+		return fe
+	}
+	return nil
 }
 
 // healthy is the watchdog's check: while starting and stopping the process
