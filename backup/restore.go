@@ -117,6 +117,9 @@ func Restore(opts RestoreOptions) (RestoreResult, error) {
 	// From here on the disk changes: under the lock, and journaled (see
 	// swap.go), so a crash at any step is finished or undone by the next
 	// kubox server or kubox restore.
+	if err := os.MkdirAll(filepath.Dir(dataDir), 0o755); err != nil {
+		return RestoreResult{}, fmt.Errorf("restore: create the data dir's parent: %w", err)
+	}
 	unlock, err := LockRestore(dataDir, func() { say("waiting for another restore or a starting kubox server beside %s", dataDir) })
 	if err != nil {
 		return RestoreResult{}, fmt.Errorf("restore: %w", err)

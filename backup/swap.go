@@ -89,13 +89,14 @@ func isRestoreLeftover(dataDir, name string) bool {
 // kubox server while it checks for an interrupted restore and takes the
 // data dir's own lock. A lock on the directory itself leaves no file
 // behind. If another holds it, waiting is called once and LockRestore
-// blocks until it is free. The parent is created if missing.
+// blocks until it is free. Without a parent there is no restore to wait
+// for: nothing is locked then, and nothing created.
 func LockRestore(dataDir string, waiting func()) (func(), error) {
 	parent := filepath.Dir(dataDir)
-	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return nil, fmt.Errorf("create the data dir's parent: %w", err)
-	}
 	f, err := os.Open(parent)
+	if errors.Is(err, fs.ErrNotExist) {
+		return func() {}, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", parent, err)
 	}

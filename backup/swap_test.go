@@ -305,7 +305,16 @@ func TestSwapRollsBackOnFailure(t *testing.T) {
 
 // TestLockRestore: a second holder waits until the first lets go.
 func TestLockRestore(t *testing.T) {
-	data := filepath.Join(t.TempDir(), "sub", "data")
+	missing := filepath.Join(t.TempDir(), "missing", "data")
+	if u, err := LockRestore(missing, nil); err != nil {
+		t.Fatal(err)
+	} else {
+		u()
+	}
+	if _, err := os.Stat(filepath.Dir(missing)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("LockRestore created the parent: %v", err)
+	}
+	data := filepath.Join(t.TempDir(), "data")
 	unlock, err := LockRestore(data, nil)
 	if err != nil {
 		t.Fatal(err)
