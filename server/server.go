@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/kubox/kubox/backup"
 	"github.com/kubox/kubox/component"
 	"github.com/kubox/kubox/embedded/etcd"
 	"github.com/kubox/kubox/internal/fatal"
@@ -77,6 +78,24 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 func (s *Server) Preflight() error {
 	if os.Geteuid() != 0 {
 		return errors.New("kubox server must run as root (it manages containers, mounts and networking): run it with sudo or as root")
+	}
+	// Before anything creates the data dir: a restore cut off between its
+	// renames leaves none, and a new one would be a new cluster with new
+	// CAs. The restore lock is held until the data dir's own is taken, so
+	// no restore starts in between.
+	unlockRestore, err := backup.LockRestore(s.cfg.DataDir, func() {
+		s.log.Info("waiting for a kubox restore into the data dir to end", "data_dir", s.cfg.DataDir)
+	})
+	if err != nil {
+		return err
+	}
+	defer unlockRestore()
+	msg, err := backup.RecoverRestore(s.cfg.DataDir, backup.ForServer)
+	if err != nil {
+		return err
+	}
+	if msg != "" {
+		s.log.Warn("restore: " + msg)
 	}
 	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir %s: %w", s.cfg.DataDir, err)
