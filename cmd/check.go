@@ -127,6 +127,7 @@ Ports and the data dir come from the flags, else from the config file
 // server stopped, looks at the database file; false when there is none yet.
 func etcdSpaceCheck(ctx context.Context, c server.Config, running bool) (hostcheck.Result, bool) {
 	if running {
+		quietGRPC()
 		a := &server.Admin{DataDir: c.DataDir, EtcdClientPort: c.EtcdClientPort}
 		u, nospace, err := a.LocalEtcdSpace(ctx)
 		if err != nil {
