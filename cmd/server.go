@@ -53,6 +53,7 @@ func (f *serverFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&c.EtcdClientPort, "etcd-client-port", c.EtcdClientPort, "etcd client port (on 127.0.0.1)")
 	fs.IntVar(&c.EtcdPeerPort, "etcd-peer-port", c.EtcdPeerPort, "etcd peer port (on --node-ip)")
 	fs.IntVar(&c.KubeletPort, "kubelet-port", c.KubeletPort, "kubelet API port")
+	fs.Int64Var(&c.EtcdQuotaBytes, "etcd-quota-bytes", c.EtcdQuotaBytes, "etcd database size at which etcd refuses writes (NOSPACE) until kubox frees room; 16 MiB to 8 GiB")
 	fs.BoolVar(&c.DisableAgent, "disable-agent", c.DisableAgent, "run the control plane only: no containerd, kubelet or pod network")
 	fs.BoolVar(&c.DisableDNS, "disable-dns", c.DisableDNS, "do not serve cluster DNS (then run a DNS server for --cluster-dns yourself)")
 	fs.IntVar(&c.DNSPort, "dns-port", c.DNSPort, "cluster DNS port on --node-ip (UDP and TCP)")

@@ -174,6 +174,7 @@ func plan(in *prepared) ([]step, error) {
 		ServerCACert: pki.EtcdServerCACert, ServerCert: pki.EtcdServerCert, ServerKey: pki.EtcdServerKey,
 		PeerCACert: pki.EtcdPeerCACert, PeerCert: pki.EtcdPeerCert, PeerKey: pki.EtcdPeerKey,
 		ClientCert: pki.EtcdClientCert, ClientKey: pki.EtcdClientKey,
+		QuotaBytes: c.EtcdQuotaBytes,
 	}
 	if in.join != nil {
 		etcdCfg.InitialCluster, etcdCfg.ClusterState = in.join.initialCluster, "existing"
@@ -183,6 +184,9 @@ func plan(in *prepared) ([]step, error) {
 	}
 	et := etcd.New(etcdCfg)
 	add(et)
+	// Before anything writes: it clears a NOSPACE alarm and defragments
+	// while no client is connected (see embedded/etcd/space.go).
+	add(et.Space(etcd.SpaceConfig{Log: logFor("etcd")}), "etcd")
 	if in.join != nil && in.join.promote {
 		add(newPromoter(in.join, in.log), "etcd")
 	}
@@ -220,7 +224,7 @@ func plan(in *prepared) ([]step, error) {
 		KubeletCert: pki.APIServerKubeletClientCert, KubeletKey: pki.APIServerKubeletClientKey,
 		SAKey: pki.ServiceAccountKey, SAPub: pki.ServiceAccountPub, Encryption: pki.EncryptionConfig,
 		AdminCert: pki.AdminCert, AdminKey: pki.AdminKey, Log: logFor("apiserver"),
-	}), etcdNeed)
+	}), etcdNeed, "etcd-space")
 	add(newPublisher(in.client, c.clusterSettings(), p.JoinState, in.log), "apiserver")
 	add(controllers.New(controllers.Config{
 		Kubeconfig: pki.ControllerManagerKubeconfig, ClusterCIDR: c.ClusterCIDR.String(), ServiceCIDR: c.ServiceCIDR.String(),

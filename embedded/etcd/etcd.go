@@ -50,7 +50,14 @@ type Config struct {
 	// full disk), so kubox can stop every component cleanly; see package
 	// internal/fatal. The hook must not return.
 	FatalHook zapcore.CheckWriteHook
+
+	// QuotaBytes is the database size at which etcd raises NOSPACE and
+	// refuses writes (see space.go); 0 means DefaultQuotaBytes.
+	QuotaBytes int64
 }
+
+// DefaultQuotaBytes is etcd's own default quota.
+const DefaultQuotaBytes = 2 << 30
 
 // Etcd is the embedded etcd member.
 type Etcd struct {
@@ -75,6 +82,9 @@ func New(cfg Config) *Etcd {
 	}
 	if cfg.PeerPort == 0 {
 		cfg.PeerPort = 2380
+	}
+	if cfg.QuotaBytes == 0 {
+		cfg.QuotaBytes = DefaultQuotaBytes
 	}
 	return &Etcd{cfg: cfg, failed: make(chan error, 1)}
 }
@@ -154,10 +164,11 @@ func (e *Etcd) embedConfig() (*embed.Config, error) {
 	if e.cfg.ClusterState != "" {
 		c.ClusterState = e.cfg.ClusterState
 	}
-	// Keep the database small on long-running boxes.
+	// Keep the database small on long-running boxes; the space keeper
+	// (space.go) defragments and handles NOSPACE.
 	c.AutoCompactionMode = embed.CompactorModePeriodic
 	c.AutoCompactionRetention = "1h"
-	c.QuotaBackendBytes = 2 << 30
+	c.QuotaBackendBytes = e.cfg.QuotaBytes
 	return c, nil
 }
 
