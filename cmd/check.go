@@ -1,10 +1,13 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"text/tabwriter"
 
@@ -80,6 +83,9 @@ Ports and the data dir come from the flags, else from the config file
 				ProxyMode:      c.Proxy.Mode, IPVSScheduler: c.Proxy.IPVSScheduler,
 			})
 			results = append(results, certExpiryCheck(paths.PKI))
+			if r, ok := etcdSpaceCheck(cmd.Context(), c, serverRunning(paths.Lock)); ok {
+				results = append(results, r)
+			}
 			if err := out.Print(cmd.OutOrStdout(), results, func(w io.Writer) error {
 				printChecks(w, results)
 				return nil
@@ -112,6 +118,7 @@ Ports and the data dir come from the flags, else from the config file
 		sharedFlag{name: "disable-dns", usage: "no cluster DNS: the DNS port is not needed"},
 		sharedFlag{name: "proxy-mode", usage: "service proxy mode to check for: auto, ipvs, nftables or iptables"},
 		sharedFlag{name: "ipvs-scheduler", usage: "IPVS scheduler to check for"},
+		sharedFlag{name: "etcd-quota-bytes", usage: "etcd's quota, which a stopped server's database file is checked against"},
 	)
 	out = addOutputFlag(cmd, "output format: json, or nothing for a table")
 	// For tests: fake /proc and /sys trees.
@@ -120,6 +127,25 @@ Ports and the data dir come from the flags, else from the config file
 	_ = fl.MarkHidden("proc-root")
 	_ = fl.MarkHidden("sys-root")
 	return cmd
+}
+
+// etcdSpaceCheck asks the running etcd member for its size, or, with kubox
+// server stopped, looks at the database file; false when there is none yet.
+func etcdSpaceCheck(ctx context.Context, c server.Config, running bool) (hostcheck.Result, bool) {
+	if running {
+		quietGRPC()
+		a := &server.Admin{DataDir: c.DataDir, EtcdClientPort: c.EtcdClientPort}
+		u, nospace, err := a.LocalEtcdSpace(ctx)
+		if err != nil {
+			return hostcheck.EtcdSpaceCheck(hostcheck.EtcdSpace{Err: err.Error()}), true
+		}
+		return hostcheck.EtcdSpaceCheck(hostcheck.EtcdSpace{Size: u.Size, Quota: u.Quota, NoSpace: nospace}), true
+	}
+	fi, err := os.Stat(filepath.Join(c.Paths().Etcd, "member", "snap", "db"))
+	if err != nil {
+		return hostcheck.Result{}, false
+	}
+	return hostcheck.EtcdSpaceCheck(hostcheck.EtcdSpace{Size: fi.Size(), Quota: c.EtcdQuotaBytes, FromFile: true}), true
 }
 
 // checkPorts gives hostcheck the ports kubox server would listen on.

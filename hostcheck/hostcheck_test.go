@@ -234,3 +234,27 @@ func TestDiskWarnsAbove85PercentUse(t *testing.T) {
 		t.Errorf("full snapshot dir: %+v", r)
 	}
 }
+
+func TestEtcdSpaceCheck(t *testing.T) {
+	const mib = 1 << 20
+	for _, tc := range []struct {
+		in   EtcdSpace
+		want Status
+	}{
+		{EtcdSpace{Size: 40 * mib, Quota: 2 * GiB}, OK},
+		{EtcdSpace{Size: 1700 * mib, Quota: 2 * GiB}, Warn},
+		{EtcdSpace{Size: 20 * mib, Quota: 32 * mib, NoSpace: true}, Fail},
+		{EtcdSpace{Err: "context deadline exceeded"}, Warn},
+	} {
+		r := EtcdSpaceCheck(tc.in)
+		if r.Status != tc.want {
+			t.Errorf("EtcdSpaceCheck(%+v) = %s %q, want %s", tc.in, r.Status, r.Message, tc.want)
+		}
+		if r.Status != OK && r.Fix == "" {
+			t.Errorf("EtcdSpaceCheck(%+v): no fix given", tc.in)
+		}
+	}
+	if got := EtcdSpaceCheck(EtcdSpace{Size: 1700 * mib, Quota: 2 * GiB}).Message; got != "database 1.7 GiB of a 2.0 GiB quota (83%)" {
+		t.Errorf("message %q", got)
+	}
+}

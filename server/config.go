@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kubox/kubox/backup"
+	"github.com/kubox/kubox/embedded/etcd"
 	"github.com/kubox/kubox/embedded/kubelet"
 	"github.com/kubox/kubox/proxy"
 	"github.com/kubox/kubox/proxy/mode"
@@ -38,7 +39,10 @@ type Config struct {
 	EtcdClientPort  int
 	EtcdPeerPort    int
 	KubeletPort     int
-	DisableAgent    bool // control plane only: no containerd, kubelet or pod network
+	// EtcdQuotaBytes is the etcd database size at which etcd raises NOSPACE
+	// and refuses writes (see embedded/etcd's space keeper).
+	EtcdQuotaBytes int64
+	DisableAgent   bool // control plane only: no containerd, kubelet or pod network
 	// JoinURL is the apiserver of a running box to join (https://BOX1:6443);
 	// Token the join token (`kubox token create`). A secret: never logged.
 	JoinURL string
@@ -139,6 +143,10 @@ const (
 	DefaultEtcdPeerPort    = 2380
 	DefaultKubeletPort     = 10250
 	DefaultDNSPort         = 53
+	// Bounds of EtcdQuotaBytes: a fresh cluster needs a few MiB; etcd
+	// advises against more than 8 GiB.
+	MinEtcdQuotaBytes = 16 << 20
+	MaxEtcdQuotaBytes = 8 << 30
 	// NodeCIDRMaskSize: each node's pod range is a /24 of ClusterCIDR.
 	NodeCIDRMaskSize = 24
 )
@@ -154,6 +162,7 @@ func DefaultConfig() Config {
 		ClusterCIDR: clusterCIDR, ServiceCIDR: serviceCIDR, ClusterDomain: DefaultClusterDomain,
 		HTTPSPort: DefaultHTTPSPort, EtcdClientPort: DefaultEtcdClientPort, EtcdPeerPort: DefaultEtcdPeerPort,
 		KubeletPort:    DefaultKubeletPort,
+		EtcdQuotaBytes: etcd.DefaultQuotaBytes,
 		StopPodsOnExit: true,
 		StartTimeout:   StartTimeout,
 		DNSPort:        DefaultDNSPort, DNSConfigFile: DefaultDNSConfigFile, ResolvConf: DefaultResolvConf,
@@ -335,6 +344,9 @@ func (c *Config) Validate() error {
 		if p.port < 1 || p.port > 65535 {
 			return fmt.Errorf("--%s %d: not a TCP port", p.flag, p.port)
 		}
+	}
+	if c.EtcdQuotaBytes < MinEtcdQuotaBytes || c.EtcdQuotaBytes > MaxEtcdQuotaBytes {
+		return fmt.Errorf("--etcd-quota-bytes %d: must be between %d (16 MiB) and %d (8 GiB, etcd's advised maximum)", c.EtcdQuotaBytes, MinEtcdQuotaBytes, MaxEtcdQuotaBytes)
 	}
 	if (c.JoinURL == "") != (c.Token == "") {
 		return errors.New("--join and --token go together: give both (the token from `kubox token create` on a running box), or neither")

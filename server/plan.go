@@ -25,6 +25,7 @@ import (
 	"github.com/kubox/kubox/embedded/etcd"
 	"github.com/kubox/kubox/embedded/kubelet"
 	"github.com/kubox/kubox/embedded/scheduler"
+	"github.com/kubox/kubox/internal/fatal"
 	"github.com/kubox/kubox/internal/fsutil"
 	"github.com/kubox/kubox/internal/leader"
 	"github.com/kubox/kubox/proxy"
@@ -65,6 +66,8 @@ type prepared struct {
 	// leaseIdentity is what the controller manager and the scheduler
 	// campaign with; kept in the data dir (see leader.StableIdentity).
 	leaseIdentity string
+	// fatals, when set, receives etcd's fatal exits (see Server.CatchFatal).
+	fatals *fatal.Catcher
 }
 
 // step is one component of the plan and the components it needs ready
@@ -79,7 +82,7 @@ type step struct {
 // did is undone before it returns; when a later start step fails, the
 // caller runs undo (with the failure) once every component has stopped.
 func (s *Server) prepare(ctx context.Context) (*prepared, func(cause error) error, error) {
-	in := &prepared{cfg: s.cfg, paths: s.paths, log: s.log, capSysResource: HasCapSysResource()}
+	in := &prepared{cfg: s.cfg, paths: s.paths, log: s.log, capSysResource: HasCapSysResource(), fatals: s.fatals}
 	var undos []func()
 	undo := func(cause error) error {
 		for i := len(undos) - 1; i >= 0; i-- {
@@ -175,12 +178,19 @@ func plan(in *prepared) ([]step, error) {
 		ServerCACert: pki.EtcdServerCACert, ServerCert: pki.EtcdServerCert, ServerKey: pki.EtcdServerKey,
 		PeerCACert: pki.EtcdPeerCACert, PeerCert: pki.EtcdPeerCert, PeerKey: pki.EtcdPeerKey,
 		ClientCert: pki.EtcdClientCert, ClientKey: pki.EtcdClientKey,
+		QuotaBytes: c.EtcdQuotaBytes,
 	}
 	if in.join != nil {
 		etcdCfg.InitialCluster, etcdCfg.ClusterState = in.join.initialCluster, "existing"
 	}
+	if in.fatals != nil {
+		etcdCfg.FatalHook = in.fatals.ZapHook("etcd")
+	}
 	et := etcd.New(etcdCfg)
 	add(et)
+	// Before anything writes: it clears a NOSPACE alarm and defragments
+	// while no client is connected (see embedded/etcd/space.go).
+	add(et.Space(etcd.SpaceConfig{Log: logFor("etcd")}), "etcd")
 	if in.join != nil && in.join.promote {
 		add(newPromoter(in.join, in.log), "etcd")
 	}
@@ -218,7 +228,7 @@ func plan(in *prepared) ([]step, error) {
 		KubeletCert: pki.APIServerKubeletClientCert, KubeletKey: pki.APIServerKubeletClientKey,
 		SAKey: pki.ServiceAccountKey, SAPub: pki.ServiceAccountPub, Encryption: pki.EncryptionConfig,
 		AdminCert: pki.AdminCert, AdminKey: pki.AdminKey, Log: logFor("apiserver"),
-	}), etcdNeed)
+	}), etcdNeed, "etcd-space")
 	add(newPublisher(in.client, c.clusterSettings(), p.JoinState, in.log), "apiserver")
 	add(controllers.New(controllers.Config{
 		Kubeconfig: pki.ControllerManagerKubeconfig, ClusterCIDR: c.ClusterCIDR.String(), ServiceCIDR: c.ServiceCIDR.String(),
