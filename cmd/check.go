@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
+	"github.com/kubox/kubox/backup"
 	"github.com/kubox/kubox/hostcheck"
 	"github.com/kubox/kubox/server"
 )
@@ -70,8 +71,12 @@ Ports and the data dir come from the flags, else from the config file
 				c.NodeIP = ip
 			}
 			paths := c.Paths()
+			snapDir := c.SnapshotDir
+			if snapDir == "" {
+				snapDir = backup.DefaultDir(c.DataDir)
+			}
 			results := hostcheck.Run(hostcheck.Config{
-				ProcRoot: procRoot, SysRoot: sysRoot, DataDir: c.DataDir,
+				ProcRoot: procRoot, SysRoot: sysRoot, DataDir: c.DataDir, SnapshotDir: snapDir,
 				Ports:          checkPorts(c.Ports()),
 				ServerRunning:  serverRunning(paths.Lock),
 				CapSysResource: server.HasCapSysResource,
@@ -102,6 +107,7 @@ Ports and the data dir come from the flags, else from the config file
 	fl := cmd.Flags()
 	opts = addServerOpts(fl,
 		sharedFlag{name: "data-dir", usage: "kubox data dir"},
+		sharedFlag{name: "snapshot-dir", usage: "snapshot dir (default <data-dir>/snapshots): checked for space when on another disk"},
 		sharedFlag{name: "https-port", usage: "apiserver port"},
 		sharedFlag{name: "etcd-client-port", usage: "etcd client port (on 127.0.0.1)"},
 		sharedFlag{name: "etcd-peer-port", usage: "etcd peer port (on --node-ip)"},

@@ -62,7 +62,8 @@ type Config struct {
 	DNSAllowCIDRs []string // besides pods, the boxes and loopback, who may query
 
 	// Scheduled snapshots (see backup.SchedulerConfig): a cron spec, how
-	// many scheduled snapshots to keep (0 = all), where (default
+	// many scheduled snapshots to keep (default backup.DefaultRetention;
+	// 0 = all), where (default
 	// <DataDir>/snapshots), and the key.
 	SnapshotSchedule  string
 	SnapshotRetention int
@@ -166,6 +167,7 @@ func DefaultConfig() Config {
 		StartTimeout:   StartTimeout,
 		DNSPort:        DefaultDNSPort, DNSConfigFile: DefaultDNSConfigFile, ResolvConf: DefaultResolvConf,
 		SnapshotKeyFile:   backup.DefaultKeyFile,
+		SnapshotRetention: backup.DefaultRetention,
 		CertCheckInterval: DefaultCertCheckInterval,
 		MetricsAddress:    metrics.DefaultAddress,
 		CPUManagerPolicy:  kubelet.CPUManagerNone,

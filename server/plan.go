@@ -31,6 +31,7 @@ import (
 	"github.com/kubox/kubox/proxy"
 	"github.com/kubox/kubox/proxy/mode"
 	"github.com/kubox/kubox/services/csrapprover"
+	"github.com/kubox/kubox/services/diskguard"
 	"github.com/kubox/kubox/services/etcdproxy"
 	"github.com/kubox/kubox/services/metrics"
 	"github.com/kubox/kubox/services/network"
@@ -167,6 +168,9 @@ func plan(in *prepared) ([]step, error) {
 	add := func(comp component.Component, needs ...string) {
 		steps = append(steps, step{Component: comp, needs: needs})
 	}
+
+	// First, so it watches the disk while the rest starts, and stops last.
+	add(diskguard.New(diskguard.Config{Dir: c.DataDir, Log: logFor("disk")}))
 
 	etcdCfg := etcd.Config{
 		Name: c.NodeName, DataDir: p.Etcd, NodeIP: c.NodeIP,
@@ -340,12 +344,8 @@ func agentSteps(in *prepared, add func(component.Component, ...string)) {
 // snapshots with retention.
 func backupScheduler(in *prepared, etcdURL string) component.Component {
 	c, pki := in.cfg, in.pki
-	dir := c.SnapshotDir
-	if dir == "" {
-		dir = backup.DefaultDir(c.DataDir)
-	}
 	return backup.NewScheduler(backup.SchedulerConfig{
-		Schedule: c.SnapshotSchedule, Retention: c.SnapshotRetention, Dir: dir, KeyFile: c.SnapshotKeyFile,
+		Schedule: c.SnapshotSchedule, Retention: c.SnapshotRetention, Dir: c.snapshotDir(), KeyFile: c.SnapshotKeyFile,
 		Etcd:   backup.EtcdEndpoint{URL: etcdURL, CACert: pki.EtcdServerCACert, Cert: pki.EtcdClientCert, Key: pki.EtcdClientKey},
 		PKIDir: pki.Dir, NodeName: c.NodeName, KuboxVersion: c.KuboxVersion,
 		DataDir: c.DataDir, Kubeconfig: pki.AdminKubeconfig,

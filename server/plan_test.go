@@ -67,6 +67,7 @@ func needsComeFirst(t *testing.T, steps []step) {
 func TestPlanSingleBox(t *testing.T) {
 	steps, _ := planFor(t, nil)
 	want := []string{
+		"disk<>",
 		"etcd<>",
 		"etcd-space<etcd>",
 		"apiserver<etcd,etcd-space>",
@@ -104,7 +105,7 @@ func TestPlanJoiningBox(t *testing.T) {
 		in.etcdProxy = ln
 	})
 	got := describe(steps)
-	want := []string{"etcd<>", "etcd-space<etcd>", "etcd-promote<etcd>", "etcd-proxy<etcd>", "apiserver<etcd-proxy,etcd-space>", "join-bundle<apiserver>"}
+	want := []string{"disk<>", "etcd<>", "etcd-space<etcd>", "etcd-promote<etcd>", "etcd-proxy<etcd>", "apiserver<etcd-proxy,etcd-space>", "join-bundle<apiserver>"}
 	if !slices.Equal(got[:len(want)], want) {
 		t.Errorf("plan starts:\n got %v\nwant %v", got[:len(want)], want)
 	}
@@ -116,7 +117,7 @@ func TestPlanControlPlaneOnly(t *testing.T) {
 	steps, _ := planFor(t, func(c *Config, in *prepared) {
 		c.DisableAgent, c.DisableDNS, c.MetricsAddress = true, true, "none"
 	})
-	want := []string{"etcd<>", "etcd-space<etcd>", "apiserver<etcd,etcd-space>", "join-bundle<apiserver>", "controller-manager<apiserver>", "scheduler<apiserver>", "backup<apiserver>", "certs<>"}
+	want := []string{"disk<>", "etcd<>", "etcd-space<etcd>", "apiserver<etcd,etcd-space>", "join-bundle<apiserver>", "controller-manager<apiserver>", "scheduler<apiserver>", "backup<apiserver>", "certs<>"}
 	if got := describe(steps); !slices.Equal(got, want) {
 		t.Errorf("plan:\n got %v\nwant %v", got, want)
 	}

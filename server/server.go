@@ -15,6 +15,7 @@ import (
 	"github.com/kubox/kubox/backup"
 	"github.com/kubox/kubox/component"
 	"github.com/kubox/kubox/embedded/etcd"
+	"github.com/kubox/kubox/internal/diskspace"
 	"github.com/kubox/kubox/internal/fatal"
 	"github.com/kubox/kubox/internal/mounts"
 )
@@ -37,6 +38,9 @@ type Server struct {
 	notify          Notifier
 	fatals          *fatal.Catcher
 	adminKubeconfig string
+	// created is when New ran: temp files older than that are no write of
+	// this process (see sweepTemp).
+	created time.Time
 	// live, once the node is ready, tells whether the apiserver answers
 	// /livez; the systemd watchdog is pinged only while it does.
 	live atomic.Pointer[func(context.Context) error]
@@ -70,7 +74,7 @@ func (s *Server) CatchFatal(c *fatal.Catcher) { s.fatals = c }
 
 // New returns a server for a completed cfg.
 func New(cfg Config, log *slog.Logger) (*Server, error) {
-	return &Server{cfg: cfg, paths: cfg.Paths(), log: log, notify: nopNotifier{}}, nil
+	return &Server{cfg: cfg, paths: cfg.Paths(), log: log, notify: nopNotifier{}, created: time.Now()}, nil
 }
 
 // Preflight checks what can be checked before any state is touched, then
@@ -99,6 +103,11 @@ func (s *Server) Preflight() error {
 	}
 	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir %s: %w", s.cfg.DataDir, err)
+	}
+	// With less the disk guard would stop kubox again at once: refuse with
+	// its line, and systemd tries again later.
+	if err := diskspace.CheckStart(s.cfg.DataDir); err != nil {
+		return err
 	}
 	lock, err := AcquireLock(s.paths.Lock)
 	if err != nil {
@@ -134,6 +143,7 @@ func (s *Server) Run(ctx context.Context) error {
 	wdCtx, stopWatchdog := context.WithCancel(context.Background())
 	defer stopWatchdog()
 	go s.notify.RunWatchdog(wdCtx, s.healthy)
+	s.sweepTemp()
 	s.notify.Status("preparing certificates and components")
 	in, undo, err := s.prepare(ctx)
 	if err != nil {
