@@ -105,6 +105,9 @@ type Config struct {
 	// collected.
 	ImageGCHighThreshold, ImageGCLowThreshold int
 	ImageGCMinAge                             time.Duration
+	// StorageDir holds the local-path volumes this box provisions (see
+	// services/localpath); default <DataDir>/storage.
+	StorageDir string
 
 	// Testing holds knobs that only tests set (hidden flags).
 	Testing TestingSettings
@@ -298,6 +301,9 @@ func (c *Config) Complete() error {
 	if c.AirgapImagesDir == "" && c.DataDir != "" {
 		c.AirgapImagesDir = filepath.Join(c.DataDir, "images")
 	}
+	if c.StorageDir == "" && c.DataDir != "" {
+		c.StorageDir = filepath.Join(c.DataDir, "storage")
+	}
 	if m, err := mode.Parse(c.Proxy.Mode); err == nil {
 		c.Proxy.Mode = string(m)
 	}
@@ -384,6 +390,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ImageGCMinAge < 0 {
 		return fmt.Errorf("--image-gc-min-age %s: must not be negative", c.ImageGCMinAge)
+	}
+	if !c.DisableAgent && !filepath.IsAbs(c.StorageDir) {
+		return fmt.Errorf("--storage-dir %q: must be an absolute path (default <data-dir>/storage)", c.StorageDir)
 	}
 	if err := c.PodNetwork.validate(); err != nil {
 		return err

@@ -48,6 +48,9 @@ func TestCompleteDefaults(t *testing.T) {
 	if p := c.Paths(); p.ContainerdSock != "/run/kubox/containerd/containerd.sock" || p.Lock != "/var/lib/kubox/kubox.lock" {
 		t.Errorf("paths: %+v", p)
 	}
+	if c.StorageDir != "/var/lib/kubox/storage" {
+		t.Errorf("storage dir %q, want <data-dir>/storage", c.StorageDir)
+	}
 }
 
 func TestCompleteRejects(t *testing.T) {
@@ -69,6 +72,7 @@ func TestCompleteRejects(t *testing.T) {
 		{"unsigned bundles required and allowed", func(c *Config) {
 			c.AirgapPublicKeyFile, c.AirgapRequireSignature, c.AirgapAllowUnsigned = "/k.pub", true, true
 		}, "contradict"},
+		{"relative storage dir", func(c *Config) { c.StorageDir = "storage" }, "--storage-dir"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

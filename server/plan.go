@@ -33,6 +33,7 @@ import (
 	"github.com/kubox/kubox/services/csrapprover"
 	"github.com/kubox/kubox/services/diskguard"
 	"github.com/kubox/kubox/services/etcdproxy"
+	"github.com/kubox/kubox/services/localpath"
 	"github.com/kubox/kubox/services/metrics"
 	"github.com/kubox/kubox/services/network"
 )
@@ -335,6 +336,11 @@ func agentSteps(in *prepared, add func(component.Component, ...string)) {
 		Backend: network.Backend(c.PodNetwork.Backend), VXLANPort: c.PodNetwork.VXLANPort, VXLANVNI: c.PodNetwork.VXLANVNI,
 		CleanupOnStop: c.Proxy.CleanupOnStop,
 		Log:           logFor("pod-routes"),
+	}), "apiserver")
+	// Per box: provisions the local-path volumes the scheduler placed on
+	// this node, in its storage dir.
+	add(localpath.New(localpath.Config{
+		NodeName: c.NodeName, Dir: c.StorageDir, Client: in.client, Log: logFor("local-path"),
 	}), "apiserver")
 }
 

@@ -82,6 +82,7 @@ func TestPlanSingleBox(t *testing.T) {
 		"kubelet<apiserver,containerd,csr-approver,airgap,proxy>",
 		"network<controller-manager,kubelet>",
 		"pod-routes<apiserver>",
+		"local-path<apiserver>",
 		"backup<apiserver>",
 		"certs<>",
 		"metrics<>",
