@@ -137,7 +137,12 @@ func copyBlobs(ctx context.Context, cs content.Store, br *Reader, tr *Transfer, 
 			size[i] += bl.Size
 		}
 	}
-	report()
+	tr.Elapsed = time.Since(begin)
+	if last != begin && opts.Report != nil {
+		// A long import's last line: 100%. A short one has only its
+		// result.
+		opts.Report(*tr)
+	}
 	return took, size, nil
 }
 
