@@ -2,19 +2,18 @@ package airgap
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/platforms"
 	"github.com/opencontainers/go-digest"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // Namespace is the containerd namespace of the CRI plugin, where the
@@ -31,6 +30,16 @@ type ImportOptions struct {
 	Skip func(id digest.Digest, m *Manifest) bool
 	// Progress is called after each image is imported.
 	Progress func(ImageProgress)
+	// Begin is called once it is known what the import writes: before
+	// the first blob, with what containerd already has.
+	Begin func(*Manifest, Transfer)
+	// Report is called every ReportEvery (default 10s) while the blobs
+	// stream in.
+	Report      func(Transfer)
+	ReportEvery time.Duration
+	// writeRate caps the bytes written a second (0: no cap): a test's
+	// slow import.
+	writeRate int64
 	// AllowDowngrade lets the import move a tag to the image of an older
 	// bundle (see Downgrade); without it such an import is refused.
 	AllowDowngrade bool
@@ -46,8 +55,11 @@ type Result struct {
 	// Downgrades are the tags the import moved back to an older image
 	// (only with AllowDowngrade).
 	Downgrades []Downgrade
-	Bytes      int64
-	Took       time.Duration
+	// Bytes is the size of every blob of the bundle; Transfer says how
+	// much of it this import wrote.
+	Bytes    int64
+	Transfer Transfer
+	Took     time.Duration
 }
 
 // MBps is the import's rate in MB/s (10^6 bytes).
@@ -63,9 +75,13 @@ func (r *Result) MBps() float64 {
 // digest the bundle names (a blob containerd already has is hashed by the
 // reader instead), each image is unpacked, and only
 // once all of that has worked are the images created, labelled pinned and
-// with the bundle's ID. On any failure nothing of the bundle remains: the
-// blobs and snapshots written so far belong to a lease that is deleted, and
-// images already created or updated by this import are rolled back.
+// with the bundle's ID. When the bundle is refused nothing of it remains:
+// the blobs and snapshots written so far belong to leases that are deleted,
+// and images already created or updated by this import are rolled back.
+// When the import is stopped (ctx cancelled, or the process killed), what
+// it wrote stays for LeaseExpiration, and the next import of the same
+// bundle resumes: blobs already committed are not written again, and a
+// blob written in part is continued where it stopped.
 func Import(ctx context.Context, client *containerd.Client, r io.Reader, opts ImportOptions) (res *Result, err error) {
 	begin := time.Now()
 	if opts.Snapshotter == "" {
@@ -95,67 +111,41 @@ func Import(ctx context.Context, client *containerd.Client, r io.Reader, opts Im
 		return res, downgradeError(res.Downgrades)
 	}
 	ls := client.LeasesService()
-	lease, err := ls.Create(ctx, leases.WithRandomID(), leases.WithExpiration(24*time.Hour))
+	// Labelled with the bundle, so that an import that resumes this one
+	// finds and, once done, releases it.
+	lease, err := ls.Create(ctx, leases.WithRandomID(), leases.WithExpiration(LeaseExpiration),
+		leases.WithLabel(BundleLabel, res.ID.Encoded()))
 	if err != nil {
 		return res, fmt.Errorf("create containerd lease: %w", err)
 	}
 	ctx = leases.WithLease(ctx, lease.ID)
 	defer func() {
-		// A failed import's content goes with its lease, at once; a
-		// successful one's is held by its images from now on.
-		var opts []leases.DeleteOpt
-		if err != nil {
-			opts = append(opts, leases.SynchronousDelete)
+		if err != nil && (ctx.Err() != nil || errors.Is(err, ErrPartialDiscarded)) {
+			// Stopped, not refused: what was written stays, held by the
+			// lease until it expires, and the next import of this
+			// bundle resumes from it.
+			return
 		}
 		// Not ctx: a cancelled import must still clean up.
 		dctx := namespaces.WithNamespace(context.WithoutCancel(ctx), Namespace)
-		if derr := ls.Delete(dctx, lease, opts...); derr != nil && err == nil {
-			err = fmt.Errorf("release containerd lease: %w", derr)
+		if derr := releaseLeases(dctx, ls, res.ID, err != nil); derr != nil && err == nil {
+			err = derr
 		}
 	}()
 
-	// Per-image figures: each blob counts for the first image that uses it.
-	took := make([]time.Duration, len(res.Manifest.Images))
-	newBytes := make([]int64, len(res.Manifest.Images))
-
 	cs := client.ContentStore()
-	for {
-		bl, blr, err := br.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return res, err
-		}
-		t := time.Now()
-		desc := ocispec.Descriptor{Digest: bl.Digest, Size: bl.Size}
-		// A blob new to containerd is checked by its content store, which
-		// commits it only if its digest is the expected one; one already
-		// there is not read by WriteBlob, and the reader checks it below.
-		if _, err := cs.Info(ctx, bl.Digest); errdefs.IsNotFound(err) {
-			br.leaveDigest()
-		}
-		if err := content.WriteBlob(ctx, cs, "kubox-airgap-"+lease.ID+"-"+bl.Digest.Encoded(), blr, desc); err != nil {
-			// The reader's own error says best what was wrong.
-			var rerr error
-			if _, rerr = io.Copy(io.Discard, blr); rerr != nil {
-				return res, rerr
-			}
-			if errdefs.IsFailedPrecondition(err) {
-				return res, fmt.Errorf("%w: blob %s (containerd found other content): %v", ErrDigestMismatch, bl.Digest, err)
-			}
-			return res, fmt.Errorf("write blob %s into containerd: %w", bl.Digest, err)
-		}
-		// An already present blob was not read by WriteBlob: read it
-		// anyway, so the bundle is checked whole.
-		if _, err := io.Copy(io.Discard, blr); err != nil {
-			return res, err
-		}
-		res.Bytes += bl.Size
-		if i, ok := br.Owner(bl.Digest); ok {
-			took[i] += time.Since(t)
-			newBytes[i] += bl.Size
-		}
+	tr, err := planTransfer(ctx, cs, res.Manifest)
+	if err != nil {
+		return res, err
+	}
+	if opts.Begin != nil {
+		opts.Begin(res.Manifest, tr)
+	}
+	res.Bytes = tr.Total
+	took, newBytes, err := copyBlobs(ctx, cs, br, &tr, opts)
+	res.Transfer = tr
+	if err != nil {
+		return res, err
 	}
 
 	// Everything is in and verified. Make the content reachable from each
@@ -171,6 +161,10 @@ func Import(ctx context.Context, client *containerd.Client, r io.Reader, opts Im
 			Name:   im.Name,
 			Target: target,
 			Labels: map[string]string{PinnedLabel: PinnedValue, BundleLabel: res.ID.String(), CreatedLabel: createdValue(res.Manifest.Created)},
+		}
+		if opts.Report != nil {
+			tr.Unpacking = im.Name
+			opts.Report(tr)
 		}
 		cimg := containerd.NewImageWithPlatform(client, img, platforms.Default())
 		if err := cimg.Unpack(ctx, opts.Snapshotter); err != nil {

@@ -14,6 +14,11 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/fsnotify/fsnotify"
 	"github.com/opencontainers/go-digest"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	nodeutil "k8s.io/component-helpers/node/util"
 
 	"github.com/kubox/kubox/component"
 )
@@ -30,20 +35,37 @@ type WatcherConfig struct {
 	// Rescan is how often the whole dir is looked at again, in case an
 	// event was missed. Default 1m.
 	Rescan time.Duration
-	Log    *slog.Logger
+	// NodeName and Client: the watcher begins once this node is Ready,
+	// and posts Events on it (and on pods waiting for a bundle's images).
+	// Without a Client it begins at once and posts none.
+	NodeName string
+	Client   kubernetes.Interface
+	// ReadyWait bounds the wait for the node to be Ready: the images dir
+	// is imported after it anyway. Default 5m.
+	ReadyWait time.Duration
+	// ReportEvery is how often a long import logs its progress. Default
+	// 10s; Events are updated at most every 30s.
+	ReportEvery time.Duration
+	// TestWriteRate caps what imports write into containerd, in bytes
+	// per second (0: no cap). For tests only.
+	TestWriteRate int64
+	Log           *slog.Logger
 }
 
-// Watcher imports the bundles found in the images dir when the node
-// starts (before the kubelet, so pods find their images), then watches the
-// dir and imports each new or changed bundle once it is complete and valid.
+// Watcher imports the bundles found in the images dir in the background,
+// one at a time, once the node is Ready, then watches the dir and imports
+// each new or changed bundle once it is complete and valid. It is not on
+// the start's path: a bundle however large never holds up the kubelet or
+// counts against the start timeout, and one stopped half-way (a stop, a
+// kill) resumes at the next start from what containerd already has.
 // A bundle whose ID is recorded and whose images are all present is skipped
 // after reading only its manifest. A bad file is logged once (one line) and
 // left where it is; it is tried again only when it changes.
 type Watcher struct {
-	cfg     WatcherConfig
-	client  *containerd.Client
-	fsw     *fsnotify.Watcher
-	initial chan struct{}
+	cfg    WatcherConfig
+	client *containerd.Client
+	fsw    *fsnotify.Watcher
+	events *importEvents
 	// seen is what the last attempt at each file saw and made of it.
 	seen map[string]fileState
 	// pending are files that changed lately, by when they last did.
@@ -54,7 +76,6 @@ type Watcher struct {
 var (
 	_ component.Component   = (*Watcher)(nil)
 	_ component.Initializer = (*Watcher)(nil)
-	_ component.Readier     = (*Watcher)(nil)
 	_ component.Failer      = (*Watcher)(nil)
 )
 
@@ -71,10 +92,17 @@ func NewWatcher(cfg WatcherConfig) *Watcher {
 	if cfg.Rescan == 0 {
 		cfg.Rescan = time.Minute
 	}
+	if cfg.ReadyWait == 0 {
+		cfg.ReadyWait = 5 * time.Minute
+	}
+	if cfg.ReportEvery == 0 {
+		cfg.ReportEvery = 10 * time.Second
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Watcher{cfg: cfg, initial: make(chan struct{}), seen: map[string]fileState{}, pending: map[string]time.Time{}}
+	return &Watcher{cfg: cfg, seen: map[string]fileState{}, pending: map[string]time.Time{},
+		events: &importEvents{client: cfg.Client, node: cfg.NodeName, log: cfg.Log}}
 }
 
 func (w *Watcher) Name() string { return "airgap" }
@@ -118,16 +146,6 @@ func (w *Watcher) Start(ctx context.Context) error {
 // Failed reports a watch that ended on its own (the directory watch closed).
 func (w *Watcher) Failed() <-chan error { return w.run.Failed() }
 
-// Ready waits for the start-time pass over the images dir.
-func (w *Watcher) Ready(ctx context.Context) error {
-	select {
-	case <-w.initial:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 func (w *Watcher) Stop(ctx context.Context) error {
 	err := w.run.Stop(ctx)
 	if w.fsw != nil {
@@ -140,11 +158,14 @@ func (w *Watcher) Stop(ctx context.Context) error {
 }
 
 func (w *Watcher) watch(ctx context.Context) error {
+	w.waitNodeReady(ctx)
+	if ctx.Err() != nil {
+		return nil
+	}
 	begin := time.Now()
 	st := w.scan(ctx, true)
 	w.cfg.Log.Info("images dir checked", "dir", w.cfg.Dir, "bundles", st.bundles, "imported", st.imported,
 		"skipped", st.skipped, "failed", st.failed, "took", time.Since(begin).Round(time.Microsecond))
-	close(w.initial)
 
 	pending := w.pending
 	tick := time.NewTicker(w.cfg.Settle / 4)
@@ -192,6 +213,39 @@ type scanStats struct {
 	rec    map[digest.Digest]RecordEntry
 	images map[string]bool
 	loaded bool
+}
+
+// waitNodeReady waits for this node to be Ready, or ReadyWait. Why wait:
+// on a small box, reading, hashing and writing gigabytes would slow the
+// start's own work (etcd, the apiserver, the kubelet registering), while
+// pods that need a bundle's images cannot run before the node is Ready
+// anyway; and the Node then exists to carry the import's Events.
+func (w *Watcher) waitNodeReady(ctx context.Context) {
+	if w.cfg.Client == nil {
+		return
+	}
+	begin := time.Now()
+	wctx, cancel := context.WithTimeout(ctx, w.cfg.ReadyWait)
+	defer cancel()
+	err := wait.PollUntilContextCancel(wctx, time.Second, true, func(ctx context.Context) (bool, error) {
+		n, err := w.cfg.Client.CoreV1().Nodes().Get(ctx, w.cfg.NodeName, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		_, c := nodeutil.GetNodeCondition(&n.Status, corev1.NodeReady)
+		if c == nil || c.Status != corev1.ConditionTrue {
+			return false, nil
+		}
+		w.events.nodeUID = n.UID
+		return true, nil
+	})
+	switch {
+	case ctx.Err() != nil:
+	case err != nil:
+		w.cfg.Log.Warn("node not Ready: importing the images dir anyway", "waited", w.cfg.ReadyWait)
+	default:
+		w.cfg.Log.Info("node Ready: importing the images dir", "waited", time.Since(begin).Round(time.Millisecond))
+	}
 }
 
 // known reports whether bundle id was imported and all its images are
@@ -269,7 +323,20 @@ func (w *Watcher) consider(ctx context.Context, path string, st *scanStats) {
 	}
 	w.seen[path] = now
 	res, err := w.importFile(ctx, path, st)
+	if errors.Is(err, ErrPartialDiscarded) {
+		// The corrupt part is gone; the rest written is kept.
+		w.cfg.Log.Warn("bundle import: importing again", "file", path, "err", err)
+		res, err = w.importFile(ctx, path, st)
+	}
 	switch {
+	case err != nil && ctx.Err() != nil:
+		var written int64
+		if res != nil {
+			written = res.Transfer.Written
+		}
+		w.cfg.Log.Info("bundle import stopped: the next one resumes from what was written", "file", path,
+			"written", written, "kept_for", LeaseExpiration)
+		return
 	case err != nil:
 		st.failed++
 		if errors.Is(err, ErrTruncated) {
@@ -283,7 +350,11 @@ func (w *Watcher) consider(ctx context.Context, path string, st *scanStats) {
 	default:
 		st.imported++
 		w.cfg.Log.Info("bundle imported", "file", path, "id", res.ID, "images", len(res.Manifest.Images),
-			"bytes", res.Bytes, "took", res.Took.Round(time.Millisecond), "MB/s", fmt.Sprintf("%.1f", res.MBps()), "verified_signature", res.Verified)
+			"bytes", res.Bytes, "written", res.Transfer.Written, "skipped", res.Transfer.Skipped(),
+			"took", res.Took.Round(time.Millisecond), "MB/s", fmt.Sprintf("%.1f", res.MBps()), "verified_signature", res.Verified)
+	}
+	if res == nil || !res.Skipped {
+		w.events.end(ctx, filepath.Base(path), res, err)
 	}
 }
 
@@ -293,9 +364,28 @@ func (w *Watcher) importFile(ctx context.Context, path string, st *scanStats) (*
 		return nil, err
 	}
 	defer f.Close()
+	name := filepath.Base(path)
 	res, err := Import(ctx, w.client, f, ImportOptions{
-		Signature: w.cfg.Signature,
-		Skip:      func(id digest.Digest, m *Manifest) bool { return w.known(ctx, st, id, m) },
+		Signature:   w.cfg.Signature,
+		Skip:        func(id digest.Digest, m *Manifest) bool { return w.known(ctx, st, id, m) },
+		ReportEvery: w.cfg.ReportEvery,
+		writeRate:   w.cfg.TestWriteRate,
+		Begin: func(m *Manifest, t Transfer) {
+			w.cfg.Log.Info("importing bundle", "file", path, "images", len(m.Images), "size", MB(t.Total),
+				"already_present", MB(t.Present), "resumed", MB(t.Resumed), "to_write", MB(t.Total-t.Skipped()), "skipped", t.Skipped())
+			w.events.begin(ctx, name, m, t)
+		},
+		Report: func(t Transfer) {
+			if t.Unpacking != "" {
+				if t.Elapsed >= w.cfg.ReportEvery {
+					w.cfg.Log.Info("importing bundle: unpacking", "file", path, "image", t.Unpacking)
+				}
+				return
+			}
+			w.cfg.Log.Info("importing bundle", "file", path, "done", fmt.Sprintf("%.0f%%", t.Percent()),
+				"read", MB(t.Read), "of", MB(t.Total), "MB/s", fmt.Sprintf("%.1f", t.MBps()), "written", MB(t.Written))
+			w.events.progress(ctx, name, t)
+		},
 		Progress: func(p ImageProgress) {
 			w.cfg.Log.Info("image imported", "image", p.Name, "digest", p.Digest, "size", p.Size, "MB/s", fmt.Sprintf("%.1f", p.MBps()))
 		},

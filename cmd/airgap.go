@@ -94,7 +94,7 @@ func signalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
 
-func mb(n int64) string { return fmt.Sprintf("%.1f MB", float64(n)/1e6) }
+func mb(n int64) string { return airgap.MB(n) }
 
 // rate describes the bytes an image step moved: an image whose layers all
 // came with an earlier one moved almost nothing.
@@ -339,6 +339,19 @@ func importOne(ctx context.Context, client *containerd.Client, rec airgap.Record
 	if !quiet {
 		opts.Progress = func(p airgap.ImageProgress) {
 			fmt.Fprintf(w, "imported %s  %s  %s  (pinned)\n", p.Name, mb(p.Size), rate(p))
+		}
+		opts.Begin = func(_ *airgap.Manifest, t airgap.Transfer) {
+			if t.Skipped() > 0 {
+				fmt.Fprintf(w, "%s of %s already in containerd (an earlier or interrupted import): not written again\n", mb(t.Skipped()), mb(t.Total))
+			}
+		}
+		opts.Report = func(t airgap.Transfer) {
+			switch {
+			case t.Unpacking == "":
+				fmt.Fprintf(w, "%3.0f%%  %s of %s  %.1f MB/s  %s written\n", t.Percent(), mb(t.Read), mb(t.Total), t.MBps(), mb(t.Written))
+			case t.Elapsed >= 10*time.Second:
+				fmt.Fprintf(w, "unpacking %s\n", t.Unpacking)
+			}
 		}
 	}
 	res, err := airgap.Import(ctx, client, f, opts)

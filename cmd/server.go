@@ -112,6 +112,8 @@ func (f *serverFlags) register(fs *pflag.FlagSet) {
 	for _, name := range []string{"kubelet-cgroup-root", "test-leaf-cert-lifetime", "test-eviction-hard", "test-dns-reload-interval"} {
 		_ = fs.MarkHidden(name)
 	}
+	fs.Int64Var(&t.AirgapWriteRate, "test-airgap-write-rate", 0, "for tests: cap the images dir's imports at this many bytes written per second (an import that outlasts a start timeout)")
+	_ = fs.MarkHidden("test-airgap-write-rate")
 }
 
 // formatReserved writes a reserved-resources map the way --system-reserved

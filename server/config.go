@@ -128,6 +128,10 @@ type TestingSettings struct {
 	// unused, unpinned images, whereas the periodic image GC runs only
 	// every 5 minutes.
 	EvictionHard map[string]string
+	// AirgapWriteRate caps what the images dir's imports write into
+	// containerd, in bytes per second (0 = no cap): an import slow enough
+	// to outlast a start timeout.
+	AirgapWriteRate int64
 }
 
 // Defaults that more than one verb needs.

@@ -298,15 +298,19 @@ func agentSteps(in *prepared, add func(component.Component, ...string)) {
 		Log:                 logFor("containerd"),
 	})
 	add(ctrd)
-	// Before the kubelet, so pods find their images.
+	// Imports in the background once the node is Ready: no bundle holds
+	// up the kubelet or counts against the start timeout.
 	add(airgap.NewWatcher(airgap.WatcherConfig{
-		Dir:       c.AirgapImagesDir,
-		Record:    airgap.Record{Path: airgap.DefaultRecordPath(c.DataDir)},
-		Address:   p.ContainerdSock,
-		Signature: in.airgapPolicy,
-		Log:       logFor("airgap"),
+		Dir:           c.AirgapImagesDir,
+		Record:        airgap.Record{Path: airgap.DefaultRecordPath(c.DataDir)},
+		Address:       p.ContainerdSock,
+		Signature:     in.airgapPolicy,
+		NodeName:      c.NodeName,
+		Client:        in.client,
+		TestWriteRate: c.Testing.AirgapWriteRate,
+		Log:           logFor("airgap"),
 	}), "containerd")
-	kubeletNeeds := []string{"apiserver", "containerd", "csr-approver", "airgap"}
+	kubeletNeeds := []string{"apiserver", "containerd", "csr-approver"}
 	if !c.Proxy.Disable {
 		kubeletNeeds = append(kubeletNeeds, "proxy")
 	}

@@ -79,7 +79,7 @@ func TestPlanSingleBox(t *testing.T) {
 		"csr-approver<apiserver>",
 		"containerd<>",
 		"airgap<containerd>",
-		"kubelet<apiserver,containerd,csr-approver,airgap,proxy>",
+		"kubelet<apiserver,containerd,csr-approver,proxy>",
 		"network<controller-manager,kubelet>",
 		"pod-routes<apiserver>",
 		"local-path<apiserver>",
@@ -131,7 +131,7 @@ func TestPlanWithoutProxy(t *testing.T) {
 	if slices.ContainsFunc(got, func(s string) bool { return strings.HasPrefix(s, "proxy<") }) {
 		t.Errorf("plan has a proxy although it is disabled: %v", got)
 	}
-	if !slices.Contains(got, "kubelet<apiserver,containerd,csr-approver,airgap>") {
+	if !slices.Contains(got, "kubelet<apiserver,containerd,csr-approver>") {
 		t.Errorf("kubelet needs: %v", got)
 	}
 	needsComeFirst(t, steps)

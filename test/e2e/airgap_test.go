@@ -403,8 +403,8 @@ func TestAirgap(t *testing.T) {
 		if err := n.WaitNodeReadyFast(ctx, restarted); err != nil {
 			t.Fatal(err)
 		}
-		restartLog := string(mustRead(t, n.LogPath)[logBefore:])
-		checked := regexp.MustCompile(`msg="images dir checked".*`).FindString(restartLog)
+		// The images dir is checked in the background once the node is Ready.
+		checked := waitLogLine(t, ctx, n, logBefore, `msg="images dir checked"`)
 		t.Logf("start-time check: %s", checked)
 		for _, want := range []string{"bundles=4", "imported=0", "skipped=3", "failed=1"} {
 			if !strings.Contains(checked, want) {
@@ -498,6 +498,21 @@ func pushImage(t *testing.T, ref string, img v1.Image) {
 	if err := remote.Write(r, img); err != nil {
 		t.Fatalf("push %s: %v", ref, err)
 	}
+}
+
+// waitLogLine waits for a line of the node's log, from byte offset from on,
+// matching re, and returns it.
+func waitLogLine(t *testing.T, ctx context.Context, n *harness.Node, from int, re string) string {
+	t.Helper()
+	rx := regexp.MustCompile(re + ".*")
+	var line string
+	if err := harness.WaitFor(ctx, 200*time.Millisecond, func() bool {
+		line = rx.FindString(string(mustRead(t, n.LogPath)[from:]))
+		return line != ""
+	}); err != nil {
+		t.Fatalf("no log line %q: %v", re, err)
+	}
+	return line
 }
 
 func mustRead(t *testing.T, path string) []byte {
