@@ -120,6 +120,11 @@ type TestingSettings struct {
 	// unused, unpinned images, whereas the periodic image GC runs only
 	// every 5 minutes.
 	EvictionHard map[string]string
+	// ControllerManagerAfterNode holds the controller manager back until
+	// the kubelet has registered this node, so its volume plugins
+	// initialise after the kubelet's (the order that broke the in-process
+	// kubelet's CSI node info; see embedded/kubelet).
+	ControllerManagerAfterNode bool
 }
 
 // Defaults that more than one verb needs.
@@ -182,6 +187,9 @@ type Paths struct {
 	Bin, CNIBin, CNIConf, CNIIPAM                   string
 	Lock, Corefile, ProxyModeState, JoinState       string
 	LeaseIdentity                                   string
+	// KubeletPid holds the pid of the kubelet child (see embedded/kubelet):
+	// in the run dir, as a pid means nothing after a reboot.
+	KubeletPid string
 	// KubeletServingCert is the serving certificate the kubelet got through
 	// a CSR, in its cert dir (see embedded/kubelet's ServingCertFile).
 	KubeletServingCert string
@@ -216,6 +224,7 @@ func LayoutOf(dataDir, runDir string) Paths {
 		ProxyModeState:   filepath.Join(d, "agent", "proxy-mode"),
 		JoinState:        filepath.Join(d, joinStateFile),
 		LeaseIdentity:    filepath.Join(d, "lease-identity"),
+		KubeletPid:       filepath.Join(r, "kubelet.pid"),
 
 		KubeletServingCert: filepath.Join(d, "kubelet", "pki", "kubelet-server-current.pem"),
 	}
