@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -280,6 +281,24 @@ func TestKubeletPortTakenAfterPreflight(t *testing.T) {
 		out, err := n.Kubectl(ctx, "get", "configmap", "before-port-clash", "-o", "jsonpath={.data.k}")
 		if err != nil || out != "v" {
 			t.Fatalf("ConfigMap written before: %q %v", out, err)
+		}
+	})
+
+	harness.Phase(t, "kill-9", func(t *testing.T) {
+		// SIGKILL to kubox alone: its kubelet child gets its parent-death
+		// signal and ends too.
+		kubelet := "kubelet\x00--config\x00" + n.DataDir + "/"
+		if len(harness.ProcessesMentioning(kubelet)) != 1 {
+			t.Fatalf("want one kubelet child, got %v", harness.ProcessesMentioning(kubelet))
+		}
+		if err := syscall.Kill(n.Pid(), syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		n.WaitExit(10 * time.Second)
+		wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+		defer wcancel()
+		if err := harness.WaitFor(wctx, 100*time.Millisecond, func() bool { return len(harness.ProcessesMentioning(kubelet)) == 0 }); err != nil {
+			t.Fatalf("kubelet child %v still runs after kubox was killed", harness.ProcessesMentioning(kubelet))
 		}
 	})
 }
