@@ -79,8 +79,8 @@ type Config struct {
 	// PidFile records the child's pid, so a kubelet left by a killed kubox
 	// is stopped at the next start.
 	PidFile string
-	// Executable is the kubox binary run as `kubox kubelet` ("":
-	// /proc/self/exe); Output gets the child's output (nil: os.Stderr).
+	// Executable is the kubox binary run as `kubox kubelet` ("": this
+	// one); Output gets the child's output (nil: os.Stderr).
 	Executable string
 	Output     io.Writer
 	Log        *slog.Logger // nil: slog.Default()
@@ -193,16 +193,7 @@ func (k *Kubelet) Start(ctx context.Context) error {
 	} else if pid != 0 {
 		k.log().Warn("stopped a kubelet left by a previous run", "pid", pid)
 	}
-	self := k.cfg.Executable
-	if self == "" {
-		// /proc/self/exe, not the path kubox was started from: the child
-		// is this very binary even if an upgrade replaced the file.
-		self = "/proc/self/exe"
-	}
-	cmd := exec.Command(self, a.argv()...)
-	if name, err := os.Executable(); err == nil {
-		cmd.Args[0] = name // what ps shows
-	}
+	cmd := exec.Command(k.executable(), a.argv()...)
 	r, w, err := os.Pipe()
 	if err != nil {
 		return fmt.Errorf("kubelet output pipe: %w", err)
@@ -238,6 +229,26 @@ func (k *Kubelet) Start(ctx context.Context) error {
 		k.log().Warn("a kubelet left by a killed kubox would not be found", "err", err)
 	}
 	return nil
+}
+
+// executable is the binary the child runs: kubox's own file, so ps and top
+// name it kubox, unless an upgrade replaced that file since kubox started;
+// then /proc/self/exe, still this very binary.
+func (k *Kubelet) executable() string {
+	if k.cfg.Executable != "" {
+		return k.cfg.Executable
+	}
+	const self = "/proc/self/exe"
+	path, err := os.Executable()
+	if err != nil {
+		return self
+	}
+	a, errA := os.Stat(path)
+	b, errB := os.Stat(self)
+	if errA != nil || errB != nil || !os.SameFile(a, b) {
+		return self
+	}
+	return path
 }
 
 // Failed reports a kubelet child that exited on its own.

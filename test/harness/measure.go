@@ -116,16 +116,13 @@ func TreeMemory(pid int) (Memory, map[string]Memory, error) {
 // processName is the command name, with the verb for kubox's own
 // processes ("kubox server", "kubox kubelet").
 func processName(pid int) string {
-	comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-	name := strings.TrimSpace(string(comm))
-	if name == "kubox" {
-		if argv, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil {
-			if args := strings.Split(string(argv), "\x00"); len(args) > 1 && args[1] != "" {
-				name += " " + args[1]
-			}
+	if argv, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil {
+		if args := strings.Split(string(argv), "\x00"); len(args) > 1 && filepath.Base(args[0]) == "kubox" {
+			return "kubox " + args[1]
 		}
 	}
-	return name
+	comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	return strings.TrimSpace(string(comm))
 }
 
 func processMemory(pid int) (Memory, error) {
