@@ -14,7 +14,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -79,14 +78,10 @@ type Config struct {
 	// PidFile records the child's pid, so a kubelet left by a killed kubox
 	// is stopped at the next start.
 	PidFile string
-	// Executable is the kubox binary run as `kubox kubelet` ("": this
-	// one); Output gets the child's output (nil: os.Stderr).
-	Executable string
-	Output     io.Writer
-	Log        *slog.Logger // nil: slog.Default()
+	Log     *slog.Logger // nil: slog.Default()
 }
 
-// Kubelet is the embedded kubelet.
+// Kubelet is the kubelet child process.
 type Kubelet struct {
 	cfg      Config
 	cmd      *exec.Cmd
@@ -206,11 +201,7 @@ func (k *Kubelet) Start(ctx context.Context) error {
 		return fmt.Errorf("start kubelet: %w", err)
 	}
 	k.cmd, k.exited, k.out = cmd, make(chan struct{}), newOutput()
-	sink := k.cfg.Output
-	if sink == nil {
-		sink = os.Stderr
-	}
-	go k.out.copy(r, sink)
+	go k.out.copy(r, os.Stderr)
 	go func() {
 		err := <-exited
 		// The last lines say why; grandchildren holding the pipe open
@@ -235,9 +226,6 @@ func (k *Kubelet) Start(ctx context.Context) error {
 // name it kubox, unless an upgrade replaced that file since kubox started;
 // then /proc/self/exe, still this very binary.
 func (k *Kubelet) executable() string {
-	if k.cfg.Executable != "" {
-		return k.cfg.Executable
-	}
 	const self = "/proc/self/exe"
 	path, err := os.Executable()
 	if err != nil {
