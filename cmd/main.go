@@ -20,6 +20,11 @@ func main() {
 		os.Exit(tool(args))
 	}
 	if err := newRootCommand().Execute(); err != nil {
+		var line *lineError
+		if errors.As(err, &line) {
+			fmt.Fprintln(os.Stderr, line.line)
+			os.Exit(1)
+		}
 		fmt.Fprintln(os.Stderr, "kubox: "+err.Error())
 		code := 1
 		// A box removed from its cluster has an exit status of its own,
@@ -31,6 +36,12 @@ func main() {
 		os.Exit(code)
 	}
 }
+
+// lineError is an error a verb words itself: main prints line as it is,
+// without the "kubox: " prefix, and exits 1.
+type lineError struct{ line string }
+
+func (e *lineError) Error() string { return e.line }
 
 // multicall routes tools that bring their own command line parsers, so that
 // cobra does not interpret their flags.

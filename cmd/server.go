@@ -109,7 +109,8 @@ func (f *serverFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&t.LeafCertLifetime, "test-leaf-cert-lifetime", 0, "for tests: lifetime of newly issued leaf certificates (default one year)")
 	fs.StringToStringVar(&t.EvictionHard, "test-eviction-hard", nil, "for tests: the kubelet's hard eviction thresholds, e.g. imagefs.available=99%")
 	fs.DurationVar(&t.DNSReloadInterval, "test-dns-reload-interval", 0, "for tests: how often a changed --dns-config is looked for (default 30s, at least 2s)")
-	for _, name := range []string{"kubelet-cgroup-root", "test-leaf-cert-lifetime", "test-eviction-hard", "test-dns-reload-interval"} {
+	fs.BoolVar(&t.ControllerManagerAfterNode, "test-controller-manager-after-node", false, "for tests: start the controller manager only once the kubelet has registered the node")
+	for _, name := range []string{"kubelet-cgroup-root", "test-leaf-cert-lifetime", "test-eviction-hard", "test-dns-reload-interval", "test-controller-manager-after-node"} {
 		_ = fs.MarkHidden(name)
 	}
 	fs.Int64Var(&t.AirgapWriteRate, "test-airgap-write-rate", 0, "for tests: cap the images dir's imports at this many bytes written per second (an import that outlasts a start timeout)")
@@ -200,7 +201,7 @@ e.g. "cluster-cidr: 10.42.0.0/16"; a flag given on the command line wins.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			// First of all: take NOTIFY_SOCKET and WATCHDOG_* out of the
-			// environment, before the in-process kubelet (which sends
+			// environment, before the kubelet child (which sends
 			// READY=1 as it starts) or containerd could see them.
 			notifier, err := systemd.FromEnv(nil)
 			if err != nil {

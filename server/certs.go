@@ -61,7 +61,7 @@ var registerCertMetrics sync.Once
 //   - etcd server/peer certs and the apiserver's etcd client cert: etcd's TLS
 //     config reads the files on every new handshake;
 //   - the admin kubeconfig (and its copy) is rewritten; kubectl reads it per run;
-//   - kubeconfigs of the in-process controller-manager, scheduler and kubelet
+//   - kubeconfigs of the controller-manager, scheduler (in-process) and kubelet (child)
 //     are rewritten, but those clients hold their cert in memory until kubox
 //     restarts (renewal leaves them a third of the lifetime, four months with
 //     the default one year, to do so).

@@ -132,6 +132,11 @@ type TestingSettings struct {
 	// containerd, in bytes per second (0 = no cap): an import slow enough
 	// to outlast a start timeout.
 	AirgapWriteRate int64
+	// ControllerManagerAfterNode holds the controller manager back until
+	// the kubelet has registered this node, so its volume plugins
+	// initialise after the kubelet's (the order that broke the in-process
+	// kubelet's CSI node info; see embedded/kubelet).
+	ControllerManagerAfterNode bool
 }
 
 // Defaults that more than one verb needs.
@@ -200,6 +205,9 @@ type Paths struct {
 	Bin, CNIBin, CNIConf, CNIIPAM                   string
 	Lock, Corefile, ProxyModeState, JoinState       string
 	LeaseIdentity                                   string
+	// KubeletPid holds the pid of the kubelet child (see embedded/kubelet):
+	// in the run dir, as a pid means nothing after a reboot.
+	KubeletPid string
 	// KubeletServingCert is the serving certificate the kubelet got through
 	// a CSR, in its cert dir (see embedded/kubelet's ServingCertFile).
 	KubeletServingCert string
@@ -234,6 +242,7 @@ func LayoutOf(dataDir, runDir string) Paths {
 		ProxyModeState:   filepath.Join(d, "agent", "proxy-mode"),
 		JoinState:        filepath.Join(d, joinStateFile),
 		LeaseIdentity:    filepath.Join(d, "lease-identity"),
+		KubeletPid:       filepath.Join(r, "kubelet.pid"),
 
 		KubeletServingCert: filepath.Join(d, "kubelet", "pki", "kubelet-server-current.pem"),
 	}

@@ -231,11 +231,15 @@ func plan(in *prepared) ([]step, error) {
 		AdminCert: pki.AdminCert, AdminKey: pki.AdminKey, Log: logFor("apiserver"),
 	}), etcdNeed, "etcd-space")
 	add(newPublisher(in.client, c.clusterSettings(), p.JoinState, in.log), "apiserver")
-	add(controllers.New(controllers.Config{
+	var cm component.Component = controllers.New(controllers.Config{
 		Kubeconfig: pki.ControllerManagerKubeconfig, ClusterCIDR: c.ClusterCIDR.String(), ServiceCIDR: c.ServiceCIDR.String(),
 		NodeCIDRMaskV4: NodeCIDRMaskSize, NodeName: c.NodeName, LeaseIdentity: in.leaseIdentity, Log: in.log,
 		ClusterSigningCert: in.signerCert, ClusterSigningKey: pki.CAKey, RootCA: pki.CACert, SAKey: pki.ServiceAccountKey,
-	}), "apiserver")
+	})
+	if c.Testing.ControllerManagerAfterNode {
+		cm = &afterNode{Component: cm, client: in.client, node: c.NodeName, failed: make(chan error, 1)}
+	}
+	add(cm, "apiserver")
 	add(scheduler.New(scheduler.Config{Kubeconfig: pki.SchedulerKubeconfig, NodeName: c.NodeName, LeaseIdentity: in.leaseIdentity, Log: in.log}), "apiserver")
 	if !c.DisableDNS {
 		add(dns.New(dns.Config{
@@ -326,6 +330,7 @@ func agentSteps(in *prepared, add func(component.Component, ...string)) {
 		CgroupRoot:           c.Testing.KubeletCgroupRoot,
 		ImageGCHighThreshold: c.ImageGCHighThreshold, ImageGCLowThreshold: c.ImageGCLowThreshold, ImageGCMinAge: c.ImageGCMinAge,
 		EvictionHard: c.Testing.EvictionHard,
+		PidFile:      p.KubeletPid,
 		Log:          logFor("kubelet"),
 	}), kubeletNeeds...)
 	// Writes the CNI config once the controller manager gave this node

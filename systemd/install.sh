@@ -402,8 +402,8 @@ link_tools() {
 write_killall() {
 	cat >"$TMP/killall" <<EOF
 #!/bin/sh
-# Written by the kubox installer. Stops kubox, its containerd, every shim
-# and container, and unmounts what they mounted. Pods start again with
+# Written by the kubox installer. Stops kubox, its kubelet and containerd,
+# every shim and container, and unmounts what they mounted. Pods start again with
 # 'systemctl start kubox'.
 set -u
 [ "\$(id -u)" = 0 ] || { echo "kubox-killall.sh: run as root" >&2; exit 1; }
@@ -457,7 +457,8 @@ tree() {
 }
 
 # Containers first (deepest first), then the shims, then containerd and
-# kubox, so nothing is restarted or reaped half-way.
+# kubox, so nothing is restarted or reaped half-way. kubox's kubelet child
+# (`kubox kubelet`) has kubox's executable and goes with it.
 shims=$(pids_of "$ROOT$DATA_DIR/bin/containerd-shim-runc-v2")
 for s in $shims; do
 	# Descendants, deepest (last found) first.
@@ -529,7 +530,7 @@ if [ -z "$ROOT" ]; then
 	# libcni's cached results for kubox's network (named kubox).
 	rm -rf /var/lib/cni/networks/kubox /var/lib/cni/results/kubox-* 2>/dev/null
 fi
-echo "kubox-killall.sh: kubox, containerd, shims and containers stopped"
+echo "kubox-killall.sh: kubox, kubelet, containerd, shims and containers stopped"
 exit 0
 EOF
 	install_file "$TMP/killall" "$ROOT$BIN_DIR/kubox-killall.sh" 755

@@ -25,6 +25,7 @@ import (
 
 	"github.com/kubox/kubox/airgap"
 	"github.com/kubox/kubox/component"
+	"github.com/kubox/kubox/internal/childproc"
 	"github.com/kubox/kubox/internal/fsutil"
 )
 
@@ -114,16 +115,16 @@ func (c *Containerd) Start(ctx context.Context) error {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), "PATH="+c.cfg.BinDir+":"+os.Getenv("PATH"))
 	// Own process group: a Ctrl-C on kubox's terminal must not reach
-	// containerd before kubox has stopped the pods. Pdeathsig: if kubox
-	// dies, containerd does not linger.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
+	// containerd before kubox has stopped the pods. Parent-death signal:
+	// if kubox dies, containerd does not linger.
+	exited, err := childproc.Start(cmd)
+	if err != nil {
 		logf.Close()
 		return fmt.Errorf("start containerd: %w", err)
 	}
 	c.cmd = cmd
 	go func() {
-		err := cmd.Wait()
+		err := <-exited
 		close(c.exited)
 		if err == nil {
 			err = errors.New("containerd exited")

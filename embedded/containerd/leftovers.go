@@ -11,9 +11,10 @@ import (
 
 // killLeftoverShims kills runc shims of this containerd (their command line
 // names its socket) that outlived it, together with every process below
-// them (the containers). Shims outlive containerd by design; one is left
-// when a sandbox was started while kubox was stopping (the in-process
-// kubelet's pod workers do not all stop with its context). It returns how
+// them (the containers). Shims outlive containerd by design; one was left
+// when a sandbox was started while kubox was stopping (when the kubelet ran
+// in-process, its pod workers did not all stop with its context; the
+// kubelet child now ends before containerd stops the pods). It returns how
 // many processes it killed.
 func killLeftoverShims(socket string) int {
 	children := map[int][]int{}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -86,11 +85,7 @@ func (k *Kubelet) retireStaleCPUManagerState() error {
 	if err != nil {
 		return fmt.Errorf("move stale CPU manager state aside (%s): %w", reason, err)
 	}
-	log := k.cfg.Log
-	if log == nil {
-		log = slog.Default()
-	}
-	log.Info("CPU manager policy changed: moved the old CPU manager state aside", "policy", k.policy(), "old_state", reason, "moved_to", old)
+	k.log().Info("CPU manager policy changed: moved the old CPU manager state aside", "policy", k.policy(), "old_state", reason, "moved_to", old)
 	return nil
 }
 

@@ -1,31 +1,37 @@
-// Package kubelet runs the upstream kubelet inside kubox, configured through
-// a KubeletConfiguration file that kubox writes (so operators can read what
+// Package kubelet runs the upstream kubelet as a child process of kubox
+// (`kubox kubelet`, the same binary), configured through a
+// KubeletConfiguration file that kubox writes (so operators can read what
 // the kubelet runs with) and started only once the CRI socket answers.
+//
+// A child, not a goroutine: the kubelet calls os.Exit and klog.Fatal on
+// its own failures, and shares package-level state (the feature gate, the
+// CSI plugin's node info manager) with the controller manager and the
+// apiserver. In its own process it can neither end kubox unannounced nor
+// see their state.
 package kubelet
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
-	utilfeature "k8s.io/apiserver/pkg/util/feature"
 	"k8s.io/client-go/kubernetes"
 	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
-	"k8s.io/kubernetes/cmd/kubelet/app"
-	"k8s.io/kubernetes/cmd/kubelet/app/options"
-	kubeletvalidation "k8s.io/kubernetes/pkg/kubelet/apis/config/validation"
-	"k8s.io/kubernetes/pkg/kubelet/kubeletconfig/configfiles"
-	utilfs "k8s.io/kubernetes/pkg/util/filesystem"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kubox/kubox/component"
+	"github.com/kubox/kubox/internal/childproc"
 	"github.com/kubox/kubox/internal/fsutil"
 )
 
@@ -69,14 +75,20 @@ type Config struct {
 	// EvictionHard replaces the kubelet's hard eviction thresholds
 	// (signal -> value, e.g. "imagefs.available": "15%"); nil keeps its defaults.
 	EvictionHard map[string]string
-	Log          *slog.Logger // nil: slog.Default()
+	// PidFile records the child's pid, so a kubelet left by a killed kubox
+	// is stopped at the next start.
+	PidFile string
+	Log     *slog.Logger // nil: slog.Default()
 }
 
-// Kubelet is the embedded kubelet.
+// Kubelet is the kubelet child process.
 type Kubelet struct {
-	cfg    Config
-	server *options.KubeletServer
-	run    component.Goroutine
+	cfg      Config
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	failed   chan error
+	out      *output
+	stopping atomic.Bool
 }
 
 var (
@@ -91,7 +103,7 @@ func New(cfg Config) *Kubelet {
 	if cfg.ClusterDomain == "" {
 		cfg.ClusterDomain = "cluster.local"
 	}
-	return &Kubelet{cfg: cfg}
+	return &Kubelet{cfg: cfg, failed: make(chan error, 1)}
 }
 
 func (k *Kubelet) Name() string { return "kubelet" }
@@ -160,45 +172,75 @@ func (k *Kubelet) Init(ctx context.Context) error {
 	if _, err := fsutil.WriteFileIfChanged(k.cfg.ConfigFile, data, 0o600); err != nil {
 		return fmt.Errorf("write kubelet configuration: %w", err)
 	}
-	loader, err := configfiles.NewFsLoader(&utilfs.DefaultFs{}, k.cfg.ConfigFile)
-	if err != nil {
-		return fmt.Errorf("load kubelet configuration: %w", err)
-	}
-	kc, err := loader.Load(ctx)
-	if err != nil {
-		return fmt.Errorf("load kubelet configuration %s: %w", k.cfg.ConfigFile, err)
-	}
-	if err := utilfeature.DefaultMutableFeatureGate.SetFromMap(kc.FeatureGates); err != nil {
-		return fmt.Errorf("kubelet feature gates: %w", err)
-	}
-	if err := kubeletvalidation.ValidateKubeletConfiguration(kc, utilfeature.DefaultFeatureGate); err != nil {
-		return fmt.Errorf("kubelet configuration %s: %w", k.cfg.ConfigFile, err)
-	}
-	fl := options.NewKubeletFlags()
-	fl.KubeConfig = k.cfg.Kubeconfig
-	fl.HostnameOverride = k.cfg.NodeName
-	fl.NodeIP = k.cfg.NodeIP.String()
-	fl.RootDirectory = k.cfg.RootDir
-	fl.CertDirectory = filepath.Join(k.cfg.RootDir, "pki")
-	fl.KubeletConfigFile = k.cfg.ConfigFile
-	if err := options.ValidateKubeletFlags(fl); err != nil {
-		return fmt.Errorf("kubelet flags: %w", err)
-	}
-	k.server = &options.KubeletServer{KubeletFlags: *fl, KubeletConfiguration: *kc}
-	return nil
+	return k.args().Check(ctx)
 }
 
+func (k *Kubelet) args() Args {
+	return Args{ConfigFile: k.cfg.ConfigFile, Kubeconfig: k.cfg.Kubeconfig, NodeName: k.cfg.NodeName, NodeIP: k.cfg.NodeIP.String(), RootDir: k.cfg.RootDir}
+}
+
+// Start runs the kubelet as a child process, `kubox kubelet` (see Run),
+// after stopping one a killed kubox may have left.
 func (k *Kubelet) Start(ctx context.Context) error {
-	deps, err := app.UnsecuredDependencies(ctx, k.server, utilfeature.DefaultFeatureGate)
-	if err != nil {
-		return fmt.Errorf("kubelet dependencies: %w", err)
+	a := k.args()
+	if pid, err := childproc.StopLeftover(k.cfg.PidFile, a.marker(), 10*time.Second); err != nil {
+		return err
+	} else if pid != 0 {
+		k.log().Warn("stopped a kubelet left by a previous run", "pid", pid)
 	}
-	k.run.Go(ctx, "kubelet", func(ctx context.Context) error { return app.Run(ctx, k.server, deps, utilfeature.DefaultFeatureGate) })
+	cmd := exec.Command(k.executable(), a.argv()...)
+	r, w, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("kubelet output pipe: %w", err)
+	}
+	cmd.Stdout, cmd.Stderr = w, w
+	exited, err := childproc.Start(cmd)
+	w.Close()
+	if err != nil {
+		r.Close()
+		return fmt.Errorf("start kubelet: %w", err)
+	}
+	k.cmd, k.exited, k.out = cmd, make(chan struct{}), newOutput()
+	go k.out.copy(r, os.Stderr)
+	go func() {
+		err := <-exited
+		// The last lines say why; grandchildren holding the pipe open
+		// must not delay the report for long.
+		select {
+		case <-k.out.done:
+		case <-time.After(2 * time.Second):
+		}
+		r.Close()
+		close(k.exited)
+		if !k.stopping.Load() {
+			k.failed <- fmt.Errorf("kubelet exited (%s): %s", childproc.ExitStatus(err), k.out.cause())
+		}
+	}()
+	if err := childproc.WritePid(k.cfg.PidFile, cmd.Process.Pid); err != nil {
+		k.log().Warn("a kubelet left by a killed kubox would not be found", "err", err)
+	}
 	return nil
 }
 
-// Failed reports a kubelet that returned on its own.
-func (k *Kubelet) Failed() <-chan error { return k.run.Failed() }
+// executable is the binary the child runs: kubox's own file, so ps and top
+// name it kubox, unless an upgrade replaced that file since kubox started;
+// then /proc/self/exe, still this very binary.
+func (k *Kubelet) executable() string {
+	const self = "/proc/self/exe"
+	path, err := os.Executable()
+	if err != nil {
+		return self
+	}
+	a, errA := os.Stat(path)
+	b, errB := os.Stat(self)
+	if errA != nil || errB != nil || !os.SameFile(a, b) {
+		return self
+	}
+	return path
+}
+
+// Failed reports a kubelet child that exited on its own.
+func (k *Kubelet) Failed() <-chan error { return k.failed }
 
 // ServingCertFile is where the kubelet keeps the serving certificate it
 // got through a CertificateSigningRequest.
@@ -230,13 +272,31 @@ func (k *Kubelet) Ready(ctx context.Context) error {
 	return nil
 }
 
-// Stop cancels the kubelet's context. The kubelet has no full in-process
-// shutdown: some of its goroutines end only with the process, which follows.
+// Stop sends the kubelet SIGTERM (it returns from its Run, and its
+// process, with every goroutine, ends), and SIGKILL if it has not exited
+// when ctx ends.
 func (k *Kubelet) Stop(ctx context.Context) error {
-	if err := k.run.Stop(ctx); err != nil {
-		return fmt.Errorf("kubelet did not stop in time: %w", err)
+	if k.cmd == nil {
+		return nil
 	}
-	return nil
+	k.stopping.Store(true)
+	defer os.Remove(k.cfg.PidFile)
+	_ = k.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-k.exited:
+		return nil
+	case <-ctx.Done():
+		_ = k.cmd.Process.Kill()
+		<-k.exited
+		return errors.New("kubelet did not exit on SIGTERM; killed")
+	}
+}
+
+func (k *Kubelet) log() *slog.Logger {
+	if k.cfg.Log != nil {
+		return k.cfg.Log
+	}
+	return slog.Default()
 }
 
 // NodeReady reports whether the node's Ready condition is true.

@@ -246,7 +246,7 @@ func (n *Node) Kill() {
 }
 
 // Processes lists live processes started for this node: any whose command
-// line names its data or run dir (containerd, shims).
+// line names its data or run dir (the kubelet child, containerd, shims).
 func (n *Node) Processes() []int {
 	return ProcessesMentioning(n.DataDir, n.RunDir)
 }

@@ -102,8 +102,7 @@ func TreeMemory(pid int) (Memory, map[string]Memory, error) {
 		if err != nil {
 			continue // exited meanwhile
 		}
-		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p))
-		name := fmt.Sprintf("%s[%d]", strings.TrimSpace(string(comm)), p)
+		name := fmt.Sprintf("%s[%d]", processName(p), p)
 		per[name] = m
 		total.RSS += m.RSS
 		total.PSS += m.PSS
@@ -112,6 +111,18 @@ func TreeMemory(pid int) (Memory, map[string]Memory, error) {
 		return total, per, fmt.Errorf("no process %d", pid)
 	}
 	return total, per, nil
+}
+
+// processName is the command name, with the verb for kubox's own
+// processes ("kubox server", "kubox kubelet").
+func processName(pid int) string {
+	if argv, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil {
+		if args := strings.Split(string(argv), "\x00"); len(args) > 1 && filepath.Base(args[0]) == "kubox" {
+			return "kubox " + args[1]
+		}
+	}
+	comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	return strings.TrimSpace(string(comm))
 }
 
 func processMemory(pid int) (Memory, error) {
