@@ -34,6 +34,9 @@ type SaveOptions struct {
 	Etcd   EtcdEndpoint
 	PKIDir string // every regular file under it goes into the snapshot
 	Dir    string // snapshot directory
+	// Sink, if set, is where the snapshot goes instead of Dir (an object
+	// store's upload; see WriteTo).
+	Sink OpenSink
 
 	// Recipient (age1...) is what snapshots are encrypted to; Key may be
 	// given instead (see WriteOptions).
@@ -198,7 +201,7 @@ func Save(ctx context.Context, opts SaveOptions) (SaveResult, error) {
 			}
 		}
 	}()
-	entry, err := Write(ctx, opts.Dir, cr, WriteOptions{
+	wopts := WriteOptions{
 		Header: Header{
 			ClusterID:    clusterID,
 			NodeName:     node,
@@ -212,7 +215,13 @@ func Save(ctx context.Context, opts SaveOptions) (SaveResult, error) {
 		Key:               opts.Key,
 		InsecurePlaintext: opts.InsecurePlaintext,
 		Signer:            opts.Signer,
-	})
+	}
+	var entry Entry
+	if opts.Sink != nil {
+		entry, err = WriteTo(ctx, cr, wopts, opts.Sink)
+	} else {
+		entry, err = Write(ctx, opts.Dir, cr, wopts)
+	}
 	close(stop)
 	<-reporterDone
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kubox/kubox/backup"
+	"github.com/kubox/kubox/backup/s3"
 	"github.com/kubox/kubox/embedded/kubelet"
 	"github.com/kubox/kubox/proxy"
 	"github.com/kubox/kubox/proxy/mode"
@@ -64,6 +65,11 @@ type Config struct {
 	SnapshotRetention int
 	SnapshotDir       string
 	SnapshotKeyFile   string
+	// SnapshotS3 is an S3-compatible store that snapshots stream to
+	// (disabled when empty); SnapshotS3KeepLocal keeps a copy in
+	// SnapshotDir too.
+	SnapshotS3          s3.Config
+	SnapshotS3KeepLocal bool
 	// KuboxVersion is recorded in snapshot headers.
 	KuboxVersion string
 
@@ -372,6 +378,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--image-gc-min-age %s: must not be negative", c.ImageGCMinAge)
 	}
 	if err := c.PodNetwork.validate(); err != nil {
+		return err
+	}
+	if err := c.SnapshotS3.Validate(); err != nil {
 		return err
 	}
 	return c.Proxy.validate()
