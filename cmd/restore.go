@@ -98,7 +98,7 @@ the flags or the config file, as for "kubox server".`,
 				Snapshot: snapshot, Source: source, Key: key, Trust: trust, DataDir: cfg.DataDir,
 				NodeName: cfg.NodeName, PeerURL: peerURL,
 				Progress: say,
-				Warn: func(line string) { fmt.Fprintln(cmd.ErrOrStderr(), "restore: "+line) },
+				Warn:     func(line string) { fmt.Fprintln(cmd.ErrOrStderr(), "restore: "+line) },
 			})
 			if err != nil {
 				return err

@@ -8,9 +8,11 @@ import (
 	"net"
 	"os"
 	"path"
+	"net/url"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -47,7 +49,16 @@ type Store struct {
 	// Progress, if set, gets one human line per uploaded part and per
 	// second of a download.
 	Progress func(string)
+
+	// failed are this process's uploads whose abort failed (the store was
+	// unreachable); the next upload aborts them. Not every store lists
+	// incomplete uploads by prefix (MinIO lists them by exact name only),
+	// so AbortStale cannot be relied on alone.
+	mu     sync.Mutex
+	failed []pendingUpload
 }
+
+type pendingUpload struct{ key, id string }
 
 // New returns the store of cfg for the box called node (the directory its
 // snapshots go to; "" for a store that only reads, such as a replacement
@@ -112,6 +123,11 @@ func (s *Store) describe(what string, err error) error {
 		return nil
 	}
 	var ne net.Error
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		// Not the URL: it may carry the upload ID and query.
+		err = ue.Err
+	}
 	switch code := minio.ToErrorResponse(err).Code; code {
 	case "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken":
 		src := "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
@@ -312,9 +328,24 @@ func (s *Store) Prune(ctx context.Context, keep int, clusterID string) ([]string
 }
 
 // AbortStale aborts this box's incomplete multipart uploads that began more
-// than StaleAfter ago, and returns their URLs.
+// than StaleAfter ago, and those of this process that could not be aborted
+// when they failed, and returns their URLs.
 func (s *Store) AbortStale(ctx context.Context) ([]string, error) {
 	var aborted []string
+	s.mu.Lock()
+	failed := s.failed
+	s.failed = nil
+	s.mu.Unlock()
+	for i, u := range failed {
+		err := s.core.AbortMultipartUpload(ctx, s.cfg.Bucket, u.key, u.id)
+		if err != nil && minio.ToErrorResponse(err).Code != "NoSuchUpload" {
+			s.mu.Lock()
+			s.failed = append(s.failed, failed[i:]...)
+			s.mu.Unlock()
+			return aborted, s.describe("abort the incomplete upload of "+s.URL(u.key), err)
+		}
+		aborted = append(aborted, s.URL(u.key))
+	}
 	for u := range s.cl.ListIncompleteUploads(ctx, s.cfg.Bucket, s.box, true) {
 		if u.Err != nil {
 			return aborted, s.describe("list incomplete uploads under "+s.Location(), u.Err)

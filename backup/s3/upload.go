@@ -154,7 +154,10 @@ func (u *upload) Abort() {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(u.ctx), 10*time.Second)
 	defer cancel()
-	if err := u.s.core.AbortMultipartUpload(ctx, u.s.cfg.Bucket, u.key, u.id); err == nil {
-		u.id = ""
+	if err := u.s.core.AbortMultipartUpload(ctx, u.s.cfg.Bucket, u.key, u.id); err != nil {
+		u.s.mu.Lock()
+		u.s.failed = append(u.s.failed, pendingUpload{key: u.key, id: u.id})
+		u.s.mu.Unlock()
 	}
+	u.id = ""
 }
