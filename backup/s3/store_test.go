@@ -372,3 +372,29 @@ func TestBadCredentialsAndConfig(t *testing.T) {
 		t.Errorf("credentials from the environment: %v", err)
 	}
 }
+
+func TestTLSWithCABundle(t *testing.T) {
+	srv := s3test.StartTLS(t, "127.0.0.1")
+	cfg := testConfig(srv, t.TempDir())
+	cfg.Insecure = false
+	ctx := context.Background()
+	// Without the CA the store's certificate is refused: no skip-verify.
+	st, err := New(cfg, "box-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Check(ctx); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("TLS store without its CA: %v; want a certificate error", err)
+	}
+	cfg.CAFile = srv.CAFile
+	if st, err = New(cfg, "box-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Check(ctx); err != nil {
+		t.Errorf("TLS store with snapshot-s3-ca-file: %v", err)
+	}
+	k := newKeys(t)
+	if _, err := save(ctx, st, k, bytes.NewReader(incompressible(2*minPartSize+1, 3)), "manual", false, time.Now()); err != nil {
+		t.Errorf("upload over TLS: %v", err)
+	}
+}

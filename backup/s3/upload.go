@@ -1,7 +1,6 @@
 package s3
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -82,11 +81,12 @@ func (u *upload) sendPart(b []byte) error {
 		}
 		u.id = id
 	}
-	return u.put(u.next, b, true)
+	return u.put(u.next, true, b)
 }
 
-func (u *upload) put(num int, b []byte, advance bool) error {
-	p, err := u.s.core.PutObjectPart(u.ctx, u.s.cfg.Bucket, u.key, u.id, num, bytes.NewReader(b), int64(len(b)), minio.PutObjectPartOptions{})
+func (u *upload) put(num int, advance bool, bufs ...[]byte) error {
+	r := concat(bufs...)
+	p, err := u.s.core.PutObjectPart(u.ctx, u.s.cfg.Bucket, u.key, u.id, num, r, r.Size(), minio.PutObjectPartOptions{})
 	if err != nil {
 		return u.s.describe(fmt.Sprintf("upload part %d of %s", num, u.s.URL(u.key)), err)
 	}
@@ -94,7 +94,7 @@ func (u *upload) put(num int, b []byte, advance bool) error {
 	if advance {
 		u.next++
 	}
-	u.sent += int64(len(b))
+	u.sent += r.Size()
 	u.report(false)
 	return nil
 }
@@ -118,8 +118,8 @@ func (u *upload) Commit(ctx context.Context, header, trailer []byte) (backup.Ent
 	u.ctx = ctx
 	if u.id == "" {
 		// Small enough for one PUT, which is atomic too.
-		all := io.MultiReader(bytes.NewReader(header), bytes.NewReader(u.first), bytes.NewReader(u.buf), bytes.NewReader(trailer))
-		size := int64(len(header) + len(u.first) + len(u.buf) + len(trailer))
+		all := concat(header, u.first, u.buf, trailer)
+		size := all.Size()
 		if _, err := u.s.core.PutObject(ctx, u.s.cfg.Bucket, u.key, all, size, "", "", minio.PutObjectOptions{ContentType: "application/octet-stream"}); err != nil {
 			return backup.Entry{}, u.s.describe("upload "+u.s.URL(u.key), err)
 		}
@@ -128,10 +128,10 @@ func (u *upload) Commit(ctx context.Context, header, trailer []byte) (backup.Ent
 		return backup.Entry{Path: u.s.URL(u.key), Size: size}, nil
 	}
 	// The last part may be short; every other part is a full one.
-	if err := u.put(u.next, append(u.buf, trailer...), true); err != nil {
+	if err := u.put(u.next, true, u.buf, trailer); err != nil {
 		return backup.Entry{}, err
 	}
-	if err := u.put(1, append(header, u.first...), false); err != nil {
+	if err := u.put(1, false, header, u.first); err != nil {
 		return backup.Entry{}, err
 	}
 	parts := make([]minio.CompletePart, len(u.parts))
@@ -160,4 +160,32 @@ func (u *upload) Abort() {
 		u.s.mu.Unlock()
 	}
 	u.id = ""
+}
+
+// concat reads the buffers one after the other without copying them; it
+// can seek, so that minio-go can retry a request.
+func concat(bufs ...[]byte) *io.SectionReader {
+	var n int64
+	for _, b := range bufs {
+		n += int64(len(b))
+	}
+	return io.NewSectionReader(multiReaderAt(bufs), 0, n)
+}
+
+type multiReaderAt [][]byte
+
+func (m multiReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	n := 0
+	for _, b := range m {
+		if off >= int64(len(b)) {
+			off -= int64(len(b))
+			continue
+		}
+		k := copy(p[n:], b[off:])
+		n, off = n+k, 0
+		if n == len(p) {
+			return n, nil
+		}
+	}
+	return n, io.EOF
 }

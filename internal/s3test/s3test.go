@@ -5,9 +5,16 @@ package s3test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -33,9 +40,12 @@ type Server struct {
 	Bucket    string
 	AccessKey string
 	SecretKey string
-	logPath   string
-	cmd       *exec.Cmd
-	exited    chan struct{}
+	// CAFile is the PEM CA of the server's certificate, for a TLS server.
+	CAFile  string
+	logPath string
+	tls     *tls.Config // client side, for a TLS server
+	cmd     *exec.Cmd
+	exited  chan struct{}
 }
 
 // Binary returns the MinIO binary, or skips the test without one (fails
@@ -56,8 +66,14 @@ func Binary(tb testing.TB) string {
 }
 
 // Start runs MinIO on host (an address of this machine the test owns; a
-// free port is picked) with a bucket "kubox".
-func Start(tb testing.TB, host string) *Server {
+// free port is picked) with a bucket "kubox", over plain HTTP.
+func Start(tb testing.TB, host string) *Server { return start(tb, host, false) }
+
+// StartTLS is Start over HTTPS, with a certificate for host from a CA of
+// its own (CAFile).
+func StartTLS(tb testing.TB, host string) *Server { return start(tb, host, true) }
+
+func start(tb testing.TB, host string, withTLS bool) *Server {
 	tb.Helper()
 	bin := Binary(tb)
 	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
@@ -69,12 +85,13 @@ func Start(tb testing.TB, host string) *Server {
 	s := &Server{tb: tb, bin: bin, dir: tb.TempDir(), Addr: addr, Endpoint: "http://" + addr, Bucket: "kubox",
 		AccessKey: "kubox-" + randHex(4), SecretKey: randHex(16)}
 	s.logPath = filepath.Join(s.dir, "minio.log")
+	if withTLS {
+		s.makeCerts(host)
+		s.Endpoint = "https://" + addr
+	}
 	tb.Cleanup(s.Kill)
 	s.Restart()
-	cl, err := minio.New(addr, &minio.Options{Creds: credentials.NewStaticV4(s.AccessKey, s.SecretKey, "")})
-	if err != nil {
-		tb.Fatal(err)
-	}
+	cl := s.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := cl.MakeBucket(ctx, s.Bucket, minio.MakeBucketOptions{}); err != nil {
@@ -85,7 +102,11 @@ func Start(tb testing.TB, host string) *Server {
 
 // Client is a client of the server, for checks behind kubox's back.
 func (s *Server) Client() *minio.Client {
-	cl, err := minio.New(s.Addr, &minio.Options{Creds: credentials.NewStaticV4(s.AccessKey, s.SecretKey, "")})
+	opts := &minio.Options{Creds: credentials.NewStaticV4(s.AccessKey, s.SecretKey, "")}
+	if s.tls != nil {
+		opts.Secure, opts.Transport = true, &http.Transport{TLSClientConfig: s.tls}
+	}
+	cl, err := minio.New(s.Addr, opts)
 	if err != nil {
 		s.tb.Fatal(err)
 	}
@@ -110,7 +131,11 @@ func (s *Server) Restart() {
 	if err != nil {
 		s.tb.Fatal(err)
 	}
-	cmd := exec.Command(s.bin, "server", "--quiet", "--address", s.Addr, "--console-address", "127.0.0.1:0", filepath.Join(s.dir, "data"))
+	args := []string{"server", "--quiet", "--address", s.Addr, "--console-address", "127.0.0.1:0"}
+	if s.tls != nil {
+		args = append(args, "--certs-dir", filepath.Join(s.dir, "certs"))
+	}
+	cmd := exec.Command(s.bin, append(args, filepath.Join(s.dir, "data"))...)
 	cmd.Env = append(os.Environ(), "MINIO_ROOT_USER="+s.AccessKey, "MINIO_ROOT_PASSWORD="+s.SecretKey,
 		"MINIO_BROWSER=off", "MINIO_UPDATE=off", "HOME="+s.dir)
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -123,8 +148,9 @@ func (s *Server) Restart() {
 	go func() { cmd.Wait(); logf.Close(); close(exited) }()
 	s.cmd, s.exited = cmd, exited
 	deadline := time.Now().Add(60 * time.Second)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: s.tls}, Timeout: 5 * time.Second}
 	for {
-		resp, err := http.Get(s.Endpoint + "/minio/health/ready")
+		resp, err := hc.Get(s.Endpoint + "/minio/health/ready")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -160,4 +186,55 @@ func randHex(n int) string {
 		panic(err)
 	}
 	return hex.EncodeToString(b)
+}
+
+// makeCerts writes a CA and a serving certificate for host into
+// <dir>/certs (MinIO's public.crt and private.key) and the CA to CAFile.
+func (s *Server) makeCerts(host string) {
+	tb := s.tb
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "s3test CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: host},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IPAddresses: []net.IP{net.ParseIP(host)},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	certs := filepath.Join(s.dir, "certs")
+	s.CAFile = filepath.Join(s.dir, "ca.crt")
+	for p, b := range map[string]*pem.Block{
+		filepath.Join(certs, "public.crt"):  {Type: "CERTIFICATE", Bytes: der},
+		filepath.Join(certs, "private.key"): {Type: "PRIVATE KEY", Bytes: keyDER},
+		s.CAFile:                            {Type: "CERTIFICATE", Bytes: caDER},
+	} {
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			tb.Fatal(err)
+		}
+		if err := os.WriteFile(p, pem.EncodeToMemory(b), 0o600); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	s.tls = &tls.Config{RootCAs: pool}
 }
