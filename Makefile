@@ -250,7 +250,7 @@ test: test-unit test-e2e
 
 # Unit tests need the assets: embedded/assets tests the real ones.
 test-unit: assets $(MINIO_BIN)
-	KUBOX_TEST_S3_SERVER=$(abspath $(MINIO_BIN)) pkgs=$$($(GO) list ./...) && $(GO) test $$(printf '%s\n' $$pkgs | grep -v '^$(PKG)/test/')
+	pkgs=$$($(GO) list ./...) && KUBOX_TEST_S3_SERVER=$(abspath $(MINIO_BIN)) $(GO) test $$(printf '%s\n' $$pkgs | grep -v '^$(PKG)/test/')
 
 test-e2e: bin/kubox test-images $(MINIO_BIN)
 	$(E2E_ENV) $(GO) test -count=1 -timeout 40m ./test/...

@@ -398,3 +398,39 @@ func TestTLSWithCABundle(t *testing.T) {
 		t.Errorf("upload over TLS: %v", err)
 	}
 }
+
+// A local snapshot copied up (snapshot-s3-keep-local): the same bytes, and
+// a second copy is a no-op.
+func TestUploadLocalCopy(t *testing.T) {
+	srv := s3test.Start(t, "127.0.0.1")
+	st := newStore(t, srv, "box-1")
+	k := newKeys(t)
+	ctx := context.Background()
+	e, err := backup.Write(ctx, t.TempDir(), bytes.NewReader(incompressible(2*minPartSize+7, 5)), backup.WriteOptions{
+		Header: backup.Header{NodeName: "box-1", ClusterID: "c1", Scheduled: true}, Key: k.key, Signer: k.signer,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url, err := st.Upload(ctx, e.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := st.URL("site-1/box-1/" + filepath.Base(e.Path)); url != want {
+		t.Errorf("uploaded to %s, want %s", url, want)
+	}
+	if again, err := st.Upload(ctx, e.Path); err != nil || again != url {
+		t.Errorf("second upload: %s %v", again, err)
+	}
+	src, size, err := st.Source(ctx, url)
+	if err != nil || size != e.Size {
+		t.Fatalf("source %s: %d bytes, %v; want %d", url, size, err, e.Size)
+	}
+	rc, _ := src.Open(ctx)
+	defer rc.Close()
+	got, _ := io.ReadAll(rc)
+	local, _ := os.ReadFile(e.Path)
+	if !bytes.Equal(got, local) {
+		t.Errorf("object differs from the local file")
+	}
+}
