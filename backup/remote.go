@@ -61,10 +61,10 @@ func ensureUploadMetrics() {
 // store, or both (the local file first, then copied). Uploads that fail are
 // retried with backoff until just before the next tick, then reported (log,
 // Warning Event, metric); a local copy, if kept, stays either way.
-func (s *Scheduler) save(ctx context.Context) (SaveResult, error) {
+func (s *Scheduler) save(ctx context.Context, keepFree int64) (SaveResult, error) {
 	opts := SaveOptions{
 		Etcd: s.cfg.Etcd, PKIDir: s.cfg.PKIDir, Dir: s.cfg.Dir, Recipient: s.pub.Recipient, Signer: s.signer,
-		Scheduled: true, NodeName: s.cfg.NodeName, KuboxVersion: s.cfg.KuboxVersion,
+		Scheduled: true, NodeName: s.cfg.NodeName, KuboxVersion: s.cfg.KuboxVersion, KeepFree: keepFree,
 	}
 	r := s.remote
 	if r == nil {

@@ -48,8 +48,9 @@ type RestoreOptions struct {
 	PeerURL  string
 	// Progress, if set, gets one human line per step.
 	Progress func(string)
-	// Warn, if set, gets the line of SignatureWarning when the snapshot is
-	// accepted without a checked signature.
+	// Warn, if set, gets lines to show even when progress is not: the line
+	// of SignatureWarning when the snapshot is accepted without a checked
+	// signature, and what was done about an interrupted earlier restore.
 	Warn func(string)
 }
 
@@ -78,7 +79,9 @@ type RestoreMarker struct {
 // extracts it and rebuilds etcd's data dir (which checks the etcd db's own
 // hash and structure) in a staging dir beside DataDir. Only when all of that
 // worked does it move the current DataDir aside and rename the staging dir
-// into place, so a bad file or key leaves the disk as it was.
+// into place, so a bad file or key leaves the disk as it was. The swap is
+// journaled (see swap.go): a crash or power cut at any step is finished or
+// undone by the next kubox server or kubox restore (RecoverRestore).
 //
 // The restored data dir holds pki/ (the snapshot's CAs, keys, service
 // account keys and encryption config, plus its leaf certs, which kubox
@@ -117,15 +120,44 @@ func Restore(opts RestoreOptions) (RestoreResult, error) {
 	}
 	say("snapshot ok: %q of node %s, %s, etcd revision %d, db %s", h.Name, h.NodeName, h.CreatedAt.Format(time.RFC3339), h.EtcdRevision, HumanBytes(h.EtcdDBSize))
 
-	parent := filepath.Dir(dataDir)
-	if err := os.MkdirAll(parent, 0o755); err != nil {
+	// From here on the disk changes: under the lock, and journaled (see
+	// swap.go), so a crash at any step is finished or undone by the next
+	// kubox server or kubox restore.
+	if err := os.MkdirAll(filepath.Dir(dataDir), 0o755); err != nil {
 		return RestoreResult{}, fmt.Errorf("restore: create the data dir's parent: %w", err)
 	}
-	staging := filepath.Join(parent, "."+filepath.Base(dataDir)+".restore-"+strconv.FormatInt(time.Now().UnixNano(), 10))
-	done := false
+	unlock, err := LockRestore(dataDir, func() { say("waiting for another restore or a starting kubox server beside %s", dataDir) })
+	if err != nil {
+		return RestoreResult{}, fmt.Errorf("restore: %w", err)
+	}
+	defer unlock()
+	if msg, err := RecoverRestore(dataDir, ForRestore); err != nil {
+		return RestoreResult{}, fmt.Errorf("restore: %w", err)
+	} else if msg != "" && opts.Warn != nil {
+		opts.Warn(msg)
+	}
+	crash := crashHook()
+
+	now := time.Now()
+	var old string
+	if _, err := os.Lstat(dataDir); err == nil {
+		old = dataDir + ".old-" + strconv.FormatInt(now.Unix(), 10)
+		if _, err := os.Lstat(old); err == nil {
+			old = dataDir + ".old-" + strconv.FormatInt(now.UnixNano(), 10)
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return RestoreResult{}, fmt.Errorf("restore: look at the current data dir: %w", err)
+	}
+	staging := newStagingDir(dataDir, now)
+	in := &intent{Step: stepStaging, DataDir: dataDir, Staging: staging, Aside: old, Snapshot: opts.Snapshot, Started: now.UTC()}
+	if err := writeIntent(in); err != nil {
+		return RestoreResult{}, fmt.Errorf("restore: %w", err)
+	}
+	crash(stepStaging)
+	staged := false
 	defer func() {
-		if !done {
-			os.RemoveAll(staging)
+		if !staged {
+			_ = discardStaging(in) // a leftover is swept by the next start
 		}
 	}()
 	say("extracting into %s", staging)
@@ -133,6 +165,7 @@ func Restore(opts RestoreOptions) (RestoreResult, error) {
 		// Extract's error names the step ("extract snapshot ...: ...").
 		return RestoreResult{}, fmt.Errorf("restore: %w", err)
 	}
+	crash("extracted")
 	if err := os.Chmod(staging, modeDir); err != nil {
 		return RestoreResult{}, fmt.Errorf("restore: restrict the staging dir: %w", err)
 	}
@@ -151,16 +184,6 @@ func Restore(opts RestoreOptions) (RestoreResult, error) {
 		return RestoreResult{}, fmt.Errorf("restore: remove the extracted etcd db: %w", err)
 	}
 
-	now := time.Now()
-	var old string
-	if _, err := os.Lstat(dataDir); err == nil {
-		old = dataDir + ".old-" + strconv.FormatInt(now.Unix(), 10)
-		if _, err := os.Lstat(old); err == nil {
-			old = dataDir + ".old-" + strconv.FormatInt(now.UnixNano(), 10)
-		}
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return RestoreResult{}, fmt.Errorf("restore: look at the current data dir: %w", err)
-	}
 	marker := RestoreMarker{
 		Snapshot: opts.Snapshot, SnapshotNode: h.NodeName, SnapshotTime: h.CreatedAt,
 		ClusterID: h.ClusterID, EtcdRevision: h.EtcdRevision,
@@ -173,28 +196,25 @@ func Restore(opts RestoreOptions) (RestoreResult, error) {
 	if err := fsutil.WriteFileNew(filepath.Join(staging, RestoreMarkerFile), append(js, '\n'), modeFile); err != nil {
 		return RestoreResult{}, fmt.Errorf("restore: write the restore marker: %w", err)
 	}
-	if err := fsutil.SyncDir(staging); err != nil {
+	if err := syncTree(staging); err != nil {
 		return RestoreResult{}, fmt.Errorf("restore: sync the staging dir: %w", err)
 	}
+	if err := fsutil.SyncDir(filepath.Dir(dataDir)); err != nil {
+		return RestoreResult{}, fmt.Errorf("restore: %w", err)
+	}
+	in.Step = stepStaged
+	if err := writeIntent(in); err != nil {
+		return RestoreResult{}, fmt.Errorf("restore: %w", err)
+	}
+	staged = true
+	crash(stepStaged)
 
 	// The swap: the only step that changes what was there.
 	if old != "" {
 		say("moving the current data dir aside to %s", old)
-		if err := os.Rename(dataDir, old); err != nil {
-			return RestoreResult{}, fmt.Errorf("restore: move the current data dir aside: %w", err)
-		}
 	}
-	if err := os.Rename(staging, dataDir); err != nil {
-		if old != "" {
-			if rerr := os.Rename(old, dataDir); rerr != nil {
-				return RestoreResult{}, fmt.Errorf("restore: put the restored data in place: %w; and moving %s back failed: %v", err, old, rerr)
-			}
-		}
-		return RestoreResult{}, fmt.Errorf("restore: put the restored data in place: %w", err)
-	}
-	done = true
-	if err := fsutil.SyncDir(parent); err != nil {
-		return RestoreResult{}, fmt.Errorf("restore: sync the data dir's parent: %w", err)
+	if err := swap(in, crash); err != nil {
+		return RestoreResult{}, fmt.Errorf("restore: %w", err)
 	}
 	return RestoreResult{Header: h, OldDataDir: old, Duration: time.Since(begin), KeysTotal: st.TotalKey}, nil
 }

@@ -162,9 +162,25 @@ func TestSaveRestore(t *testing.T) {
 		}
 	}
 
-	rr, err := Restore(RestoreOptions{Trust: testTrust, Snapshot: res.Path, Key: key, DataDir: dataDir, NodeName: "new-box", PeerURL: peer})
+	// A staging dir of a crashed restore (plaintext keys) is swept first.
+	crashed := filepath.Join(root, ".data.restore-1")
+	if err := os.MkdirAll(filepath.Join(crashed, "pki"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var warned []string
+	rr, err := Restore(RestoreOptions{Trust: testTrust, Snapshot: res.Path, Key: key, DataDir: dataDir, NodeName: "new-box", PeerURL: peer,
+		Warn: func(l string) { warned = append(warned, l) }})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(warned) != 1 || !strings.Contains(warned[0], "removed 1 leftover") {
+		t.Errorf("warnings %q, want one saying the crashed restore's staging dir was removed", warned)
+	}
+	if _, err := os.Stat(crashed); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("crashed restore's staging dir kept: %v", err)
+	}
+	if _, err := os.Stat(intentPath(dataDir)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("restore journal left behind: %v", err)
 	}
 	if rr.OldDataDir == "" {
 		t.Fatal("no old data dir reported")

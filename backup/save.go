@@ -18,6 +18,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/kubox/kubox/internal/diskspace"
 	"github.com/kubox/kubox/internal/fsutil"
 )
 
@@ -57,6 +58,9 @@ type SaveOptions struct {
 	// Progress, if set, is called with what Save is doing: once per step,
 	// and about once a second while the etcd db streams.
 	Progress func(Progress)
+	// KeepFree is what must stay free in Dir's filesystem after the
+	// snapshot (see diskspace.Reserve): Save refuses to start otherwise.
+	KeepFree int64
 }
 
 // Progress is one report of a running Save.
@@ -154,6 +158,12 @@ func Save(ctx context.Context, opts SaveOptions) (SaveResult, error) {
 	startCancel()
 	if err != nil {
 		return SaveResult{}, fmt.Errorf("save snapshot: etcd at %s: %w (is kubox server running?)", opts.Etcd.URL, err)
+	}
+	// A snapshot streamed off the box needs no room on it.
+	if opts.Sink == nil {
+		if err := checkSpace(opts.Dir, status.DbSize, pki, opts.KeepFree); err != nil {
+			return SaveResult{}, fmt.Errorf("save snapshot: %w", err)
+		}
 	}
 	resp, err := cli.SnapshotWithVersion(ctx)
 	if err != nil {
@@ -254,18 +264,7 @@ func (p *progressReader) Read(b []byte) (int, error) {
 }
 
 // HumanBytes renders a byte count with a binary unit ("12.3 MiB").
-func HumanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+func HumanBytes(n int64) string { return diskspace.Human(n) }
 
 // Remove deletes the snapshot called name in dir: a file name (with or
 // without the extension) as `kubox snapshot ls` shows it. It refuses names

@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kubox/kubox/component"
+	"github.com/kubox/kubox/internal/diskspace"
 	"github.com/kubox/kubox/internal/fsutil"
 )
 
@@ -27,8 +28,9 @@ type SchedulerConfig struct {
 	// Schedule is a cron spec (5 fields, or @every 6h, @daily, ...); empty
 	// means no scheduled snapshots.
 	Schedule string
-	// Retention keeps the newest Retention scheduled snapshots; 0 keeps all.
-	// Manual snapshots are never pruned by it.
+	// Retention keeps the newest Retention scheduled snapshots; 0 keeps all
+	// (kubox server's default is DefaultRetention). Manual snapshots are
+	// never pruned by it.
 	Retention int
 	Dir       string // snapshot dir
 	// KeyFile is the backup key file K. Scheduled snapshots need only K.pub
@@ -46,7 +48,9 @@ type SchedulerConfig struct {
 	NodeName     string
 	KuboxVersion string
 
-	// DataDir is searched for a RestoreMarkerFile left by `kubox restore`.
+	// DataDir is searched for a RestoreMarkerFile left by `kubox restore`;
+	// a snapshot dir on its filesystem must leave its floor free (see
+	// diskspace.Reserve).
 	DataDir string
 	// Kubeconfig is an admin kubeconfig: the component removes the Node of
 	// a restored snapshot's old box, and records scheduled snapshots as
@@ -191,8 +195,12 @@ func (s *Scheduler) runScheduled(ctx context.Context) {
 	begin := time.Now()
 	var res SaveResult
 	err := s.keyErr
+	var keepFree int64
+	if err == nil && s.cfg.DataDir != "" {
+		keepFree, err = diskspace.Reserve(s.cfg.DataDir, s.cfg.Dir)
+	}
 	if err == nil {
-		res, err = s.save(ctx)
+		res, err = s.save(ctx, keepFree)
 	}
 	s.mu.Lock()
 	s.runs++

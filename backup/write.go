@@ -13,6 +13,7 @@ import (
 	"filippo.io/age"
 	"github.com/klauspost/compress/zstd"
 	"github.com/zeebo/blake3"
+	"golang.org/x/sys/unix"
 
 	"github.com/kubox/kubox/internal/fsutil"
 )
@@ -90,6 +91,11 @@ func Write(ctx context.Context, dir string, db io.Reader, opts WriteOptions) (En
 	}()
 	if err := tmp.Chmod(modeFile); err != nil {
 		return Entry{}, fmt.Errorf("write snapshot in %s: %w", dir, err)
+	}
+	// Held until the file is closed: a kubox server starting meanwhile
+	// sweeps only temp files nobody holds (see fsutil.SweepTemp).
+	if err := unix.Flock(int(tmp.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return Entry{}, fmt.Errorf("write snapshot in %s: lock the temp file: %w", dir, err)
 	}
 	if _, err := tmp.Seek(int64(prefixLen+reserve), io.SeekStart); err != nil {
 		return Entry{}, fmt.Errorf("write snapshot in %s: %w", dir, err)

@@ -1,16 +1,20 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
+	"github.com/kubox/kubox/backup"
 	"github.com/kubox/kubox/hostcheck"
 	"github.com/kubox/kubox/server"
 )
@@ -67,14 +71,21 @@ Ports and the data dir come from the flags, else from the config file
 				c.NodeIP = ip
 			}
 			paths := c.Paths()
+			snapDir := c.SnapshotDir
+			if snapDir == "" {
+				snapDir = backup.DefaultDir(c.DataDir)
+			}
 			results := hostcheck.Run(hostcheck.Config{
-				ProcRoot: procRoot, SysRoot: sysRoot, DataDir: c.DataDir,
+				ProcRoot: procRoot, SysRoot: sysRoot, DataDir: c.DataDir, SnapshotDir: snapDir,
 				Ports:          checkPorts(c.Ports()),
 				ServerRunning:  serverRunning(paths.Lock),
 				CapSysResource: server.HasCapSysResource,
 				ProxyMode:      c.Proxy.Mode, IPVSScheduler: c.Proxy.IPVSScheduler,
 			})
 			results = append(results, certExpiryCheck(paths.PKI))
+			if r, ok := etcdSpaceCheck(cmd.Context(), c, serverRunning(paths.Lock)); ok {
+				results = append(results, r)
+			}
 			if err := out.Print(cmd.OutOrStdout(), results, func(w io.Writer) error {
 				printChecks(w, results)
 				return nil
@@ -96,6 +107,7 @@ Ports and the data dir come from the flags, else from the config file
 	fl := cmd.Flags()
 	opts = addServerOpts(fl,
 		sharedFlag{name: "data-dir", usage: "kubox data dir"},
+		sharedFlag{name: "snapshot-dir", usage: "snapshot dir (default <data-dir>/snapshots): checked for space when on another disk"},
 		sharedFlag{name: "https-port", usage: "apiserver port"},
 		sharedFlag{name: "etcd-client-port", usage: "etcd client port (on 127.0.0.1)"},
 		sharedFlag{name: "etcd-peer-port", usage: "etcd peer port (on --node-ip)"},
@@ -106,6 +118,7 @@ Ports and the data dir come from the flags, else from the config file
 		sharedFlag{name: "disable-dns", usage: "no cluster DNS: the DNS port is not needed"},
 		sharedFlag{name: "proxy-mode", usage: "service proxy mode to check for: auto, ipvs, nftables or iptables"},
 		sharedFlag{name: "ipvs-scheduler", usage: "IPVS scheduler to check for"},
+		sharedFlag{name: "etcd-quota-bytes", usage: "etcd's quota, which a stopped server's database file is checked against"},
 	)
 	out = addOutputFlag(cmd, "output format: json, or nothing for a table")
 	// For tests: fake /proc and /sys trees.
@@ -114,6 +127,25 @@ Ports and the data dir come from the flags, else from the config file
 	_ = fl.MarkHidden("proc-root")
 	_ = fl.MarkHidden("sys-root")
 	return cmd
+}
+
+// etcdSpaceCheck asks the running etcd member for its size, or, with kubox
+// server stopped, looks at the database file; false when there is none yet.
+func etcdSpaceCheck(ctx context.Context, c server.Config, running bool) (hostcheck.Result, bool) {
+	if running {
+		quietGRPC()
+		a := &server.Admin{DataDir: c.DataDir, EtcdClientPort: c.EtcdClientPort}
+		u, nospace, err := a.LocalEtcdSpace(ctx)
+		if err != nil {
+			return hostcheck.EtcdSpaceCheck(hostcheck.EtcdSpace{Err: err.Error()}), true
+		}
+		return hostcheck.EtcdSpaceCheck(hostcheck.EtcdSpace{Size: u.Size, Quota: u.Quota, NoSpace: nospace}), true
+	}
+	fi, err := os.Stat(filepath.Join(c.Paths().Etcd, "member", "snap", "db"))
+	if err != nil {
+		return hostcheck.Result{}, false
+	}
+	return hostcheck.EtcdSpaceCheck(hostcheck.EtcdSpace{Size: fi.Size(), Quota: c.EtcdQuotaBytes, FromFile: true}), true
 }
 
 // checkPorts gives hostcheck the ports kubox server would listen on.

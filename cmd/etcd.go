@@ -12,7 +12,7 @@ import (
 func newEtcdCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "etcd",
-		Short: "Inspect and change the cluster's etcd membership",
+		Short: "Inspect and change the cluster's etcd: members, space, alarms",
 	}
 	admin, opts := clusterAdminOpts(cmd)
 	promote := &cobra.Command{
@@ -87,6 +87,7 @@ box's join promotes the learner by itself.`,
 		},
 	}
 	out = addOutputFlag(members, "output format: json")
-	cmd.AddCommand(promote, members, newEtcdRecoverCommand(opts))
+	cmd.AddCommand(promote, members, newEtcdRecoverCommand(opts),
+		newEtcdStatusCommand(admin), newEtcdDefragCommand(admin), newEtcdAlarmCommand(admin))
 	return cmd
 }

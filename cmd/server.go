@@ -12,12 +12,15 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"k8s.io/klog/v2"
 
 	"github.com/kubox/kubox/embedded/kubelet"
 	"github.com/kubox/kubox/internal/configfile"
+	"github.com/kubox/kubox/internal/fatal"
 	"github.com/kubox/kubox/server"
 	"github.com/kubox/kubox/systemd"
 )
@@ -50,6 +53,7 @@ func (f *serverFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&c.EtcdClientPort, "etcd-client-port", c.EtcdClientPort, "etcd client port (on 127.0.0.1)")
 	fs.IntVar(&c.EtcdPeerPort, "etcd-peer-port", c.EtcdPeerPort, "etcd peer port (on --node-ip)")
 	fs.IntVar(&c.KubeletPort, "kubelet-port", c.KubeletPort, "kubelet API port")
+	fs.Int64Var(&c.EtcdQuotaBytes, "etcd-quota-bytes", c.EtcdQuotaBytes, "etcd database size at which etcd refuses writes (NOSPACE) until kubox frees room; 16 MiB to 8 GiB")
 	fs.BoolVar(&c.DisableAgent, "disable-agent", c.DisableAgent, "run the control plane only: no containerd, kubelet or pod network")
 	fs.BoolVar(&c.DisableDNS, "disable-dns", c.DisableDNS, "do not serve cluster DNS (then run a DNS server for --cluster-dns yourself)")
 	fs.IntVar(&c.DNSPort, "dns-port", c.DNSPort, "cluster DNS port on --node-ip (UDP and TCP)")
@@ -98,6 +102,7 @@ func (f *serverFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&c.ImageGCHighThreshold, "image-gc-high-threshold", c.ImageGCHighThreshold, "disk usage (percent) of the image file system above which the kubelet removes unused images (pinned ones never)")
 	fs.IntVar(&c.ImageGCLowThreshold, "image-gc-low-threshold", c.ImageGCLowThreshold, "disk usage (percent) the kubelet's image garbage collection brings it down to")
 	fs.DurationVar(&c.ImageGCMinAge, "image-gc-min-age", c.ImageGCMinAge, "youngest an unused image may be to be garbage collected")
+	fs.StringVar(&c.StorageDir, "storage-dir", c.StorageDir, "where this box keeps the local-path persistent volumes it provisions, one directory each (default <data-dir>/storage)")
 
 	// For tests only: hidden, and gathered in cfg.Testing.
 	t := &c.Testing
@@ -221,6 +226,11 @@ e.g. "cluster-cidr: 10.42.0.0/16"; a flag given on the command line wins.`,
 				return err
 			}
 			srv.SetNotifier(notifier)
+			// klog's exit is process-wide: set here, once, for the
+			// upstream components this process runs.
+			fatals := &fatal.Catcher{Grace: server.StopTimeout + 15*time.Second}
+			klog.OsExit = fatals.KlogExit
+			srv.CatchFatal(fatals)
 			if err := srv.Preflight(); err != nil {
 				notifier.Stopping("preflight failed: " + err.Error())
 				return err

@@ -22,6 +22,7 @@ import (
 	"github.com/kubox/kubox/backup"
 	"github.com/kubox/kubox/backup/s3"
 	"github.com/kubox/kubox/bootstrap"
+	"github.com/kubox/kubox/internal/diskspace"
 	"github.com/kubox/kubox/server"
 )
 
@@ -228,6 +229,12 @@ func newSnapshotSaveCommand(settings settingsFunc) *cobra.Command {
 			// Unless told, Save records the name of the etcd member, which
 			// kubox server names after its node (whatever flags it ran with).
 			node := strings.ToLower(s.flags.cfg.NodeName)
+			// On the data dir's disk the snapshot must leave the floor below
+			// which kubox server stops.
+			keepFree, err := diskspace.Reserve(s.flags.cfg.DataDir, s.snapDir)
+			if err != nil {
+				return fmt.Errorf("save snapshot: %w", err)
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			errw := cmd.ErrOrStderr()
@@ -242,6 +249,7 @@ func newSnapshotSaveCommand(settings settingsFunc) *cobra.Command {
 			res, err := saveSnapshot(ctx, s, backup.SaveOptions{
 				Etcd: s.etcdEndpoint(), PKIDir: s.paths.PKI, Dir: s.snapDir,
 				Recipient: recipient, Signer: signer, InsecurePlaintext: insecure, Name: name, NodeName: node, KuboxVersion: version,
+				KeepFree: keepFree,
 				Progress: func(p backup.Progress) { say(p.Message) },
 			}, say)
 			if err != nil {

@@ -25,10 +25,7 @@ func clusterAdminFlags(cmd *cobra.Command) func(*cobra.Command) (*server.Admin, 
 // clusterAdminOpts is clusterAdminFlags, and the options behind it for
 // subcommands that need more of the server's configuration.
 func clusterAdminOpts(cmd *cobra.Command) (func(*cobra.Command) (*server.Admin, error), *serverOpts) {
-	// gRPC's own logging would print connection chatter around the etcd calls.
-	cmd.PersistentPreRun = func(*cobra.Command, []string) {
-		grpclog.SetLoggerV2(grpclog.NewLoggerV2(io.Discard, io.Discard, io.Discard))
-	}
+	cmd.PersistentPreRun = func(*cobra.Command, []string) { quietGRPC() }
 	opts := addServerOpts(cmd.PersistentFlags(),
 		sharedFlag{name: "data-dir", usage: "kubox data dir of this box"},
 		sharedFlag{name: "etcd-client-port", usage: "this box's etcd client port"},
@@ -45,6 +42,12 @@ func clusterAdminOpts(cmd *cobra.Command) (func(*cobra.Command) (*server.Admin, 
 		}
 		return &server.Admin{DataDir: filepath.Clean(f.cfg.DataDir), EtcdClientPort: f.cfg.EtcdClientPort, NodeName: strings.ToLower(name)}, nil
 	}, opts
+}
+
+// quietGRPC silences gRPC's own logging, which would print connection
+// chatter around a verb's etcd calls.
+func quietGRPC() {
+	grpclog.SetLoggerV2(grpclog.NewLoggerV2(io.Discard, io.Discard, io.Discard))
 }
 
 func newTokenCommand() *cobra.Command {

@@ -50,30 +50,41 @@ func (s *Supervisor) Start(ctx, runCtx context.Context) error {
 	return nil
 }
 
-// ready waits for c to be ready, and fails early if c fails meanwhile. A
-// component without Ready is ready once started.
+// ready waits for c to be ready, and fails early if c, or a component
+// started before it (a guard, etcd), fails meanwhile. A component without
+// Ready is ready once started.
 func (s *Supervisor) ready(ctx context.Context, c Component) error {
-	r, ok := c.(Readier)
-	if !ok {
-		return nil
-	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- r.Ready(ctx) }()
-	var failed <-chan error
-	if f, ok := c.(Failer); ok {
-		failed = f.Failed()
+	if r, ok := c.(Readier); ok {
+		go func() { done <- r.Ready(ctx) }()
+	} else {
+		done <- nil
 	}
-	select {
-	case err := <-done:
-		return err
-	case err := <-failed:
-		if err == nil {
-			err = errors.New("stopped unexpectedly")
+	cases := []reflect.SelectCase{{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(done)}}
+	var names []string
+	for _, sc := range s.started {
+		if f, ok := sc.(Failer); ok {
+			cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(f.Failed())})
+			names = append(names, sc.Name())
 		}
+	}
+	i, v, ok := reflect.Select(cases)
+	if i == 0 {
+		if v.IsNil() {
+			return nil
+		}
+		return v.Interface().(error)
+	}
+	err := errors.New("stopped unexpectedly")
+	if ok && !v.IsNil() {
+		err = v.Interface().(error)
+	}
+	if names[i-1] == c.Name() {
 		return err
 	}
+	return fmt.Errorf("%s failed: %w", names[i-1], err)
 }
 
 // Wait blocks until ctx ends (nil) or a started component fails (its error).

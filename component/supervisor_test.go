@@ -180,3 +180,31 @@ func TestGoroutineStopCancelsAndWaits(t *testing.T) {
 	default:
 	}
 }
+
+// slowReady is ready only when its ctx ends (or never).
+type slowReady struct{ bare }
+
+func (s *slowReady) Ready(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }
+
+// A component that fails while a later one is still starting (a disk guard,
+// etcd) fails the start at once, under its own name, instead of waiting for
+// the start timeout.
+func TestSupervisorStartFailsWhenAnEarlierComponentFails(t *testing.T) {
+	fs, _ := fakes("guard")
+	// The guard fails once the kubelet has started, long after its own Ready.
+	slow := &slowReady{bare{name: "kubelet", rec: func(string) { fs[0].failed <- errors.New("disk full") }}}
+	s := &Supervisor{Components: []Component{fs[0], slow}}
+	done := make(chan error, 1)
+	go func() { done <- s.Start(context.Background(), context.Background()) }()
+	select {
+	case err := <-done:
+		if err == nil || err.Error() != "wait for kubelet to be ready: guard failed: disk full" {
+			t.Fatalf("Start = %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Start still waits for the kubelet after the guard failed")
+	}
+	if err := s.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -24,6 +24,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/kubox/kubox/internal/diskspace"
 	"github.com/kubox/kubox/proxy/mode"
 )
 
@@ -58,7 +59,10 @@ type Config struct {
 	ProcRoot string // default /proc
 	SysRoot  string // default /sys
 	DataDir  string // the data dir (or its nearest existing parent) is checked for space; the caller knows kubox's default
-	Ports    []Port
+	// SnapshotDir, when set and on another filesystem than DataDir, gets a
+	// line of its own (use above DiskWarnPercent).
+	SnapshotDir string
+	Ports       []Port
 	// ServerRunning: a kubox server holds the data dir, so its ports being
 	// in use is expected.
 	ServerRunning bool
@@ -73,6 +77,7 @@ type Config struct {
 	ProbeKernel    func(nftPath string) map[string]error            // default ProbeKernel: link types and nf_tables in a throwaway netns
 	Listen         func(network, addr string) (net.Listener, error) // default net.Listen
 	Statfs         func(path string, st *unix.Statfs_t) error       // default unix.Statfs
+	SameFS         func(a, b string) (bool, error)                  // default diskspace.SameFilesystem
 	Adjtimex       func(*unix.Timex) (int, error)                   // default unix.Adjtimex
 	CapSysResource func() bool                                      // nil: reported as unknown
 }
@@ -98,6 +103,9 @@ func (c *Config) defaults() {
 	}
 	if c.Adjtimex == nil {
 		c.Adjtimex = unix.Adjtimex
+	}
+	if c.SameFS == nil {
+		c.SameFS = diskspace.SameFilesystem
 	}
 }
 
@@ -125,6 +133,9 @@ func Run(cfg Config) []Result {
 	rs = append(rs, cfg.links(probe)...)
 	rs = append(rs, cfg.ports()...)
 	rs = append(rs, cfg.disk())
+	if r, ok := cfg.snapshotDisk(); ok {
+		rs = append(rs, r)
+	}
 	rs = append(rs, cfg.memory())
 	rs = append(rs, cfg.clock())
 	rs = append(rs, cfg.capSysResource())
@@ -492,13 +503,72 @@ var fsNames = map[int64]string{
 	0x2fc12fc1: "zfs", 0x6969: "nfs", 0xFF534D42: "cifs", 0xF2F52010: "f2fs", 0x65735546: "fuse",
 }
 
+// DiskWarnPercent: above this use of its filesystem (df's Use%) the data
+// dir, or a snapshot dir on another filesystem, gets a warning. The
+// kubelet's image garbage collection starts at the same 85%.
+const DiskWarnPercent = 85
+
 func (c *Config) disk() Result {
 	r := Result{Name: "data dir"}
-	dir := c.DataDir
-	if dir == "" {
+	if c.DataDir == "" {
 		r.Status, r.Message, r.Fix = Warn, "no data dir given: nothing checked", "set --data-dir"
 		return r
 	}
+	m, err := c.measure(c.DataDir)
+	if err != nil {
+		r.Status, r.Message, r.Fix = Warn, err.Error(), "create "+c.DataDir+" on a local disk"
+		return r
+	}
+	r.Message = m.message
+	switch {
+	case m.free < diskFailFree:
+		r.Status, r.Fix = Fail, "free space under "+m.at+" (at least 2 GiB; 10 GiB advised) or set --data-dir to a bigger disk"
+	case m.fsType == "tmpfs":
+		r.Status, r.Fix = Warn, "the data dir is in memory and lost on reboot: set --data-dir to a disk"
+	case m.fsType == "overlay" || m.fsType == "nfs" || m.fsType == "cifs" || m.fsType == "fuse":
+		r.Status, r.Fix = Warn, "containerd's overlayfs snapshotter and etcd want a local disk file system (ext4, xfs): set --data-dir to one"
+	case m.free < diskWarnFree:
+		r.Status, r.Fix = Warn, "free space under "+m.at+" (10 GiB advised for images and etcd)"
+	case m.full:
+		r.Status, r.Fix = Warn, "free space under "+m.at+": kubox stops when less than 2% of the disk (64 to 256 MiB) is free"
+	default:
+		r.Status = OK
+	}
+	return r
+}
+
+// snapshotDisk is the snapshot dir's line, when it is on a filesystem of
+// its own.
+func (c *Config) snapshotDisk() (Result, bool) {
+	if c.SnapshotDir == "" || c.DataDir == "" {
+		return Result{}, false
+	}
+	if same, err := c.SameFS(c.DataDir, c.SnapshotDir); err == nil && same {
+		return Result{}, false
+	}
+	r := Result{Name: "snapshot dir", Status: OK}
+	m, err := c.measure(c.SnapshotDir)
+	switch {
+	case err != nil:
+		r.Status, r.Message, r.Fix = Warn, err.Error(), "create "+c.SnapshotDir+" or set snapshot-dir"
+	case m.full:
+		r.Message = m.message
+		r.Status, r.Fix = Warn, "free space under "+m.at+" or remove old snapshots (kubox snapshot prune --keep N)"
+	default:
+		r.Message = m.message
+	}
+	return r, true
+}
+
+type measured struct {
+	message, fsType, at string
+	free                int64
+	full                bool // above DiskWarnPercent
+}
+
+// measure reports dir's (or its nearest existing parent's) free space, use
+// and filesystem type.
+func (c *Config) measure(dir string) (measured, error) {
 	at := dir
 	for {
 		if _, err := os.Stat(at); err == nil || at == "/" || at == "." {
@@ -508,32 +578,25 @@ func (c *Config) disk() Result {
 	}
 	var st unix.Statfs_t
 	if err := c.Statfs(at, &st); err != nil {
-		r.Status, r.Message, r.Fix = Warn, "cannot stat "+at+": "+oneLine(err), "create "+dir+" on a local disk"
-		return r
+		return measured{}, errors.New("cannot stat " + at + ": " + oneLine(err))
 	}
-	free := int64(st.Bavail) * int64(st.Bsize)
-	fsType, ok := fsNames[int64(st.Type)]
-	if !ok {
-		fsType = fmt.Sprintf("0x%x", st.Type)
+	u := diskspace.FromStatfs(&st)
+	m := measured{at: at, free: u.Free}
+	var ok bool
+	if m.fsType, ok = fsNames[int64(st.Type)]; !ok {
+		m.fsType = fmt.Sprintf("0x%x", st.Type)
 	}
 	where := dir
 	if at != dir {
 		where = dir + " (not created yet; checked " + at + ")"
 	}
-	r.Message = fmt.Sprintf("%s: %s free on %s", where, humanBytes(free), fsType)
-	switch {
-	case free < diskFailFree:
-		r.Status, r.Fix = Fail, "free space under "+at+" (at least 2 GiB; 10 GiB advised) or set --data-dir to a bigger disk"
-	case fsType == "tmpfs":
-		r.Status, r.Fix = Warn, "the data dir is in memory and lost on reboot: set --data-dir to a disk"
-	case fsType == "overlay" || fsType == "nfs" || fsType == "cifs" || fsType == "fuse":
-		r.Status, r.Fix = Warn, "containerd's overlayfs snapshotter and etcd want a local disk file system (ext4, xfs): set --data-dir to one"
-	case free < diskWarnFree:
-		r.Status, r.Fix = Warn, "free space under "+at+" (10 GiB advised for images and etcd)"
-	default:
-		r.Status = OK
+	pct := u.PercentUsed()
+	m.full = pct > DiskWarnPercent
+	m.message = fmt.Sprintf("%s: %s free on %s, %.0f%% used", where, humanBytes(u.Free), m.fsType, pct)
+	if m.full {
+		m.message += fmt.Sprintf(" (above %d%%)", DiskWarnPercent)
 	}
-	return r
+	return m, nil
 }
 
 func humanBytes(n int64) string {

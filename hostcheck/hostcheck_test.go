@@ -194,3 +194,67 @@ func TestParseKernel(t *testing.T) {
 		}
 	}
 }
+
+// Above 85% use the data dir warns with the figure, even with many GiB
+// free; a snapshot dir on another filesystem gets a line of its own, one on
+// the data dir's filesystem none.
+func TestDiskWarnsAbove85PercentUse(t *testing.T) {
+	cfg := fakeHost(t, hybrid)
+	cfg.DataDir, cfg.SnapshotDir = "/var/lib/kubox", "/mnt/usb/snapshots"
+	// Data dir: 1000 GiB, 900 used, 50 free for users (50 reserved for
+	// root): df shows 95%. The snapshot dir: 100 GiB, 80 used, 20 free.
+	cfg.Statfs = func(p string, st *unix.Statfs_t) error {
+		st.Type, st.Bsize = 0xEF53, 4096
+		total, used, free := int64(1000), int64(900), int64(50)
+		if strings.HasPrefix(p, "/mnt") {
+			total, used, free = 100, 80, 20
+		}
+		st.Blocks, st.Bfree, st.Bavail = uint64(total*GiB/4096), uint64((total-used)*GiB/4096), uint64(free*GiB/4096)
+		return nil
+	}
+	cfg.SameFS = func(a, b string) (bool, error) { return false, nil }
+	m := byName(Run(cfg))
+	if r := m["data dir"]; r.Status != Warn || !strings.Contains(r.Message, "95% used (above 85%)") || r.Fix == "" {
+		t.Errorf("data dir: %+v", r)
+	}
+	if r := m["snapshot dir"]; r.Status != OK || !strings.Contains(r.Message, "/mnt/usb/snapshots") || !strings.Contains(r.Message, "80% used") {
+		t.Errorf("snapshot dir: %+v", r)
+	}
+	cfg.SameFS = func(a, b string) (bool, error) { return true, nil }
+	if r, ok := byName(Run(cfg))["snapshot dir"]; ok {
+		t.Errorf("snapshot dir on the data dir's filesystem got a line: %+v", r)
+	}
+	// The snapshot dir's disk above 85% warns too.
+	cfg.SameFS = func(a, b string) (bool, error) { return false, nil }
+	cfg.Statfs = func(p string, st *unix.Statfs_t) error {
+		st.Type, st.Bsize, st.Blocks, st.Bfree, st.Bavail = 0xEF53, 4096, 1000, 100, 100
+		return nil
+	}
+	if r := byName(Run(cfg))["snapshot dir"]; r.Status != Warn || !strings.Contains(r.Message, "90% used") || r.Fix == "" {
+		t.Errorf("full snapshot dir: %+v", r)
+	}
+}
+
+func TestEtcdSpaceCheck(t *testing.T) {
+	const mib = 1 << 20
+	for _, tc := range []struct {
+		in   EtcdSpace
+		want Status
+	}{
+		{EtcdSpace{Size: 40 * mib, Quota: 2 * GiB}, OK},
+		{EtcdSpace{Size: 1700 * mib, Quota: 2 * GiB}, Warn},
+		{EtcdSpace{Size: 20 * mib, Quota: 32 * mib, NoSpace: true}, Fail},
+		{EtcdSpace{Err: "context deadline exceeded"}, Warn},
+	} {
+		r := EtcdSpaceCheck(tc.in)
+		if r.Status != tc.want {
+			t.Errorf("EtcdSpaceCheck(%+v) = %s %q, want %s", tc.in, r.Status, r.Message, tc.want)
+		}
+		if r.Status != OK && r.Fix == "" {
+			t.Errorf("EtcdSpaceCheck(%+v): no fix given", tc.in)
+		}
+	}
+	if got := EtcdSpaceCheck(EtcdSpace{Size: 1700 * mib, Quota: 2 * GiB}).Message; got != "database 1.7 GiB of a 2.0 GiB quota (83%)" {
+		t.Errorf("message %q", got)
+	}
+}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -161,14 +162,11 @@ func (a *Admin) DeleteToken(ctx context.Context, idOrToken string) (string, erro
 // etcd returns a client on a member that can answer membership questions:
 // the local one, or, if it is a learner, one of the members it joined.
 func (a *Admin) etcd(ctx context.Context) (*clientv3.Client, *clientv3.MemberListResponse, error) {
-	pki := a.pki()
-	tlsCfg, err := (&transport.TLSInfo{
-		CertFile: pki.EtcdClientCert, KeyFile: pki.EtcdClientKey, TrustedCAFile: pki.EtcdServerCACert,
-	}).ClientConfig()
+	tlsCfg, err := a.etcdTLS()
 	if err != nil {
-		return nil, nil, fmt.Errorf("etcd client credentials: %w (run this on a box running kubox server, or set --data-dir)", err)
+		return nil, nil, err
 	}
-	endpoints := []string{"https://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(a.EtcdClientPort))}
+	endpoints := []string{a.localEtcdURL()}
 	if data, err := os.ReadFile(a.paths().JoinState); err == nil {
 		var st joinState
 		if json.Unmarshal(data, &st) == nil {
@@ -192,6 +190,23 @@ func (a *Admin) etcd(ctx context.Context) (*clientv3.Client, *clientv3.MemberLis
 		errs = append(errs, fmt.Errorf("%s: %w", ep, err))
 	}
 	return nil, nil, fmt.Errorf("no etcd member answered (does the cluster have quorum?): %w", errors.Join(errs...))
+}
+
+// etcdTLS is the box's etcd client configuration.
+func (a *Admin) etcdTLS() (*tls.Config, error) {
+	pki := a.pki()
+	tlsCfg, err := (&transport.TLSInfo{
+		CertFile: pki.EtcdClientCert, KeyFile: pki.EtcdClientKey, TrustedCAFile: pki.EtcdServerCACert,
+	}).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("etcd client credentials: %w (run this on a box running kubox server, or set --data-dir)", err)
+	}
+	return tlsCfg, nil
+}
+
+// localEtcdURL is this box's etcd member.
+func (a *Admin) localEtcdURL() string {
+	return "https://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(a.EtcdClientPort))
 }
 
 // Members lists etcd's members.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/kubox/kubox/backup"
 	"github.com/kubox/kubox/backup/s3"
+	"github.com/kubox/kubox/embedded/etcd"
 	"github.com/kubox/kubox/embedded/kubelet"
 	"github.com/kubox/kubox/proxy"
 	"github.com/kubox/kubox/proxy/mode"
@@ -39,7 +40,10 @@ type Config struct {
 	EtcdClientPort  int
 	EtcdPeerPort    int
 	KubeletPort     int
-	DisableAgent    bool // control plane only: no containerd, kubelet or pod network
+	// EtcdQuotaBytes is the etcd database size at which etcd raises NOSPACE
+	// and refuses writes (see embedded/etcd's space keeper).
+	EtcdQuotaBytes int64
+	DisableAgent   bool // control plane only: no containerd, kubelet or pod network
 	// JoinURL is the apiserver of a running box to join (https://BOX1:6443);
 	// Token the join token (`kubox token create`). A secret: never logged.
 	JoinURL string
@@ -59,7 +63,8 @@ type Config struct {
 	DNSAllowCIDRs []string // besides pods, the boxes and loopback, who may query
 
 	// Scheduled snapshots (see backup.SchedulerConfig): a cron spec, how
-	// many scheduled snapshots to keep (0 = all), where (default
+	// many scheduled snapshots to keep (default backup.DefaultRetention;
+	// 0 = all), where (default
 	// <DataDir>/snapshots), and the key.
 	SnapshotSchedule  string
 	SnapshotRetention int
@@ -106,6 +111,9 @@ type Config struct {
 	// collected.
 	ImageGCHighThreshold, ImageGCLowThreshold int
 	ImageGCMinAge                             time.Duration
+	// StorageDir holds the local-path volumes this box provisions (see
+	// services/localpath); default <DataDir>/storage.
+	StorageDir string
 
 	// Testing holds knobs that only tests set (hidden flags).
 	Testing TestingSettings
@@ -144,6 +152,10 @@ const (
 	DefaultEtcdPeerPort    = 2380
 	DefaultKubeletPort     = 10250
 	DefaultDNSPort         = 53
+	// Bounds of EtcdQuotaBytes: a fresh cluster needs a few MiB; etcd
+	// advises against more than 8 GiB.
+	MinEtcdQuotaBytes = 16 << 20
+	MaxEtcdQuotaBytes = 8 << 30
 	// NodeCIDRMaskSize: each node's pod range is a /24 of ClusterCIDR.
 	NodeCIDRMaskSize = 24
 )
@@ -159,10 +171,12 @@ func DefaultConfig() Config {
 		ClusterCIDR: clusterCIDR, ServiceCIDR: serviceCIDR, ClusterDomain: DefaultClusterDomain,
 		HTTPSPort: DefaultHTTPSPort, EtcdClientPort: DefaultEtcdClientPort, EtcdPeerPort: DefaultEtcdPeerPort,
 		KubeletPort:    DefaultKubeletPort,
+		EtcdQuotaBytes: etcd.DefaultQuotaBytes,
 		StopPodsOnExit: true,
 		StartTimeout:   StartTimeout,
 		DNSPort:        DefaultDNSPort, DNSConfigFile: DefaultDNSConfigFile, ResolvConf: DefaultResolvConf,
 		SnapshotKeyFile:   backup.DefaultKeyFile,
+		SnapshotRetention: backup.DefaultRetention,
 		CertCheckInterval: DefaultCertCheckInterval,
 		MetricsAddress:    metrics.DefaultAddress,
 		CPUManagerPolicy:  kubelet.CPUManagerNone,
@@ -293,6 +307,9 @@ func (c *Config) Complete() error {
 	if c.AirgapImagesDir == "" && c.DataDir != "" {
 		c.AirgapImagesDir = filepath.Join(c.DataDir, "images")
 	}
+	if c.StorageDir == "" && c.DataDir != "" {
+		c.StorageDir = filepath.Join(c.DataDir, "storage")
+	}
 	if m, err := mode.Parse(c.Proxy.Mode); err == nil {
 		c.Proxy.Mode = string(m)
 	}
@@ -340,6 +357,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("--%s %d: not a TCP port", p.flag, p.port)
 		}
 	}
+	if c.EtcdQuotaBytes < MinEtcdQuotaBytes || c.EtcdQuotaBytes > MaxEtcdQuotaBytes {
+		return fmt.Errorf("--etcd-quota-bytes %d: must be between %d (16 MiB) and %d (8 GiB, etcd's advised maximum)", c.EtcdQuotaBytes, MinEtcdQuotaBytes, MaxEtcdQuotaBytes)
+	}
 	if (c.JoinURL == "") != (c.Token == "") {
 		return errors.New("--join and --token go together: give both (the token from `kubox token create` on a running box), or neither")
 	}
@@ -376,6 +396,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ImageGCMinAge < 0 {
 		return fmt.Errorf("--image-gc-min-age %s: must not be negative", c.ImageGCMinAge)
+	}
+	if !c.DisableAgent && !filepath.IsAbs(c.StorageDir) {
+		return fmt.Errorf("--storage-dir %q: must be an absolute path (default <data-dir>/storage)", c.StorageDir)
 	}
 	if err := c.PodNetwork.validate(); err != nil {
 		return err

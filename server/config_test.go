@@ -48,6 +48,9 @@ func TestCompleteDefaults(t *testing.T) {
 	if p := c.Paths(); p.ContainerdSock != "/run/kubox/containerd/containerd.sock" || p.Lock != "/var/lib/kubox/kubox.lock" {
 		t.Errorf("paths: %+v", p)
 	}
+	if c.StorageDir != "/var/lib/kubox/storage" {
+		t.Errorf("storage dir %q, want <data-dir>/storage", c.StorageDir)
+	}
 }
 
 func TestCompleteRejects(t *testing.T) {
@@ -63,10 +66,13 @@ func TestCompleteRejects(t *testing.T) {
 		{"service CIDR too small", func(c *Config) { c.ServiceCIDR = mustCIDR(t, "10.43.0.0/30") }, "/28 or larger"},
 		{"DNS outside services", func(c *Config) { c.ClusterDNS = net.ParseIP("10.99.0.10").To4() }, "outside --service-cidr"},
 		{"bad port", func(c *Config) { c.HTTPSPort = 70000 }, "--https-port"},
+		{"etcd quota too small", func(c *Config) { c.EtcdQuotaBytes = 1 << 20 }, "--etcd-quota-bytes 1048576"},
+		{"etcd quota too large", func(c *Config) { c.EtcdQuotaBytes = 64 << 30 }, "8 GiB"},
 		{"bad DNS allowed range", func(c *Config) { c.DNSAllowCIDRs = []string{"192.0.2.0/24", "lan"} }, `--dns-allow-cidrs "lan"`},
 		{"unsigned bundles required and allowed", func(c *Config) {
 			c.AirgapPublicKeyFile, c.AirgapRequireSignature, c.AirgapAllowUnsigned = "/k.pub", true, true
 		}, "contradict"},
+		{"relative storage dir", func(c *Config) { c.StorageDir = "storage" }, "--storage-dir"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

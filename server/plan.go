@@ -26,12 +26,15 @@ import (
 	"github.com/kubox/kubox/embedded/etcd"
 	"github.com/kubox/kubox/embedded/kubelet"
 	"github.com/kubox/kubox/embedded/scheduler"
+	"github.com/kubox/kubox/internal/fatal"
 	"github.com/kubox/kubox/internal/fsutil"
 	"github.com/kubox/kubox/internal/leader"
 	"github.com/kubox/kubox/proxy"
 	"github.com/kubox/kubox/proxy/mode"
 	"github.com/kubox/kubox/services/csrapprover"
+	"github.com/kubox/kubox/services/diskguard"
 	"github.com/kubox/kubox/services/etcdproxy"
+	"github.com/kubox/kubox/services/localpath"
 	"github.com/kubox/kubox/services/metrics"
 	"github.com/kubox/kubox/services/network"
 )
@@ -65,6 +68,8 @@ type prepared struct {
 	// leaseIdentity is what the controller manager and the scheduler
 	// campaign with; kept in the data dir (see leader.StableIdentity).
 	leaseIdentity string
+	// fatals, when set, receives etcd's fatal exits (see Server.CatchFatal).
+	fatals *fatal.Catcher
 }
 
 // step is one component of the plan and the components it needs ready
@@ -79,7 +84,7 @@ type step struct {
 // did is undone before it returns; when a later start step fails, the
 // caller runs undo (with the failure) once every component has stopped.
 func (s *Server) prepare(ctx context.Context) (*prepared, func(cause error) error, error) {
-	in := &prepared{cfg: s.cfg, paths: s.paths, log: s.log, capSysResource: HasCapSysResource()}
+	in := &prepared{cfg: s.cfg, paths: s.paths, log: s.log, capSysResource: HasCapSysResource(), fatals: s.fatals}
 	var undos []func()
 	undo := func(cause error) error {
 		for i := len(undos) - 1; i >= 0; i-- {
@@ -166,18 +171,28 @@ func plan(in *prepared) ([]step, error) {
 		steps = append(steps, step{Component: comp, needs: needs})
 	}
 
+	// First, so it watches the disk while the rest starts, and stops last.
+	add(diskguard.New(diskguard.Config{Dir: c.DataDir, Log: logFor("disk")}))
+
 	etcdCfg := etcd.Config{
 		Name: c.NodeName, DataDir: p.Etcd, NodeIP: c.NodeIP,
 		ClientPort: c.EtcdClientPort, PeerPort: c.EtcdPeerPort,
 		ServerCACert: pki.EtcdServerCACert, ServerCert: pki.EtcdServerCert, ServerKey: pki.EtcdServerKey,
 		PeerCACert: pki.EtcdPeerCACert, PeerCert: pki.EtcdPeerCert, PeerKey: pki.EtcdPeerKey,
 		ClientCert: pki.EtcdClientCert, ClientKey: pki.EtcdClientKey,
+		QuotaBytes: c.EtcdQuotaBytes,
 	}
 	if in.join != nil {
 		etcdCfg.InitialCluster, etcdCfg.ClusterState = in.join.initialCluster, "existing"
 	}
+	if in.fatals != nil {
+		etcdCfg.FatalHook = in.fatals.ZapHook("etcd")
+	}
 	et := etcd.New(etcdCfg)
 	add(et)
+	// Before anything writes: it clears a NOSPACE alarm and defragments
+	// while no client is connected (see embedded/etcd/space.go).
+	add(et.Space(etcd.SpaceConfig{Log: logFor("etcd")}), "etcd")
 	if in.join != nil && in.join.promote {
 		add(newPromoter(in.join, in.log), "etcd")
 	}
@@ -215,7 +230,7 @@ func plan(in *prepared) ([]step, error) {
 		KubeletCert: pki.APIServerKubeletClientCert, KubeletKey: pki.APIServerKubeletClientKey,
 		SAKey: pki.ServiceAccountKey, SAPub: pki.ServiceAccountPub, Encryption: pki.EncryptionConfig,
 		AdminCert: pki.AdminCert, AdminKey: pki.AdminKey, Log: logFor("apiserver"),
-	}), etcdNeed)
+	}), etcdNeed, "etcd-space")
 	add(newPublisher(in.client, c.clusterSettings(), p.JoinState, in.log), "apiserver")
 	add(controllers.New(controllers.Config{
 		Kubeconfig: pki.ControllerManagerKubeconfig, ClusterCIDR: c.ClusterCIDR.String(), ServiceCIDR: c.ServiceCIDR.String(),
@@ -323,6 +338,11 @@ func agentSteps(in *prepared, add func(component.Component, ...string)) {
 		CleanupOnStop: c.Proxy.CleanupOnStop,
 		Log:           logFor("pod-routes"),
 	}), "apiserver")
+	// Per box: provisions the local-path volumes the scheduler placed on
+	// this node, in its storage dir.
+	add(localpath.New(localpath.Config{
+		NodeName: c.NodeName, Dir: c.StorageDir, Client: in.client, Log: logFor("local-path"),
+	}), "apiserver")
 }
 
 // backupScheduler is the last component but the renewer and metrics: it
@@ -331,16 +351,12 @@ func agentSteps(in *prepared, add func(component.Component, ...string)) {
 // snapshots with retention.
 func backupScheduler(in *prepared, etcdURL string) component.Component {
 	c, pki := in.cfg, in.pki
-	dir := c.SnapshotDir
-	if dir == "" {
-		dir = backup.DefaultDir(c.DataDir)
-	}
 	var remote func() (backup.Remote, error)
 	if c.SnapshotS3.Enabled() {
 		remote = func() (backup.Remote, error) { return s3.New(c.SnapshotS3, c.NodeName) }
 	}
 	return backup.NewScheduler(backup.SchedulerConfig{
-		Schedule: c.SnapshotSchedule, Retention: c.SnapshotRetention, Dir: dir, KeyFile: c.SnapshotKeyFile,
+		Schedule: c.SnapshotSchedule, Retention: c.SnapshotRetention, Dir: c.snapshotDir(), KeyFile: c.SnapshotKeyFile,
 		OpenRemote: remote, KeepLocal: c.SnapshotS3KeepLocal,
 		Etcd:   backup.EtcdEndpoint{URL: etcdURL, CACert: pki.EtcdServerCACert, Cert: pki.EtcdClientCert, Key: pki.EtcdClientKey},
 		PKIDir: pki.Dir, NodeName: c.NodeName, KuboxVersion: c.KuboxVersion,

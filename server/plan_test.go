@@ -67,8 +67,10 @@ func needsComeFirst(t *testing.T, steps []step) {
 func TestPlanSingleBox(t *testing.T) {
 	steps, _ := planFor(t, nil)
 	want := []string{
+		"disk<>",
 		"etcd<>",
-		"apiserver<etcd>",
+		"etcd-space<etcd>",
+		"apiserver<etcd,etcd-space>",
 		"join-bundle<apiserver>",
 		"controller-manager<apiserver>",
 		"scheduler<apiserver>",
@@ -80,6 +82,7 @@ func TestPlanSingleBox(t *testing.T) {
 		"kubelet<apiserver,containerd,csr-approver,airgap,proxy>",
 		"network<controller-manager,kubelet>",
 		"pod-routes<apiserver>",
+		"local-path<apiserver>",
 		"backup<apiserver>",
 		"certs<>",
 		"metrics<>",
@@ -103,7 +106,7 @@ func TestPlanJoiningBox(t *testing.T) {
 		in.etcdProxy = ln
 	})
 	got := describe(steps)
-	want := []string{"etcd<>", "etcd-promote<etcd>", "etcd-proxy<etcd>", "apiserver<etcd-proxy>", "join-bundle<apiserver>"}
+	want := []string{"disk<>", "etcd<>", "etcd-space<etcd>", "etcd-promote<etcd>", "etcd-proxy<etcd>", "apiserver<etcd-proxy,etcd-space>", "join-bundle<apiserver>"}
 	if !slices.Equal(got[:len(want)], want) {
 		t.Errorf("plan starts:\n got %v\nwant %v", got[:len(want)], want)
 	}
@@ -115,7 +118,7 @@ func TestPlanControlPlaneOnly(t *testing.T) {
 	steps, _ := planFor(t, func(c *Config, in *prepared) {
 		c.DisableAgent, c.DisableDNS, c.MetricsAddress = true, true, "none"
 	})
-	want := []string{"etcd<>", "apiserver<etcd>", "join-bundle<apiserver>", "controller-manager<apiserver>", "scheduler<apiserver>", "backup<apiserver>", "certs<>"}
+	want := []string{"disk<>", "etcd<>", "etcd-space<etcd>", "apiserver<etcd,etcd-space>", "join-bundle<apiserver>", "controller-manager<apiserver>", "scheduler<apiserver>", "backup<apiserver>", "certs<>"}
 	if got := describe(steps); !slices.Equal(got, want) {
 		t.Errorf("plan:\n got %v\nwant %v", got, want)
 	}

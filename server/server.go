@@ -12,8 +12,11 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/kubox/kubox/backup"
 	"github.com/kubox/kubox/component"
 	"github.com/kubox/kubox/embedded/etcd"
+	"github.com/kubox/kubox/internal/diskspace"
+	"github.com/kubox/kubox/internal/fatal"
 	"github.com/kubox/kubox/internal/mounts"
 )
 
@@ -33,7 +36,11 @@ type Server struct {
 	sup   *component.Supervisor
 
 	notify          Notifier
+	fatals          *fatal.Catcher
 	adminKubeconfig string
+	// created is when New ran: temp files older than that are no write of
+	// this process (see sweepTemp).
+	created time.Time
 	// live, once the node is ready, tells whether the apiserver answers
 	// /livez; the systemd watchdog is pinged only while it does.
 	live atomic.Pointer[func(context.Context) error]
@@ -59,9 +66,15 @@ func (nopNotifier) RunWatchdog(context.Context, func(context.Context) error) {}
 // SetNotifier makes the server report its progress to n.
 func (s *Server) SetNotifier(n Notifier) { s.notify = n }
 
+// CatchFatal makes the fatal exits of upstream code in this process, as
+// reported by c, stop the node cleanly: Run then returns the *fatal.Error.
+// The caller routes the libraries' exits to c (klog.OsExit); etcd's logger
+// gets c's hook from the plan.
+func (s *Server) CatchFatal(c *fatal.Catcher) { s.fatals = c }
+
 // New returns a server for a completed cfg.
 func New(cfg Config, log *slog.Logger) (*Server, error) {
-	return &Server{cfg: cfg, paths: cfg.Paths(), log: log, notify: nopNotifier{}}, nil
+	return &Server{cfg: cfg, paths: cfg.Paths(), log: log, notify: nopNotifier{}, created: time.Now()}, nil
 }
 
 // Preflight checks what can be checked before any state is touched, then
@@ -70,8 +83,31 @@ func (s *Server) Preflight() error {
 	if os.Geteuid() != 0 {
 		return errors.New("kubox server must run as root (it manages containers, mounts and networking): run it with sudo or as root")
 	}
+	// Before anything creates the data dir: a restore cut off between its
+	// renames leaves none, and a new one would be a new cluster with new
+	// CAs. The restore lock is held until the data dir's own is taken, so
+	// no restore starts in between.
+	unlockRestore, err := backup.LockRestore(s.cfg.DataDir, func() {
+		s.log.Info("waiting for a kubox restore into the data dir to end", "data_dir", s.cfg.DataDir)
+	})
+	if err != nil {
+		return err
+	}
+	defer unlockRestore()
+	msg, err := backup.RecoverRestore(s.cfg.DataDir, backup.ForServer)
+	if err != nil {
+		return err
+	}
+	if msg != "" {
+		s.log.Warn("restore: " + msg)
+	}
 	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir %s: %w", s.cfg.DataDir, err)
+	}
+	// With less the disk guard would stop kubox again at once: refuse with
+	// its line, and systemd tries again later.
+	if err := diskspace.CheckStart(s.cfg.DataDir); err != nil {
+		return err
 	}
 	lock, err := AcquireLock(s.paths.Lock)
 	if err != nil {
@@ -92,9 +128,22 @@ func (s *Server) Release() { s.lock.Release() }
 // stops everything. It returns the first failure.
 func (s *Server) Run(ctx context.Context) error {
 	begin := time.Now()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if s.fatals != nil {
+		go func() {
+			select {
+			case e := <-s.fatals.Reports():
+				s.log.Error("fatal error in a component; stopping", "component", e.Component, "err", e.Cause)
+				cancel(e)
+			case <-ctx.Done():
+			}
+		}()
+	}
 	wdCtx, stopWatchdog := context.WithCancel(context.Background())
 	defer stopWatchdog()
 	go s.notify.RunWatchdog(wdCtx, s.healthy)
+	s.sweepTemp()
 	s.notify.Status("preparing certificates and components")
 	in, undo, err := s.prepare(ctx)
 	if err != nil {
@@ -121,7 +170,10 @@ func (s *Server) Run(ctx context.Context) error {
 	err = s.sup.Start(startCtx, runCtx)
 	cancelStart()
 	startFailed := err != nil
-	if err != nil && ctx.Err() != nil {
+	if fe := caughtFatal(ctx); fe != nil {
+		s.notify.Stopping("fatal error; stopping: " + fe.Error())
+		err = fe
+	} else if err != nil && ctx.Err() != nil {
 		// Asked to stop while starting: a normal stop, not a failure.
 		s.log.Info("stopping before start completed", "reason", context.Cause(ctx))
 		s.notify.Stopping("stopping before start completed")
@@ -133,7 +185,10 @@ func (s *Server) Run(ctx context.Context) error {
 		s.notify.Ready(fmt.Sprintf("kubox is ready: node %s, started in %s", s.cfg.NodeName, took))
 		err = s.sup.Wait(ctx)
 		s.live.Store(nil)
-		if err != nil {
+		if fe := caughtFatal(ctx); fe != nil {
+			s.notify.Stopping("fatal error; stopping: " + fe.Error())
+			err = fe
+		} else if err != nil {
 			s.log.Error("component failed; stopping", "err", err)
 			s.notify.Stopping("component failed; stopping: " + err.Error())
 		} else {
@@ -162,6 +217,15 @@ func (s *Server) Run(ctx context.Context) error {
 		return &RemovedError{DataDir: s.cfg.DataDir}
 	}
 	return errors.Join(err, stopErr)
+}
+
+// caughtFatal is the fatal exit that ended ctx, if one did.
+func caughtFatal(ctx context.Context) *fatal.Error {
+	var fe *fatal.Error
+	if errors.As(context.Cause(ctx), &fe) {
+		return fe
+	}
+	return nil
 }
 
 // healthy is the watchdog's check: while starting and stopping the process

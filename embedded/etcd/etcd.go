@@ -13,10 +13,12 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/logutil"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/kubox/kubox/component"
 )
@@ -42,7 +44,20 @@ type Config struct {
 	// one-member cluster (or the existing one in DataDir).
 	InitialCluster string
 	ClusterState   string
+
+	// FatalHook, when set, is called instead of exiting the process when
+	// etcd logs at Fatal level (a failed WAL or database write, e.g. on a
+	// full disk), so kubox can stop every component cleanly; see package
+	// internal/fatal. The hook must not return.
+	FatalHook zapcore.CheckWriteHook
+
+	// QuotaBytes is the database size at which etcd raises NOSPACE and
+	// refuses writes (see space.go); 0 means DefaultQuotaBytes.
+	QuotaBytes int64
 }
+
+// DefaultQuotaBytes is etcd's own default quota.
+const DefaultQuotaBytes = 2 << 30
 
 // Etcd is the embedded etcd member.
 type Etcd struct {
@@ -67,6 +82,9 @@ func New(cfg Config) *Etcd {
 	}
 	if cfg.PeerPort == 0 {
 		cfg.PeerPort = 2380
+	}
+	if cfg.QuotaBytes == 0 {
+		cfg.QuotaBytes = DefaultQuotaBytes
 	}
 	return &Etcd{cfg: cfg, failed: make(chan error, 1)}
 }
@@ -97,6 +115,16 @@ func (e *Etcd) embedConfig() (*embed.Config, error) {
 	// NewConfig leaves this at 0, which makes etcd warn on every request.
 	c.WarningUnaryRequestDuration = embed.DefaultWarningUnaryRequestDuration
 	c.LogLevel = "warn"
+	if e.cfg.FatalHook != nil {
+		// etcd's own default logger, with the hook instead of os.Exit.
+		lc := logutil.DefaultZapLoggerConfig
+		lc.Level = zap.NewAtomicLevelAt(zap.WarnLevel)
+		lg, err := lc.Build(zap.WithFatalHook(e.cfg.FatalHook))
+		if err != nil {
+			return nil, fmt.Errorf("etcd logger: %w", err)
+		}
+		c.ZapLoggerBuilder = embed.NewZapLoggerBuilder(lg)
+	}
 	clientURL, err := url.Parse(e.ClientURL())
 	if err != nil {
 		return nil, err
@@ -136,10 +164,11 @@ func (e *Etcd) embedConfig() (*embed.Config, error) {
 	if e.cfg.ClusterState != "" {
 		c.ClusterState = e.cfg.ClusterState
 	}
-	// Keep the database small on long-running boxes.
+	// Keep the database small on long-running boxes; the space keeper
+	// (space.go) defragments and handles NOSPACE.
 	c.AutoCompactionMode = embed.CompactorModePeriodic
 	c.AutoCompactionRetention = "1h"
-	c.QuotaBackendBytes = 2 << 30
+	c.QuotaBackendBytes = e.cfg.QuotaBytes
 	return c, nil
 }
 
