@@ -32,6 +32,12 @@ func Extract(path string, key *Key, trust Trust, targetDir string) (Header, erro
 		return Header{}, fmt.Errorf("extract snapshot: %w", err)
 	}
 	defer f.Close()
+	return extractFrom(f, path, key, trust, target)
+}
+
+// extractFrom is Extract reading the snapshot from r; path names it in
+// errors, target is clean and checked.
+func extractFrom(f io.Reader, path string, key *Key, trust Trust, target string) (Header, error) {
 	parent := filepath.Dir(target)
 	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(target)+".extract-*")
 	if err != nil {

@@ -15,7 +15,7 @@ var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 // a -2, -3, ... suffix when a snapshot of the same name, node and second
 // already exists.
 func publishSnapshot(tmp, dir string, h Header) (string, error) {
-	base := fmt.Sprintf("%s-%s-%s", h.Name, fileSafe(h.NodeName), h.CreatedAt.Format("20060102T150405Z"))
+	base := baseName(h)
 	for i := 1; i <= 100; i++ {
 		name := base + Extension
 		if i > 1 {
@@ -31,6 +31,12 @@ func publishSnapshot(tmp, dir string, h Header) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("%s%s: too many snapshots with that name", filepath.Join(dir, base), Extension)
+}
+
+// baseName is a snapshot's file name without the extension:
+// <name>-<node>-<UTC time>.
+func baseName(h Header) string {
+	return fmt.Sprintf("%s-%s-%s", h.Name, fileSafe(h.NodeName), h.CreatedAt.Format("20060102T150405Z"))
 }
 
 // fileSafe maps a node name to file-name-safe characters and a bounded

@@ -29,6 +29,10 @@ const etcdRevisionBump = 1_000_000_000
 // RestoreOptions says which snapshot to restore, and for which node.
 type RestoreOptions struct {
 	Snapshot string
+	// Source, if set, is where the snapshot is read from instead of the
+	// file Snapshot (which then only names it): an object store's. It is
+	// streamed twice, to verify and then to extract.
+	Source *Source
 	// Key decrypts the snapshot; nil accepts only an unencrypted one.
 	Key *Key
 	// Trust says whose signature the snapshot must carry (see Verify).
@@ -97,14 +101,16 @@ func Restore(opts RestoreOptions) (RestoreResult, error) {
 	if err != nil {
 		return RestoreResult{}, fmt.Errorf("restore: resolve the data dir %s: %w", opts.DataDir, err)
 	}
-	if fi, err := os.Stat(opts.Snapshot); err != nil {
+	if opts.Source != nil {
+		// Checked by reading it below.
+	} else if fi, err := os.Stat(opts.Snapshot); err != nil {
 		return RestoreResult{}, fmt.Errorf("restore: open the snapshot: %w", err)
 	} else if !fi.Mode().IsRegular() {
 		return RestoreResult{}, fmt.Errorf("restore: %s: %w: not a regular file", opts.Snapshot, ErrNotSnapshot)
 	}
 
 	say("verifying %s", opts.Snapshot)
-	h, err := Verify(opts.Snapshot, opts.Key, opts.Trust)
+	h, err := verifyOpts(opts)
 	if err != nil {
 		// Verify's error names the step ("verify snapshot: ...").
 		return RestoreResult{}, fmt.Errorf("restore: %w", err)
@@ -155,7 +161,7 @@ func Restore(opts RestoreOptions) (RestoreResult, error) {
 		}
 	}()
 	say("extracting into %s", staging)
-	if _, err := Extract(opts.Snapshot, opts.Key, opts.Trust, staging); err != nil {
+	if _, err := extractOpts(opts, staging); err != nil {
 		// Extract's error names the step ("extract snapshot ...: ...").
 		return RestoreResult{}, fmt.Errorf("restore: %w", err)
 	}

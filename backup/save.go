@@ -35,6 +35,9 @@ type SaveOptions struct {
 	Etcd   EtcdEndpoint
 	PKIDir string // every regular file under it goes into the snapshot
 	Dir    string // snapshot directory
+	// Sink, if set, is where the snapshot goes instead of Dir (an object
+	// store's upload; see WriteTo).
+	Sink OpenSink
 
 	// Recipient (age1...) is what snapshots are encrypted to; Key may be
 	// given instead (see WriteOptions).
@@ -156,8 +159,11 @@ func Save(ctx context.Context, opts SaveOptions) (SaveResult, error) {
 	if err != nil {
 		return SaveResult{}, fmt.Errorf("save snapshot: etcd at %s: %w (is kubox server running?)", opts.Etcd.URL, err)
 	}
-	if err := checkSpace(opts.Dir, status.DbSize, pki, opts.KeepFree); err != nil {
-		return SaveResult{}, fmt.Errorf("save snapshot: %w", err)
+	// A snapshot streamed off the box needs no room on it.
+	if opts.Sink == nil {
+		if err := checkSpace(opts.Dir, status.DbSize, pki, opts.KeepFree); err != nil {
+			return SaveResult{}, fmt.Errorf("save snapshot: %w", err)
+		}
 	}
 	resp, err := cli.SnapshotWithVersion(ctx)
 	if err != nil {
@@ -205,7 +211,7 @@ func Save(ctx context.Context, opts SaveOptions) (SaveResult, error) {
 			}
 		}
 	}()
-	entry, err := Write(ctx, opts.Dir, cr, WriteOptions{
+	wopts := WriteOptions{
 		Header: Header{
 			ClusterID:    clusterID,
 			NodeName:     node,
@@ -219,7 +225,13 @@ func Save(ctx context.Context, opts SaveOptions) (SaveResult, error) {
 		Key:               opts.Key,
 		InsecurePlaintext: opts.InsecurePlaintext,
 		Signer:            opts.Signer,
-	})
+	}
+	var entry Entry
+	if opts.Sink != nil {
+		entry, err = WriteTo(ctx, cr, wopts, opts.Sink)
+	} else {
+		entry, err = Write(ctx, opts.Dir, cr, wopts)
+	}
 	close(stop)
 	<-reporterDone
 	if err != nil {

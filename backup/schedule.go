@@ -37,6 +37,11 @@ type SchedulerConfig struct {
 	// (the recipient) and K.sign (the signing key) when Schedule is set;
 	// the identity K itself need not be on the box.
 	KeyFile string
+	// OpenRemote, if set, opens an off-box store that scheduled
+	// snapshots go to (see remote.go), with retention there too;
+	// KeepLocal keeps a copy in Dir as well.
+	OpenRemote func() (Remote, error)
+	KeepLocal  bool
 
 	Etcd         EtcdEndpoint
 	PKIDir       string
@@ -65,6 +70,7 @@ type Scheduler struct {
 	signer *SigningKey
 	keyErr error // why no snapshot can be written; every tick fails with it
 	client kubernetes.Interface
+	remote Remote
 
 	cron   *cron.Cron
 	cancel context.CancelFunc
@@ -120,6 +126,11 @@ func (s *Scheduler) Init(ctx context.Context) error {
 	if err := fsutil.EnsureDir(s.cfg.Dir, modeDir); err != nil {
 		return fmt.Errorf("snapshot dir: %w", err)
 	}
+	if s.cfg.OpenRemote != nil {
+		if s.remote, err = s.cfg.OpenRemote(); err != nil {
+			return fmt.Errorf("--snapshot-schedule is set but: %w", err)
+		}
+	}
 	s.sched, s.pub, s.signer = sched, pub, signer
 	ensureMetrics()
 	return nil
@@ -150,7 +161,7 @@ func (s *Scheduler) Start(ctx context.Context) error {
 	s.cron = cron.New(cron.WithChain(cron.SkipIfStillRunning(cronLogger{s.log})), cron.WithLogger(cronLogger{s.log}))
 	s.cron.Schedule(s.sched, cron.FuncJob(func() { s.runScheduled(ctx) }))
 	s.cron.Start()
-	s.log.Info("scheduled snapshots on", "schedule", s.cfg.Schedule, "retention", s.cfg.Retention, "dir", s.cfg.Dir,
+	s.log.Info("scheduled snapshots on", "schedule", s.cfg.Schedule, "retention", s.cfg.Retention, "dir", s.cfg.Dir, "remote", remoteLocation(s.remote),
 		"next", s.sched.Next(time.Now()).Format(time.RFC3339))
 	return nil
 }
@@ -189,10 +200,7 @@ func (s *Scheduler) runScheduled(ctx context.Context) {
 		keepFree, err = diskspace.Reserve(s.cfg.DataDir, s.cfg.Dir)
 	}
 	if err == nil {
-		res, err = Save(ctx, SaveOptions{
-			Etcd: s.cfg.Etcd, PKIDir: s.cfg.PKIDir, Dir: s.cfg.Dir, Recipient: s.pub.Recipient, Signer: s.signer,
-			Scheduled: true, NodeName: s.cfg.NodeName, KuboxVersion: s.cfg.KuboxVersion, KeepFree: keepFree,
-		})
+		res, err = s.save(ctx, keepFree)
 	}
 	s.mu.Lock()
 	s.runs++
@@ -235,6 +243,7 @@ func (s *Scheduler) runScheduled(ctx context.Context) {
 		if err != nil {
 			s.log.Error("SNAPSHOT RETENTION FAILED", "err", err)
 		}
+		s.pruneRemote(ctx, res)
 	}
 }
 

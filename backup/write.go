@@ -97,6 +97,9 @@ func Write(ctx context.Context, dir string, db io.Reader, opts WriteOptions) (En
 	if err := unix.Flock(int(tmp.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		return Entry{}, fmt.Errorf("write snapshot in %s: lock the temp file: %w", dir, err)
 	}
+	if _, err := tmp.Seek(int64(prefixLen+reserve), io.SeekStart); err != nil {
+		return Entry{}, fmt.Errorf("write snapshot in %s: %w", dir, err)
+	}
 	bodySize, bodyDigest, err := writeBody(ctx, tmp, prefixLen+reserve, db, pki, recipient, &h)
 	if err != nil {
 		return Entry{}, fmt.Errorf("write snapshot in %s: %w", dir, err)
@@ -192,15 +195,12 @@ func newHeader(opts WriteOptions) (Header, *age.X25519Recipient, error) {
 	return h, recipient, nil
 }
 
-// writeBody writes the body to f from offset start (leaving room for the
-// header), filling the sizes and digest into h, and returns its size and
+// writeBody writes the body to f, which a header of start bytes will
+// precede, filling the sizes and digest into h, and returns its size and
 // BLAKE3-256 digest (for the signature).
-// Layers: tar -> zstd -> age -> buffer -> file; only ciphertext (or, with
+// Layers: tar -> zstd -> age -> buffer -> f; only ciphertext (or, with
 // InsecurePlaintext, compressed plaintext) reaches f.
-func writeBody(ctx context.Context, f *os.File, start int, db io.Reader, pki []pkiFile, recipient *age.X25519Recipient, h *Header) (int64, []byte, error) {
-	if _, err := f.Seek(int64(start), io.SeekStart); err != nil {
-		return 0, nil, err
-	}
+func writeBody(ctx context.Context, f io.Writer, start int, db io.Reader, pki []pkiFile, recipient *age.X25519Recipient, h *Header) (int64, []byte, error) {
 	bw := bufio.NewWriterSize(f, fileBufSize)
 	digest := blake3.New()
 	cw := &countingWriter{w: io.MultiWriter(bw, digest)}

@@ -14,14 +14,15 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kubox/kubox/backup"
+	"github.com/kubox/kubox/backup/s3"
 )
 
 func newRestoreCommand() *cobra.Command {
 	var snapshot string
-	var insecure, skipSig, quiet bool
+	var insecure, skipSig, quiet, latest bool
 	var opts *serverOpts
 	cmd := &cobra.Command{
-		Use:   "restore --snapshot FILE --key-file KEY",
+		Use:   "restore (--snapshot FILE|s3://BUCKET/KEY | --latest) --key-file KEY",
 		Short: "Restore the cluster from a snapshot into this box's data dir (kubox server stopped)",
 		Long: `Restore the cluster from a snapshot into this box's data dir.
 
@@ -36,6 +37,13 @@ CAs and keys (old kubeconfigs keep working), leaf certificates re-issued for
 this box's node name and IPs, and the Node object of the snapshot's box
 removed if this box has another name.
 
+With an object store configured (snapshot-s3-* keys, in the config file or
+as flags), --snapshot s3://BUCKET/KEY reads the snapshot from it directly:
+it is streamed once to verify it (nothing is written), then again to
+extract it. --latest takes the newest snapshot under the store's prefix,
+whichever box made it, so a replacement box needs only the kubox binary,
+the key and the store's credentials.
+
 The snapshot must be signed by the signing key that the key file names (or
 KEY.pub beside it): an unsigned snapshot, or one signed by another key, is
 refused unless --insecure-skip-signature. Snapshots made before snapshots
@@ -43,12 +51,29 @@ were signed restore with a warning. Node name, node IP and ports come from
 the flags or the config file, as for "kubox server".`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if snapshot == "" {
-				return errors.New("restore: give --snapshot FILE")
+			if (snapshot == "") == !latest {
+				return errors.New("restore: give --snapshot FILE (or s3://BUCKET/KEY), or --latest")
 			}
 			s, err := loadNodeSettings(cmd, opts)
 			if err != nil {
 				return err
+			}
+			say := func(line string) {
+				if !quiet {
+					fmt.Fprintln(cmd.ErrOrStderr(), "restore: "+line)
+				}
+			}
+			if latest {
+				if snapshot, err = latestSnapshot(cmd.Context(), s); err != nil {
+					return fmt.Errorf("restore --latest: %w", err)
+				}
+				say("latest snapshot: " + snapshot)
+			}
+			var source *backup.Source
+			if s3.IsURL(snapshot) {
+				if source, _, err = remoteSource(cmd.Context(), s, snapshot, say); err != nil {
+					return fmt.Errorf("restore: %w", err)
+				}
 			}
 			cfg, err := s.flags.config()
 			if err != nil {
@@ -70,14 +95,10 @@ the flags or the config file, as for "kubox server".`,
 			out := cmd.OutOrStdout()
 			peerURL := "https://" + net.JoinHostPort(cfg.NodeIP.String(), strconv.Itoa(cfg.EtcdPeerPort))
 			res, err := backup.Restore(backup.RestoreOptions{
-				Snapshot: snapshot, Key: key, Trust: trust, DataDir: cfg.DataDir,
+				Snapshot: snapshot, Source: source, Key: key, Trust: trust, DataDir: cfg.DataDir,
 				NodeName: cfg.NodeName, PeerURL: peerURL,
-				Progress: func(line string) {
-					if !quiet {
-						fmt.Fprintln(cmd.ErrOrStderr(), "restore: "+line)
-					}
-				},
-				Warn: func(line string) { fmt.Fprintln(cmd.ErrOrStderr(), "restore: "+line) },
+				Progress: say,
+				Warn:     func(line string) { fmt.Fprintln(cmd.ErrOrStderr(), "restore: "+line) },
 			})
 			if err != nil {
 				return err
@@ -97,17 +118,19 @@ the flags or the config file, as for "kubox server".`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&snapshot, "snapshot", "", "snapshot file to restore")
+	fl.StringVar(&snapshot, "snapshot", "", "snapshot to restore: a file, or s3://BUCKET/KEY in the object store (snapshot-s3-*)")
+	fl.BoolVar(&latest, "latest", false, "restore the newest snapshot: in the object store when one is configured (any box under the prefix), else in the snapshot dir")
 	fl.BoolVar(&insecure, "insecure-plaintext", false, "restore a snapshot written with --insecure-plaintext (no key)")
 	fl.BoolVar(&skipSig, "insecure-skip-signature", false, "restore a snapshot that is unsigned or signed by another key")
 	fl.BoolVarP(&quiet, "quiet", "q", false, "print only the result")
-	opts = addServerOpts(fl,
+	opts = addServerOpts(fl, append([]sharedFlag{
 		keyFileFlag,
-		sharedFlag{name: "data-dir", usage: "kubox data dir to restore into"},
-		sharedFlag{name: "node-name", usage: "this box's node name (default: the hostname, lower-cased)"},
-		sharedFlag{name: "node-ip", usage: "this box's IPv4 address (default: the address of the default route's interface)"},
-		sharedFlag{name: "etcd-peer-port", usage: "etcd peer port (on --node-ip)"},
-	)
+		{name: "data-dir", usage: "kubox data dir to restore into"},
+		{name: "snapshot-dir", usage: "snapshot dir that --latest looks in without an object store (default <data-dir>/snapshots)"},
+		{name: "node-name", usage: "this box's node name (default: the hostname, lower-cased)"},
+		{name: "node-ip", usage: "this box's IPv4 address (default: the address of the default route's interface)"},
+		{name: "etcd-peer-port", usage: "etcd peer port (on --node-ip)"},
+	}, s3Flags...)...)
 	return cmd
 }
 

@@ -70,6 +70,7 @@ func (f *serverFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&c.SnapshotRetention, "snapshot-retention", c.SnapshotRetention, "keep the newest N scheduled snapshots (manual ones are never pruned); 0 keeps all")
 	fs.StringVar(&c.SnapshotDir, "snapshot-dir", c.SnapshotDir, "where snapshots go (default <data-dir>/snapshots)")
 	fs.StringVar(&c.SnapshotKeyFile, "snapshot-key-file", c.SnapshotKeyFile, "backup key file (create it with \"kubox snapshot key create\")")
+	registerS3Flags(fs, c)
 
 	p := &c.Proxy
 	fs.BoolVar(&p.Disable, "disable-proxy", p.Disable, "run no service proxy (when another one, e.g. a CNI's, serves Services)")

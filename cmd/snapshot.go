@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/grpclog"
 
 	"github.com/kubox/kubox/backup"
+	"github.com/kubox/kubox/backup/s3"
 	"github.com/kubox/kubox/bootstrap"
 	"github.com/kubox/kubox/internal/diskspace"
 	"github.com/kubox/kubox/server"
@@ -83,13 +84,13 @@ come from the flags, else from the config file ` + server.DefaultConfigFile + `
 	cmd.PersistentPreRun = func(*cobra.Command, []string) {
 		grpclog.SetLoggerV2(grpclog.NewLoggerV2(io.Discard, io.Discard, io.Discard))
 	}
-	opts := addServerOpts(cmd.PersistentFlags(),
-		sharedFlag{name: "data-dir", usage: "kubox data dir"},
-		sharedFlag{name: "snapshot-dir", usage: "snapshot dir (default <data-dir>/snapshots)"},
+	opts := addServerOpts(cmd.PersistentFlags(), append([]sharedFlag{
+		{name: "data-dir", usage: "kubox data dir"},
+		{name: "snapshot-dir", usage: "snapshot dir (default <data-dir>/snapshots)"},
 		keyFileFlag,
-		sharedFlag{name: "etcd-client-port", usage: "the node's etcd client port (on 127.0.0.1)"},
-		sharedFlag{name: "node-name", usage: "node name recorded in the snapshot (default: the node's etcd member name)"},
-	)
+		{name: "etcd-client-port", usage: "the node's etcd client port (on 127.0.0.1)"},
+		{name: "node-name", usage: "node name recorded in the snapshot (default: the node's etcd member name)"},
+	}, s3Flags...)...)
 	settings := func(cmd *cobra.Command) (*nodeSettings, error) { return loadNodeSettings(cmd, opts) }
 
 	cmd.AddCommand(newSnapshotKeyCommand(settings), newSnapshotSaveCommand(settings), newSnapshotLsCommand(settings),
@@ -190,6 +191,8 @@ type snapshotJSON struct {
 	Encryption   string    `json:"encryption,omitempty"`
 	Signer       string    `json:"signer,omitempty"`
 	Error        string    `json:"error,omitempty"`
+	// Location is "local" (Path is a file) or "s3" (Path is an s3:// URL).
+	Location string `json:"location"`
 }
 
 func toJSON(e backup.Entry) snapshotJSON {
@@ -198,7 +201,7 @@ func toJSON(e backup.Entry) snapshotJSON {
 		Name: e.Header.Name, Node: e.Header.NodeName, CreatedAt: e.Header.CreatedAt,
 		EtcdRevision: e.Header.EtcdRevision, EtcdDBSize: e.Header.EtcdDBSize, KuboxVersion: e.Header.KuboxVersion,
 		ClusterID: e.Header.ClusterID, Scheduled: e.Header.Scheduled, Encryption: e.Header.Encryption,
-		Signer: e.Header.Signer,
+		Signer: e.Header.Signer, Location: "local",
 	}
 	if e.Err != nil {
 		j.Error = e.Err.Error()
@@ -238,16 +241,17 @@ func newSnapshotSaveCommand(settings settingsFunc) *cobra.Command {
 			if insecure && !quiet {
 				fmt.Fprintln(errw, "snapshot: WARNING: --insecure-plaintext: this snapshot holds the cluster's CA keys and Secrets UNENCRYPTED")
 			}
-			res, err := backup.Save(ctx, backup.SaveOptions{
+			say := func(line string) {
+				if !quiet && !out.JSON() {
+					fmt.Fprintln(errw, "snapshot: "+line)
+				}
+			}
+			res, err := saveSnapshot(ctx, s, backup.SaveOptions{
 				Etcd: s.etcdEndpoint(), PKIDir: s.paths.PKI, Dir: s.snapDir,
 				Recipient: recipient, Signer: signer, InsecurePlaintext: insecure, Name: name, NodeName: node, KuboxVersion: version,
 				KeepFree: keepFree,
-				Progress: func(p backup.Progress) {
-					if !quiet && !out.JSON() {
-						fmt.Fprintln(errw, "snapshot: "+p.Message)
-					}
-				},
-			})
+				Progress: func(p backup.Progress) { say(p.Message) },
+			}, say)
 			if err != nil {
 				return err
 			}
@@ -293,7 +297,16 @@ func newSnapshotLsCommand(settings settingsFunc) *cobra.Command {
 			for _, e := range entries {
 				list = append(list, toJSON(e))
 			}
-			return out.Print(cmd.OutOrStdout(), list, func(w io.Writer) error { return printSnapshots(w, entries) })
+			remote, err := listRemote(cmd.Context(), s)
+			if err != nil {
+				return err
+			}
+			for _, e := range remote {
+				j := toJSON(e)
+				j.Location = "s3"
+				list = append(list, j)
+			}
+			return out.Print(cmd.OutOrStdout(), list, func(w io.Writer) error { return printSnapshots(w, append(entries, remote...)) })
 		},
 	}
 	out = addOutputFlag(cmd, "output format: json")
@@ -304,8 +317,13 @@ func printSnapshots(w io.Writer, entries []backup.Entry) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "FILE\tTIME\tNODE\tSIZE\tREVISION\tKIND\tKUBOX")
 	for _, e := range entries {
+		file := filepath.Base(e.Path)
+		if s3.IsURL(e.Path) {
+			// Where it lives, in the form restore and verify take.
+			file = e.Path
+		}
 		if e.Err != nil {
-			fmt.Fprintf(tw, "%s\t-\t-\t%s\t-\tunreadable: %v\t-\n", filepath.Base(e.Path), backup.HumanBytes(e.Size), e.Err)
+			fmt.Fprintf(tw, "%s\t-\t-\t%s\t-\tunreadable: %v\t-\n", file, backup.HumanBytes(e.Size), e.Err)
 			continue
 		}
 		kind := "manual"
@@ -318,7 +336,7 @@ func printSnapshots(w io.Writer, entries []backup.Entry) error {
 		if e.Header.Signer == "" {
 			kind += ",unsigned"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", filepath.Base(e.Path), e.Header.CreatedAt.Format(time.RFC3339),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", file, e.Header.CreatedAt.Format(time.RFC3339),
 			e.Header.NodeName, backup.HumanBytes(e.Size), e.Header.EtcdRevision, kind, e.Header.KuboxVersion)
 	}
 	return tw.Flush()
@@ -328,7 +346,7 @@ func newSnapshotVerifyCommand(settings settingsFunc) *cobra.Command {
 	var insecure, skipSig bool
 	var out *output
 	cmd := &cobra.Command{
-		Use:   "verify FILE",
+		Use:   "verify FILE|s3://BUCKET/KEY",
 		Short: "Decrypt and check a whole snapshot and its signature with the key; changes nothing",
 		Long: `Decrypt and check a whole snapshot with the backup key (--key-file), changing
 nothing. The snapshot must be signed by the signing key that the key file
@@ -351,7 +369,7 @@ are accepted with a warning.`,
 				return err
 			}
 			begin := time.Now()
-			h, err := backup.Verify(args[0], key, trust)
+			h, size, err := verifySnapshot(cmd.Context(), s, args[0], key, trust)
 			if err != nil {
 				return err
 			}
@@ -359,10 +377,7 @@ are accepted with a warning.`,
 				fmt.Fprintln(cmd.ErrOrStderr(), "verify: "+w)
 			}
 			took := time.Since(begin)
-			j := toJSON(backup.Entry{Path: args[0], Header: h})
-			if fi, _ := os.Stat(args[0]); fi != nil {
-				j.Size = fi.Size()
-			}
+			j := toJSON(backup.Entry{Path: args[0], Header: h, Size: size})
 			return out.Print(cmd.OutOrStdout(), j, func(w io.Writer) error {
 				_, err := fmt.Fprintf(w, "%s: ok (%q of node %s, %s, etcd revision %d, db %s, %d PKI files; checked in %s)\n",
 					args[0], h.Name, h.NodeName, h.CreatedAt.Format(time.RFC3339), h.EtcdRevision, backup.HumanBytes(h.EtcdDBSize),
@@ -389,7 +404,7 @@ func newSnapshotRmCommand(settings settingsFunc) *cobra.Command {
 			}
 			var errs []error
 			for _, name := range args {
-				p, err := backup.Remove(s.snapDir, name)
+				p, err := removeSnapshot(cmd.Context(), s, name)
 				if err != nil {
 					errs = append(errs, err)
 					continue

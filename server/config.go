@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kubox/kubox/backup"
+	"github.com/kubox/kubox/backup/s3"
 	"github.com/kubox/kubox/embedded/etcd"
 	"github.com/kubox/kubox/embedded/kubelet"
 	"github.com/kubox/kubox/proxy"
@@ -69,6 +70,11 @@ type Config struct {
 	SnapshotRetention int
 	SnapshotDir       string
 	SnapshotKeyFile   string
+	// SnapshotS3 is an S3-compatible store that snapshots stream to
+	// (disabled when empty); SnapshotS3KeepLocal keeps a copy in
+	// SnapshotDir too.
+	SnapshotS3          s3.Config
+	SnapshotS3KeepLocal bool
 	// KuboxVersion is recorded in snapshot headers.
 	KuboxVersion string
 
@@ -408,6 +414,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--storage-dir %q: must be an absolute path (default <data-dir>/storage)", c.StorageDir)
 	}
 	if err := c.PodNetwork.validate(); err != nil {
+		return err
+	}
+	if err := c.SnapshotS3.Validate(); err != nil {
 		return err
 	}
 	return c.Proxy.validate()

@@ -15,6 +15,7 @@ import (
 
 	"github.com/kubox/kubox/airgap"
 	"github.com/kubox/kubox/backup"
+	"github.com/kubox/kubox/backup/s3"
 	"github.com/kubox/kubox/bootstrap"
 	"github.com/kubox/kubox/component"
 	"github.com/kubox/kubox/embedded/apiserver"
@@ -359,8 +360,13 @@ func agentSteps(in *prepared, add func(component.Component, ...string)) {
 // snapshots with retention.
 func backupScheduler(in *prepared, etcdURL string) component.Component {
 	c, pki := in.cfg, in.pki
+	var remote func() (backup.Remote, error)
+	if c.SnapshotS3.Enabled() {
+		remote = func() (backup.Remote, error) { return s3.New(c.SnapshotS3, c.NodeName) }
+	}
 	return backup.NewScheduler(backup.SchedulerConfig{
 		Schedule: c.SnapshotSchedule, Retention: c.SnapshotRetention, Dir: c.snapshotDir(), KeyFile: c.SnapshotKeyFile,
+		OpenRemote: remote, KeepLocal: c.SnapshotS3KeepLocal,
 		Etcd:   backup.EtcdEndpoint{URL: etcdURL, CACert: pki.EtcdServerCACert, Cert: pki.EtcdClientCert, Key: pki.EtcdClientKey},
 		PKIDir: pki.Dir, NodeName: c.NodeName, KuboxVersion: c.KuboxVersion,
 		DataDir: c.DataDir, Kubeconfig: pki.AdminKubeconfig,

@@ -124,7 +124,7 @@ func BenchmarkSnapshot(b *testing.B) {
 		Cert: filepath.Join(pki, "client.crt"), Key: filepath.Join(pki, "client.key")}
 
 	var plainRates, kuboxRates, inProcRates []float64
-	var dbSize, snapSize int64
+	var dbSize, snapSize, localRSS int64
 	var lastSnap string
 	for r := 0; r < benchRounds; r++ {
 		// etcd's own plain snapshot, to a file, fsynced.
@@ -137,12 +137,14 @@ func BenchmarkSnapshot(b *testing.B) {
 
 		// kubox snapshot save, as a user runs it (process start included).
 		begin := time.Now()
-		out, err := exec.CommandContext(ctx, env.Bin, "snapshot", "save", "-q", "-o", "json", "--data-dir", n.DataDir,
-			"--snapshot-dir", snapDir, "--key-file", keyFile, "--etcd-client-port", "12379").Output()
+		cmd := exec.CommandContext(ctx, env.Bin, "snapshot", "save", "-q", "-o", "json", "--data-dir", n.DataDir,
+			"--snapshot-dir", snapDir, "--key-file", keyFile, "--etcd-client-port", "12379")
+		out, err := cmd.Output()
 		if err != nil {
 			b.Fatalf("kubox snapshot save: %v", err)
 		}
 		took = time.Since(begin)
+		localRSS = max(localRSS, maxRSS(cmd))
 		var res struct {
 			Path       string
 			Size       int64
@@ -173,6 +175,7 @@ func BenchmarkSnapshot(b *testing.B) {
 		b.Fatalf("kubox restore: %v: %s", err, out)
 	}
 	report(b, "kubox restore (verify, extract, etcd restore)", time.Since(begin).Seconds(), "s")
+	benchSnapshotS3(ctx, b, env, n, keyFile, kubox, localRSS)
 	if _, err := n.Stop(30 * time.Second); err != nil {
 		b.Fatal(err)
 	}

@@ -93,7 +93,9 @@ func (ns *Netns) remove() []error {
 		}
 	}
 	if _, err := os.Stat("/sys/class/net/" + ns.HostLink); err == nil {
-		if out, err := exec.Command("ip", "link", "delete", ns.HostLink).CombinedOutput(); err != nil {
+		// The kernel removes the host end with the namespace, a moment
+		// later: gone meanwhile is fine.
+		if out, err := exec.Command("ip", "link", "delete", ns.HostLink).CombinedOutput(); err != nil && !strings.Contains(string(out), "Cannot find device") {
 			errs = append(errs, fmt.Errorf("ip link delete %s: %v: %s", ns.HostLink, err, out))
 		}
 	}
