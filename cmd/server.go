@@ -231,7 +231,10 @@ e.g. "cluster-cidr: 10.42.0.0/16"; a flag given on the command line wins.`,
 			srv.SetNotifier(notifier)
 			// klog's exit is process-wide: set here, once, for the
 			// upstream components this process runs.
-			fatals := &fatal.Catcher{Grace: server.StopTimeout + 15*time.Second}
+			// Grace: components waiting on a wedged etcd each use their
+			// share of the stop (at least 3 s), which can add up past
+			// StopTimeout on a loaded box.
+			fatals := &fatal.Catcher{Grace: 2*server.StopTimeout + 15*time.Second}
 			klog.OsExit = fatals.KlogExit
 			srv.CatchFatal(fatals)
 			if err := srv.Preflight(); err != nil {
