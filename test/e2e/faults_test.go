@@ -473,6 +473,12 @@ func waitNoOrphans(ctx context.Context, n *harness.Node, killed []process) ([]st
 		now := orphans(ctx, n, killed)
 		suspects = slices.DeleteFunc(suspects, func(s string) bool { return !slices.Contains(now, s) })
 	}
+	for i, s := range suspects {
+		var pid int
+		if _, err := fmt.Sscanf(s, "process %d:", &pid); err == nil {
+			suspects[i] = "process " + describeProcess(pid)
+		}
+	}
 	return suspects, time.Since(begin)
 }
 
@@ -554,13 +560,19 @@ func orphans(ctx context.Context, n *harness.Node, killed []process) []string {
 		if id, ok := shimOf(p.which); ok && k.ids[id] {
 			continue // the shim of a sandbox the new containerd adopted
 		}
-		left = append(left, fmt.Sprintf("process %d of the killed run: %s", p.pid, p.which))
+		left = append(left, fmt.Sprintf("process %d: %s (of the killed run)", p.pid, p.which))
 	}
-	// A shim the killed run's containerd started after the kill.
+	// Started after the kill (by the killed run's containerd, or a shim's
+	// runc): anything but the new kubox, its containerd and the shims of
+	// known sandboxes must be gone by the next poll.
 	for _, p := range snapshotProcesses(n) {
-		if id, ok := shimOf(p.which); ok && !k.ids[id] && !slices.ContainsFunc(killed, func(q process) bool { return q.pid == p.pid }) {
-			left = append(left, fmt.Sprintf("shim %d of unknown sandbox %s", p.pid, id))
+		if p.pid == n.Pid() || parentOf(p.pid) == n.Pid() || slices.ContainsFunc(killed, func(q process) bool { return q.pid == p.pid }) {
+			continue
 		}
+		if id, ok := shimOf(p.which); ok && k.ids[id] {
+			continue
+		}
+		left = append(left, fmt.Sprintf("process %d: %s", p.pid, p.which))
 	}
 
 	taskDir := filepath.Join(n.RunDir, "containerd", "io.containerd.runtime.v2.task", "k8s.io") + "/"
@@ -647,11 +659,20 @@ func describeProcess(pid int) string {
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p))
 		return strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " "))
 	}
-	ppid := 0
-	if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
-		if f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:])); len(f) > 1 {
-			ppid, _ = strconv.Atoi(f[1])
-		}
-	}
+	ppid := parentOf(pid)
 	return fmt.Sprintf("%d (%s), parent %d (%s)", pid, cmdline(pid), ppid, cmdline(ppid))
+}
+
+// parentOf is a process's parent pid, or 0.
+func parentOf(pid int) int {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	if len(f) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return ppid
 }
