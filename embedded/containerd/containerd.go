@@ -278,7 +278,7 @@ func (c *Containerd) Stop(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("containerd did not exit on SIGTERM; killed"))
 	}
 	if c.cfg.StopPodsOnExit {
-		if n := killLeftoverShims(c.cfg.Socket); n > 0 {
+		if n := killLeftoverShims(c.cfg.Socket, c.cfg.RuncPath); n > 0 {
 			c.cfg.Log.Warn("killed shims and containers left after containerd stopped", "processes", n)
 		}
 	}

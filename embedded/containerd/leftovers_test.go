@@ -32,13 +32,13 @@ func TestKillLeftoverShimsKillsShimAndContainer(t *testing.T) {
 		t.Fatal("fake container did not start")
 	}
 	other := filepath.Join(t.TempDir(), "other.sock")
-	if n := killLeftoverShims(other); n != 0 {
+	if n := killLeftoverShims(other, ""); n != 0 {
 		t.Fatalf("killed %d processes of another containerd", n)
 	}
 	// The container is killed first; the shell then exits and cmd.Wait
 	// may reap it before its own SIGKILL, so the count can be 1. That both
 	// are gone is checked below.
-	if n := killLeftoverShims(sock); n < 1 {
+	if n := killLeftoverShims(sock, ""); n < 1 {
 		t.Fatalf("killed %d processes, want the shim and its container", n)
 	}
 	select {
@@ -57,4 +57,50 @@ func TestKillLeftoverShimsKillsShimAndContainer(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatal("fake container still running")
+}
+
+// A `runc init` whose shim is gone hangs below init: it is found by its
+// binary, kubox's runc, and another runc binary's processes are left alone.
+func TestKillLeftoverShimsKillsOrphanedRunc(t *testing.T) {
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skip("no sleep binary")
+	}
+	dir := t.TempDir()
+	runc := filepath.Join(dir, "runc")
+	otherRunc := filepath.Join(dir, "other", "runc")
+	for _, p := range []string{runc, otherRunc} {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(sleep, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := func(bin string) (*exec.Cmd, chan struct{}) {
+		cmd := exec.Command(bin, "60")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		t.Cleanup(func() { cmd.Process.Kill(); <-done })
+		return cmd, done
+	}
+	_, orphanDone := start(runc)
+	_, otherDone := start(otherRunc)
+	sock := filepath.Join(dir, "containerd.sock")
+	if n := killLeftoverShims(sock, runc); n < 1 {
+		t.Fatalf("killed %d processes, want the leftover runc", n)
+	}
+	select {
+	case <-orphanDone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("leftover runc still running")
+	}
+	select {
+	case <-otherDone:
+		t.Fatal("killed the runc of another data dir")
+	default:
+	}
 }
