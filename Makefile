@@ -253,7 +253,7 @@ test-unit: assets $(MINIO_BIN)
 	pkgs=$$($(GO) list ./...) && KUBOX_TEST_S3_SERVER=$(abspath $(MINIO_BIN)) $(GO) test $$(printf '%s\n' $$pkgs | grep -v '^$(PKG)/test/')
 
 test-e2e: bin/kubox test-images $(MINIO_BIN)
-	$(E2E_ENV) $(GO) test -count=1 -timeout 40m ./test/...
+	$(E2E_ENV) $(GO) test -count=1 -timeout 70m ./test/...
 
 # Boots Debian with systemd in qemu (no KVM: TCG), installs bin/kubox with
 # systemd/install.sh and checks the service; the debootstrapped root is
