@@ -16,7 +16,7 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(newSnapshotCommand(), newRestoreCommand())
 	root.AddCommand(newCheckCommand(), newCertsCommand())
 	root.AddCommand(newTokenCommand(), newEtcdCommand(), newNodeCommand())
-	root.AddCommand(newAirgapCommand())
+	root.AddCommand(newAirgapCommand(), newManifestsCommand())
 	hideLibraryFlags()
 	// Listed for help; the real work happens in multicall before cobra runs.
 	for _, t := range []struct{ name, short string }{
