@@ -237,12 +237,14 @@ func (w *worker) pass(ctx context.Context, full bool) {
 		h := Hash(data)
 		last, tried := w.done[name]
 		apply := !tried || last.hash != h || (full && last.retry)
-		if st, ok := states[name]; full && ok && !apply {
-			// Re-apply when the cluster lost this box's record, or when the
-			// copy applied last was that of a box that let go of the file.
+		if full && states != nil && !apply {
+			// Re-apply when the cluster lost this box's record (or the
+			// whole state), or when the copy applied last was that of a
+			// box that let go of the file.
+			st, ok := states[name]
 			_, mine := st.Boxes[w.cfg.NodeName]
 			_, applierHolds := st.Boxes[st.AppliedBy]
-			apply = !mine || (st.SHA256 != h && !applierHolds)
+			apply = !ok || !mine || (st.SHA256 != h && !applierHolds)
 		}
 		if apply {
 			w.applyFile(ctx, name, data, h)
@@ -530,9 +532,11 @@ func (w *worker) release(ctx context.Context, name string, leave bool) {
 		w.logOnce(name, err.Error(), func() { w.cfg.Log.Warn("removing a manifest's objects; retried", "file", name, "err", err) })
 		return
 	}
-	delete(w.held, name)
-	delete(w.done, name)
-	delete(w.seen, name)
+	if leave {
+		delete(w.held, name)
+		delete(w.done, name)
+		delete(w.seen, name)
+	}
 }
 
 // mapping finds r's resource; an unknown kind is looked up once more after
