@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -199,6 +201,112 @@ func TestManifestsDir(t *testing.T) {
 		}
 		if _, ok := files["other.yml"]; !ok {
 			t.Errorf("ls lost other.yml: %v", files)
+		}
+	})
+}
+
+// TestManifestsTwoBoxes: each box applies its own files; two boxes holding
+// the same file do not fight (identical copies change nothing, different
+// copies are last writer wins and stay so), and the file's objects go
+// with its last holder.
+func TestManifestsTwoBoxes(t *testing.T) {
+	env := harness.Require(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	network := harness.NewNetwork(t, "kbxmf", 2)
+	ns, ip := network.Namespaces, network.IPs
+	boxes := make([]*harness.Node, 2)
+	for i := range boxes {
+		extra := []string{"--disable-agent", "--disable-dns"}
+		if i > 0 {
+			extra = append(extra, "--join", "https://"+net.JoinHostPort(ip[0], "6443"))
+		}
+		boxes[i] = harness.NewNodeWith(t, env, harness.NodeOptions{NoHostRestore: true}, boxArgs(fmt.Sprintf("box%d", i+1), ip[i], extra...)...)
+		boxes[i].Netns = ns[i]
+	}
+	box1, box2 := boxes[0], boxes[1]
+	t.Cleanup(func() { box2.Kill(); box1.Kill() })
+	cm := func(name, value string) string {
+		return fmt.Sprintf("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: %s, namespace: default}\ndata: {k: \"%s\"}\n", name, value)
+	}
+	write := func(t *testing.T, b *harness.Node, name, content string) {
+		t.Helper()
+		if err := os.MkdirAll(b.ManifestsDir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(b.ManifestsDir, "."+name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(b.ManifestsDir, "."+name), filepath.Join(b.ManifestsDir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	field := func(path string, args ...string) string {
+		out, err := box1.Kubectl(ctx, append(append([]string{"get"}, args...), "-o", "jsonpath="+path)...)
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		return out
+	}
+	wait := func(t *testing.T, d time.Duration, what string, cond func() bool) {
+		t.Helper()
+		wctx, wcancel := context.WithTimeout(ctx, d)
+		defer wcancel()
+		if err := harness.WaitFor(wctx, 300*time.Millisecond, cond); err != nil {
+			t.Fatalf("%s: not within %s", what, d)
+		}
+	}
+	value := func(name string) string { return field("{.data.k}", "configmap", "-n", "default", name) }
+	// stable checks that the shared ConfigMap is not written over a whole
+	// resync of both boxes.
+	stable := func(t *testing.T) {
+		t.Helper()
+		before := field("{.metadata.resourceVersion}", "configmap", "-n", "default", "shared")
+		time.Sleep(12 * time.Second)
+		if after := field("{.metadata.resourceVersion}", "configmap", "-n", "default", "shared"); after != before {
+			t.Errorf("the shared ConfigMap was written again (resourceVersion %s -> %s): the boxes fight", before, after)
+		}
+	}
+
+	harness.Phase(t, "two-boxes", func(t *testing.T) {
+		write(t, box1, "shared.yaml", cm("shared", "a"))
+		write(t, box1, "only1.yaml", cm("one", "1"))
+		write(t, box2, "shared.yaml", cm("shared", "a"))
+		write(t, box2, "only2.yaml", cm("two", "2"))
+		startBox(ctx, t, box1)
+		box2.Env = []string{"KUBOX_TOKEN=" + createToken(ctx, t, box1, "1h")}
+		startBox(ctx, t, box2)
+		wait(t, 30*time.Second, "every box's files applied", func() bool {
+			return value("one") == "1" && value("two") == "2" && value("shared") == "a"
+		})
+		out, err := box2.Kubox(ctx, "manifests", "ls", "--data-dir", box2.DataDir)
+		if err != nil || !strings.Contains(out, "box1,box2") {
+			t.Errorf("manifests ls on box2: %v:\n%s\nwant shared.yaml held by box1,box2", err, out)
+		}
+		t.Logf("kubox manifests ls:\n%s", out)
+	})
+	harness.Phase(t, "identical-copies", stable)
+	harness.Phase(t, "different-copies", func(t *testing.T) {
+		write(t, box2, "shared.yaml", cm("shared", "b"))
+		wait(t, 5*time.Second, "box2's copy applied", func() bool { return value("shared") == "b" })
+		stable(t)
+		if v := value("shared"); v != "b" {
+			t.Errorf("shared %q, want b (the last writer's)", v)
+		}
+	})
+	harness.Phase(t, "last-writer-lets-go", func(t *testing.T) {
+		if err := os.Remove(filepath.Join(box2.ManifestsDir, "shared.yaml")); err != nil {
+			t.Fatal(err)
+		}
+		wait(t, 20*time.Second, "box1's copy applied again", func() bool { return value("shared") == "a" })
+	})
+	harness.Phase(t, "last-holder-lets-go", func(t *testing.T) {
+		if err := os.Remove(filepath.Join(box1.ManifestsDir, "shared.yaml")); err != nil {
+			t.Fatal(err)
+		}
+		wait(t, 5*time.Second, "the shared ConfigMap deleted", func() bool { return strings.Contains(value("shared"), "NotFound") })
+		if value("one") != "1" || value("two") != "2" {
+			t.Errorf("the other files' objects went: one %q, two %q", value("one"), value("two"))
 		}
 	})
 }
