@@ -27,6 +27,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fsnotify/fsnotify"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -123,6 +124,9 @@ func (a *Applier) Start(ctx context.Context) error {
 		return fmt.Errorf("manifests: load %s: %w", a.cfg.Kubeconfig, err)
 	}
 	rc.UserAgent = "kubox-manifests"
+	// client-go's default of 5 requests a second makes a file of 100
+	// objects take 20 s; the apiserver is local and kubox's own.
+	rc.QPS, rc.Burst = 100, 200
 	client, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return fmt.Errorf("manifests: client: %w", err)
@@ -177,16 +181,53 @@ type outcome struct {
 }
 
 func (w *worker) loop(ctx context.Context, first chan struct{}) {
+	// inotify only wakes the loop early; the poll alone is enough (an
+	// editor's rename, a dir made later, a missed event are all seen by it).
+	fsw, err := fsnotify.NewWatcher()
+	if err != nil {
+		w.cfg.Log.Warn("no inotify for the manifests dir; polling it every "+w.cfg.Interval.String(), "err", err)
+		fsw = nil
+	} else {
+		defer fsw.Close()
+	}
+	var events <-chan fsnotify.Event
+	var errs <-chan error
+	// Added again on every poll: a dir made later, or removed and made
+	// again, is watched from then on (adding a watched dir again is one
+	// cheap system call).
+	watch := func() {
+		if fsw != nil && fsw.Add(w.cfg.Dir) == nil {
+			events, errs = fsw.Events, fsw.Errors
+		}
+	}
+	watch()
 	w.pass(ctx, true)
 	close(first)
 	tick := time.NewTicker(w.cfg.Interval)
 	defer tick.Stop()
 	lastFull := time.Now()
+	soon := time.NewTimer(time.Hour)
+	soon.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case _, ok := <-events:
+			if !ok {
+				events = nil
+				continue
+			}
+			// Let a burst of writes settle before reading.
+			soon.Reset(100 * time.Millisecond)
+		case _, ok := <-errs:
+			// An overflow lost events: the next poll sees everything.
+			if !ok {
+				errs = nil
+			}
+		case <-soon.C:
+			w.pass(ctx, false)
 		case now := <-tick.C:
+			watch()
 			full := now.Sub(lastFull) >= w.cfg.Resync
 			if full {
 				lastFull = now
