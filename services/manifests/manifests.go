@@ -175,9 +175,10 @@ type fileStat struct {
 }
 
 type outcome struct {
-	hash  string
-	retry bool   // an apply failed: try again at the next resync
-	err   string // last error logged, so it is logged once
+	hash   string
+	retry  bool   // an apply failed: try again at the next resync
+	broken bool   // the content does not parse: nothing to do until it changes
+	err    string // last error logged, so it is logged once
 }
 
 func (w *worker) loop(ctx context.Context, first chan struct{}) {
@@ -278,14 +279,9 @@ func (w *worker) pass(ctx context.Context, full bool) {
 		h := Hash(data)
 		last, tried := w.done[name]
 		apply := !tried || last.hash != h || (full && last.retry)
-		if full && states != nil && !apply {
-			// Re-apply when the cluster lost this box's record (or the
-			// whole state), or when the copy applied last was that of a
-			// box that let go of the file.
+		if full && states != nil && !apply && !last.broken {
 			st, ok := states[name]
-			_, mine := st.Boxes[w.cfg.NodeName]
-			_, applierHolds := st.Boxes[st.AppliedBy]
-			apply = !ok || !mine || (st.SHA256 != h && !applierHolds)
+			apply = reapply(st, ok, w.cfg.NodeName, h)
 		}
 		if apply {
 			w.applyFile(ctx, name, data, h)
@@ -301,6 +297,26 @@ func (w *worker) pass(ctx context.Context, full bool) {
 			w.release(ctx, name, false) // a removal that could not finish
 		}
 	}
+}
+
+// reapply says whether a box holding a file of content hash h applies it
+// again although its copy did not change, given the cluster's state of the
+// file (ok: there is one): when the cluster lost this box's record (or the
+// whole state), or when the copy applied last was that of a box that let
+// go of the file. Another holder's different copy that was applied last
+// stays: last writer wins, and boxes do not undo each other.
+func reapply(st State, ok bool, box, h string) bool {
+	if !ok {
+		return true
+	}
+	if _, mine := st.Boxes[box]; !mine {
+		return true
+	}
+	if st.AppliedBy == "" || st.SHA256 == h {
+		return false
+	}
+	_, applierHolds := st.Boxes[st.AppliedBy]
+	return !applierHolds
 }
 
 // scan lists the manifests of the dir; a missing dir has none.
@@ -457,7 +473,7 @@ func (w *worker) finish(ctx context.Context, name, h string, err error, retry bo
 		w.held[name] = true
 	}
 	o := w.done[name]
-	o.hash, o.retry = h, retry
+	o.hash, o.retry, o.broken = h, retry, err != nil && !retry
 	w.done[name] = o
 	if err == nil {
 		w.done[name] = outcome{hash: h}

@@ -124,3 +124,30 @@ func TestFileID(t *testing.T) {
 		t.Errorf("state name %q", name)
 	}
 }
+
+func TestReapply(t *testing.T) {
+	held := func(boxes ...string) map[string]BoxState {
+		m := map[string]BoxState{}
+		for _, b := range boxes {
+			m[b] = BoxState{}
+		}
+		return m
+	}
+	for name, c := range map[string]struct {
+		st   State
+		ok   bool
+		want bool
+	}{
+		"no state in the cluster":        {ok: false, want: true},
+		"this box's record lost":         {st: State{SHA256: "h", AppliedBy: "b2", Boxes: held("b2")}, ok: true, want: true},
+		"this copy applied last":         {st: State{SHA256: "h", AppliedBy: "b1", Boxes: held("b1", "b2")}, ok: true, want: false},
+		"same content applied by other":  {st: State{SHA256: "h", AppliedBy: "b2", Boxes: held("b1", "b2")}, ok: true, want: false},
+		"other copy, other still holds":  {st: State{SHA256: "x", AppliedBy: "b2", Boxes: held("b1", "b2")}, ok: true, want: false},
+		"other copy, other let go":       {st: State{SHA256: "x", AppliedBy: "b2", Boxes: held("b1")}, ok: true, want: true},
+		"never applied (every copy bad)": {st: State{Boxes: held("b1")}, ok: true, want: false},
+	} {
+		if got := reapply(c.st, c.ok, "b1", "h"); got != c.want {
+			t.Errorf("%s: reapply %v, want %v", name, got, c.want)
+		}
+	}
+}

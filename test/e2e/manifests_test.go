@@ -169,6 +169,16 @@ func TestManifestsDir(t *testing.T) {
 			t.Errorf("manifests ls: %v: %s", err, text)
 		}
 		t.Logf("kubox manifests ls:\n%s", text)
+		// Over a resync (10 s) the broken file is not tried, logged or
+		// recorded again: one line.
+		time.Sleep(11 * time.Second)
+		log, err := os.ReadFile(n.LogPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := strings.Count(string(log), "broken.yaml"); c != 1 {
+			t.Errorf("the broken file is in %d log lines, want 1", c)
+		}
 	})
 	harness.Phase(t, "restart", func(t *testing.T) {
 		if _, err := n.Kubectl(ctx, "delete", "configmap", "-n", "default", "other"); err != nil {
