@@ -13,10 +13,11 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newServerCommand(), newVersionCommand())
+	root.AddCommand(newManifestsCommand())
 	root.AddCommand(newSnapshotCommand(), newRestoreCommand())
 	root.AddCommand(newCheckCommand(), newCertsCommand())
 	root.AddCommand(newTokenCommand(), newEtcdCommand(), newNodeCommand())
-	root.AddCommand(newAirgapCommand(), newManifestsCommand())
+	root.AddCommand(newAirgapCommand())
 	hideLibraryFlags()
 	// Listed for help; the real work happens in multicall before cobra runs.
 	for _, t := range []struct{ name, short string }{
