@@ -13,6 +13,7 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newServerCommand(), newVersionCommand())
+	root.AddCommand(newManifestsCommand())
 	root.AddCommand(newSnapshotCommand(), newRestoreCommand())
 	root.AddCommand(newCheckCommand(), newCertsCommand())
 	root.AddCommand(newTokenCommand(), newEtcdCommand(), newNodeCommand())

@@ -102,6 +102,7 @@ func (f *serverFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&c.ImageGCHighThreshold, "image-gc-high-threshold", c.ImageGCHighThreshold, "disk usage (percent) of the image file system above which the kubelet removes unused images (pinned ones never)")
 	fs.IntVar(&c.ImageGCLowThreshold, "image-gc-low-threshold", c.ImageGCLowThreshold, "disk usage (percent) the kubelet's image garbage collection brings it down to")
 	fs.DurationVar(&c.ImageGCMinAge, "image-gc-min-age", c.ImageGCMinAge, "youngest an unused image may be to be garbage collected")
+	fs.StringVar(&c.ManifestsDir, "manifests-dir", c.ManifestsDir, "every .yaml, .yml and .json file here is applied to the cluster (server-side apply), at start and when it changes; its objects are deleted when it goes")
 	fs.StringVar(&c.StorageDir, "storage-dir", c.StorageDir, "where this box keeps the local-path persistent volumes it provisions, one directory each (default <data-dir>/storage)")
 
 	// For tests only: hidden, and gathered in cfg.Testing.

@@ -114,6 +114,9 @@ type Config struct {
 	// StorageDir holds the local-path volumes this box provisions (see
 	// services/localpath); default <DataDir>/storage.
 	StorageDir string
+	// ManifestsDir holds manifests kubox applies by itself (see
+	// services/manifests); a missing dir holds none.
+	ManifestsDir string
 
 	// Testing holds knobs that only tests set (hidden flags).
 	Testing TestingSettings
@@ -152,6 +155,7 @@ const (
 	DefaultConfigFile      = "/etc/kubox/config.yaml"
 	DefaultAdminKubeconfig = "/etc/kubox/admin.kubeconfig"
 	DefaultDNSConfigFile   = "/etc/kubox/dns.conf"
+	DefaultManifestsDir    = "/etc/kubox/manifests"
 	DefaultResolvConf      = "/etc/resolv.conf"
 	DefaultClusterCIDR     = "10.42.0.0/16"
 	DefaultServiceCIDR     = "10.43.0.0/16"
@@ -188,6 +192,7 @@ func DefaultConfig() Config {
 		SnapshotRetention: backup.DefaultRetention,
 		CertCheckInterval: DefaultCertCheckInterval,
 		MetricsAddress:    metrics.DefaultAddress,
+		ManifestsDir:      DefaultManifestsDir,
 		CPUManagerPolicy:  kubelet.CPUManagerNone,
 		SystemReserved:    map[string]string{"cpu": "100m", "memory": "256Mi"},
 		KubeReserved:      map[string]string{"cpu": "100m", "memory": "256Mi"},
@@ -412,6 +417,9 @@ func (c *Config) Validate() error {
 	}
 	if !c.DisableAgent && !filepath.IsAbs(c.StorageDir) {
 		return fmt.Errorf("--storage-dir %q: must be an absolute path (default <data-dir>/storage)", c.StorageDir)
+	}
+	if !filepath.IsAbs(c.ManifestsDir) {
+		return fmt.Errorf("--manifests-dir %q: must be an absolute path (default %s)", c.ManifestsDir, DefaultManifestsDir)
 	}
 	if err := c.PodNetwork.validate(); err != nil {
 		return err

@@ -73,6 +73,7 @@ func TestCompleteRejects(t *testing.T) {
 			c.AirgapPublicKeyFile, c.AirgapRequireSignature, c.AirgapAllowUnsigned = "/k.pub", true, true
 		}, "contradict"},
 		{"relative storage dir", func(c *Config) { c.StorageDir = "storage" }, "--storage-dir"},
+		{"relative manifests dir", func(c *Config) { c.ManifestsDir = "manifests" }, "--manifests-dir"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

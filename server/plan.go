@@ -35,6 +35,7 @@ import (
 	"github.com/kubox/kubox/services/diskguard"
 	"github.com/kubox/kubox/services/etcdproxy"
 	"github.com/kubox/kubox/services/localpath"
+	"github.com/kubox/kubox/services/manifests"
 	"github.com/kubox/kubox/services/metrics"
 	"github.com/kubox/kubox/services/network"
 )
@@ -255,6 +256,10 @@ func plan(in *prepared) ([]step, error) {
 	if !c.DisableAgent {
 		agentSteps(in, add)
 	}
+	// On every box, agent or not: each applies the files of its own dir.
+	add(manifests.New(manifests.Config{
+		Dir: c.ManifestsDir, NodeName: c.NodeName, Kubeconfig: pki.AdminKubeconfig, Log: logFor("manifests"),
+	}), "apiserver")
 	add(backupScheduler(in, et.ClientURL()), "apiserver")
 	add(newCertRenewer(c, logFor("certs")))
 	if c.MetricsAddress != "none" && c.MetricsAddress != "" {

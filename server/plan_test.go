@@ -83,6 +83,7 @@ func TestPlanSingleBox(t *testing.T) {
 		"network<controller-manager,kubelet>",
 		"pod-routes<apiserver>",
 		"local-path<apiserver>",
+		"manifests<apiserver>",
 		"backup<apiserver>",
 		"certs<>",
 		"metrics<>",
@@ -118,7 +119,7 @@ func TestPlanControlPlaneOnly(t *testing.T) {
 	steps, _ := planFor(t, func(c *Config, in *prepared) {
 		c.DisableAgent, c.DisableDNS, c.MetricsAddress = true, true, "none"
 	})
-	want := []string{"disk<>", "etcd<>", "etcd-space<etcd>", "apiserver<etcd,etcd-space>", "join-bundle<apiserver>", "controller-manager<apiserver>", "scheduler<apiserver>", "backup<apiserver>", "certs<>"}
+	want := []string{"disk<>", "etcd<>", "etcd-space<etcd>", "apiserver<etcd,etcd-space>", "join-bundle<apiserver>", "controller-manager<apiserver>", "scheduler<apiserver>", "manifests<apiserver>", "backup<apiserver>", "certs<>"}
 	if got := describe(steps); !slices.Equal(got, want) {
 		t.Errorf("plan:\n got %v\nwant %v", got, want)
 	}

@@ -53,7 +53,9 @@ type Node struct {
 	RunDir     string
 	Kubeconfig string
 	LogPath    string
-	Args       []string
+	// ManifestsDir is the node's manifests dir (missing until a test makes it).
+	ManifestsDir string
+	Args         []string
 	// Netns, if set, is the name of the network namespace the server and
 	// the commands run against it (kubectl, other kubox verbs) run in;
 	// Hostname, if set too, the hostname they see (a UTS namespace of their own).
@@ -128,6 +130,8 @@ func NewNodeWith(tb testing.TB, env Env, opts NodeOptions, extraArgs ...string) 
 		RunDir:     filepath.Join(root, "run"),
 		Kubeconfig: filepath.Join(root, "admin.kubeconfig"),
 		LogPath:    filepath.Join(root, "kubox.log"),
+		// Never the host's /etc/kubox/manifests.
+		ManifestsDir: filepath.Join(root, "manifests"),
 	}
 	// Cluster DNS forwards to no upstream unless a test says so (a later
 	// --resolv-conf wins): tests send traffic only to addresses they own.
@@ -136,7 +140,7 @@ func NewNodeWith(tb testing.TB, env Env, opts NodeOptions, extraArgs ...string) 
 		tb.Fatal(err)
 	}
 	n.Args = append([]string{"server", "--data-dir", n.DataDir, "--run-dir", n.RunDir, "--write-kubeconfig", n.Kubeconfig,
-		"--resolv-conf", noUpstreams, "--dns-config", filepath.Join(root, "dns.conf")}, extraArgs...)
+		"--resolv-conf", noUpstreams, "--dns-config", filepath.Join(root, "dns.conf"), "--manifests-dir", n.ManifestsDir}, extraArgs...)
 	host := SnapshotHost()
 	tb.Cleanup(func() {
 		if tb.Failed() {
