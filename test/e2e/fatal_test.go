@@ -122,7 +122,8 @@ func TestEtcdFatalStopsCleanly(t *testing.T) {
 }
 
 // lastKuboxLine is the last line kubox's main printed ("kubox: ...") in
-// the node's log.
+// the node's log. Not lastLineOf: after a fatal error the stop's own errors
+// (a component that waited on the wedged etcd) follow kubox's line.
 func lastKuboxLine(t *testing.T, logPath string) string {
 	t.Helper()
 	data, err := os.ReadFile(logPath)
