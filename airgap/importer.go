@@ -41,8 +41,12 @@ type ImportOptions struct {
 	// slow import.
 	writeRate int64
 	// AllowDowngrade lets the import move a tag to the image of an older
-	// bundle (see Downgrade); without it such an import is refused.
+	// bundle (see Downgrade), or an application to an older bundle's
+	// manifests; without it such an import is refused.
 	AllowDowngrade bool
+	// AppsDir is where a bundle's application is installed (see
+	// InstallApp, AppsDir); a bundle that carries one is refused without it.
+	AppsDir string
 }
 
 // Result is what an import did.
@@ -55,6 +59,9 @@ type Result struct {
 	// Downgrades are the tags the import moved back to an older image
 	// (only with AllowDowngrade).
 	Downgrades []Downgrade
+	// App is what installing the bundle's application changed (App.App
+	// is "" for a bundle of images only).
+	App AppChange
 	// Bytes is the size of every blob of the bundle; Transfer says how
 	// much of it this import wrote.
 	Bytes    int64
@@ -103,6 +110,14 @@ func Import(ctx context.Context, client *containerd.Client, r io.Reader, opts Im
 		return res, nil
 	}
 
+	if res.Manifest.App != "" {
+		if opts.AppsDir == "" {
+			return res, fmt.Errorf("the bundle carries application %s, and this import has nowhere to install it", res.Manifest.App)
+		}
+		if err := CheckAppDowngrade(opts.AppsDir, res.ID, res.Manifest); err != nil && !opts.AllowDowngrade {
+			return res, err
+		}
+	}
 	ctx = namespaces.WithNamespace(ctx, Namespace)
 	if res.Downgrades, err = Downgrades(ctx, client.ImageService(), res.Manifest, br.Index()); err != nil {
 		return res, err
@@ -178,6 +193,13 @@ func Import(ctx context.Context, client *containerd.Client, r io.Reader, opts Im
 	}
 	if err := createImages(ctx, client.ImageService(), imgs); err != nil {
 		return res, err
+	}
+	// After the images: pods that use them with imagePullPolicy Never
+	// find them when the applier creates them.
+	if res.Manifest.App != "" {
+		if res.App, err = InstallApp(opts.AppsDir, res.ID, res.Manifest, br.App()); err != nil {
+			return res, err
+		}
 	}
 	res.Took = time.Since(begin)
 	if opts.Progress != nil {

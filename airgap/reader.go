@@ -42,6 +42,9 @@ type Reader struct {
 
 	rawManifest []byte
 	sig         *signature
+	// app are the application's manifests, by file name, read and
+	// checked against their digests before the first blob.
+	app map[string][]byte
 
 	listed  map[digest.Digest]int64 // from the manifest
 	seen    map[digest.Digest]bool
@@ -181,7 +184,57 @@ func (b *Reader) readHead() error {
 	if err := json.Unmarshal(raw, &b.idx); err != nil {
 		return fmt.Errorf("%w: %s: %v", ErrInvalid, IndexEntry, err)
 	}
-	return b.checkIndex()
+	if err := b.checkIndex(); err != nil {
+		return err
+	}
+	return b.readApp()
+}
+
+// readApp reads the application's manifests, which follow the index in the
+// order the manifest lists them, each checked against its digest: they are
+// small (bounded by validate) and kept in memory until the import installs
+// them.
+func (b *Reader) readApp() error {
+	if len(b.man.Manifests) == 0 {
+		return nil
+	}
+	b.app = make(map[string][]byte, len(b.man.Manifests))
+	for _, f := range b.man.Manifests {
+		hdr, err := b.next()
+		if err == io.EOF {
+			return fmt.Errorf("%w: manifest %s is missing", ErrTruncated, f.Name)
+		}
+		if err != nil {
+			return err
+		}
+		if hdr.Name != AppPrefix+f.Name {
+			return fmt.Errorf("%w: expected %s%s, found %q", ErrInvalid, AppPrefix, f.Name, hdr.Name)
+		}
+		if hdr.Size != f.Size {
+			return fmt.Errorf("%w: manifest %s is %d bytes, the bundle manifest says %d", ErrInvalid, f.Name, hdr.Size, f.Size)
+		}
+		raw, err := b.readSmall(hdr, maxAppFile)
+		if err != nil {
+			return err
+		}
+		if d := digest.FromBytes(raw); d != f.Digest {
+			return fmt.Errorf("%w: manifest %s has content with digest %s, the bundle manifest says %s", ErrDigestMismatch, f.Name, d, f.Digest)
+		}
+		b.app[f.Name] = raw
+	}
+	return nil
+}
+
+// App returns the application's manifests (none for a bundle of images
+// only), in the order the manifest lists them. Each was checked against
+// the digest the manifest lists, so they are as trustworthy as the
+// manifest: trust them once its signature was checked.
+func (b *Reader) App() []AppSource {
+	out := make([]AppSource, 0, len(b.man.Manifests))
+	for _, f := range b.man.Manifests {
+		out = append(out, AppSource{Name: f.Name, Data: b.app[f.Name]})
+	}
+	return out
 }
 
 // checkIndex matches the OCI index against the manifest: the same images,

@@ -25,8 +25,11 @@ import (
 
 // WatcherConfig configures the server's images-dir component.
 type WatcherConfig struct {
-	Dir       string // the images dir, e.g. /var/lib/kubox/images
-	Record    Record
+	Dir    string // the images dir, e.g. /var/lib/kubox/images
+	Record Record
+	// AppsDir is where bundles' applications are installed (AppsDir of
+	// the data dir), for the manifests applier to apply.
+	AppsDir   string
 	Address   string // containerd's socket
 	Signature SignaturePolicy
 	// Settle is how long a file must be left alone before it is read:
@@ -352,6 +355,10 @@ func (w *Watcher) consider(ctx context.Context, path string, st *scanStats) {
 		w.cfg.Log.Info("bundle imported", "file", path, "id", res.ID, "images", len(res.Manifest.Images),
 			"bytes", res.Bytes, "written", res.Transfer.Written, "skipped", res.Transfer.Skipped(),
 			"took", res.Took.Round(time.Millisecond), "MB/s", fmt.Sprintf("%.1f", res.MBps()), "verified_signature", res.Verified)
+		if a := res.App; a.App != "" {
+			w.cfg.Log.Info("bundle application installed: the manifests applier applies it", "app", a.App,
+				"dir", filepath.Join(w.cfg.AppsDir, a.App), "written", a.Written, "unchanged", a.Same, "removed", a.Removed)
+		}
 	}
 	if res == nil || !res.Skipped {
 		w.events.end(ctx, filepath.Base(path), res, err)
@@ -370,6 +377,7 @@ func (w *Watcher) importFile(ctx context.Context, path string, st *scanStats) (*
 		Skip:        func(id digest.Digest, m *Manifest) bool { return w.known(ctx, st, id, m) },
 		ReportEvery: w.cfg.ReportEvery,
 		writeRate:   w.cfg.TestWriteRate,
+		AppsDir:     w.cfg.AppsDir,
 		Begin: func(m *Manifest, t Transfer) {
 			w.cfg.Log.Info("importing bundle", "file", path, "images", len(m.Images), "size", MB(t.Total),
 				"already_present", MB(t.Present), "resumed", MB(t.Resumed), "to_write", MB(t.Total-t.Skipped()), "skipped", t.Skipped())

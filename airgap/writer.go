@@ -36,6 +36,11 @@ type WriteOptions struct {
 	Created time.Time
 	// Progress is called after each image's blobs are written.
 	Progress func(ImageProgress)
+	// App and Manifests, when Manifests is not empty, make the bundle
+	// carry an application (FormatApp): its name and its manifest files
+	// (see ReadAppDir), installed on the node after the images.
+	App       string
+	Manifests []AppSource
 }
 
 // ImageProgress reports one image written or imported.
@@ -79,6 +84,21 @@ func Write(ctx context.Context, w io.Writer, srcs []Source, opts WriteOptions) (
 	}
 	plans := make([]imagePlan, 0, len(srcs))
 	man := Manifest{Format: Format, Created: opts.Created}
+	if len(opts.Manifests) > 0 || opts.App != "" {
+		if err := CheckAppName(opts.App); err != nil {
+			return nil, err
+		}
+		if err := checkAppSources(opts.Manifests); err != nil {
+			return nil, err
+		}
+		man.Format, man.App = FormatApp, opts.App
+		for _, f := range opts.Manifests {
+			man.Manifests = append(man.Manifests, AppFile{Name: f.Name, Digest: digest.FromBytes(f.Data), Size: int64(len(f.Data))})
+		}
+		if err := man.validateApp(); err != nil {
+			return nil, err
+		}
+	}
 	idx := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex}
 	idx.SchemaVersion = 2
 	listed := map[digest.Digest]bool{}
@@ -165,6 +185,11 @@ func Write(ctx context.Context, w io.Writer, srcs []Source, opts WriteOptions) (
 	}
 	if err := putBytes(IndexEntry, rawIdx); err != nil {
 		return nil, err
+	}
+	for _, f := range opts.Manifests {
+		if err := putBytes(AppPrefix+f.Name, f.Data); err != nil {
+			return nil, err
+		}
 	}
 	written := map[string]bool{}
 	for _, p := range plans {

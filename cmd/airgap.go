@@ -106,12 +106,12 @@ func rate(p airgap.ImageProgress) string {
 }
 
 func newBundleCreateCommand() *cobra.Command {
-	var out, signKey, platform string
+	var out, signKey, platform, manifestsDir, app string
 	var archives []string
 	var quiet bool
 	cmd := &cobra.Command{
-		Use:   "create -o FILE [IMAGE...] [--from-archive A.tar ...]",
-		Short: "Bundle images from registries and/or local OCI or docker archives into one file",
+		Use:   "create -o FILE [IMAGE...] [--from-archive A.tar ...] [--manifests DIR --name APP]",
+		Short: "Bundle images from registries and/or local OCI or docker archives, and an application's manifests, into one file",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
 				return errors.New("say where the bundle goes with -o FILE")
@@ -119,11 +119,24 @@ func newBundleCreateCommand() *cobra.Command {
 			if len(args) == 0 && len(archives) == 0 {
 				return errors.New("name images to bundle (IMAGE... or --from-archive FILE)")
 			}
+			opts := airgap.WriteOptions{}
+			if manifestsDir != "" || app != "" {
+				if manifestsDir == "" || app == "" {
+					return errors.New("--manifests DIR and --name APP go together: the application's files and the name a later bundle replaces them by")
+				}
+				if err := airgap.CheckAppName(app); err != nil {
+					return fmt.Errorf("--name: %w", err)
+				}
+				files, err := airgap.ReadAppDir(manifestsDir)
+				if err != nil {
+					return err
+				}
+				opts.App, opts.Manifests = app, files
+			}
 			plat, err := v1.ParsePlatform(platform)
 			if err != nil || plat.OS == "" || plat.Architecture == "" {
 				return fmt.Errorf("--platform %q: want os/arch[/variant], e.g. linux/amd64", platform)
 			}
-			opts := airgap.WriteOptions{}
 			if signKey != "" {
 				if opts.SignKey, err = airgap.LoadPrivateKey(signKey); err != nil {
 					return err
@@ -168,8 +181,11 @@ func newBundleCreateCommand() *cobra.Command {
 				if opts.SignKey != nil {
 					signed = "signed"
 				}
-				fmt.Fprintf(w, "wrote %s: %d images, %d blobs, %s (%s on disk), %s, in %s\n", out, len(m.Images), len(m.Blobs),
-					mb(m.Size()), mb(fi.Size()), signed, time.Since(begin).Round(time.Millisecond))
+				for _, f := range m.Manifests {
+					fmt.Fprintf(w, "added manifest %s/%s  %d bytes\n", m.App, f.Name, f.Size)
+				}
+				fmt.Fprintf(w, "wrote %s: %d images, %d blobs, %s (%s on disk), %d manifests, %s, in %s\n", out, len(m.Images), len(m.Blobs),
+					mb(m.Size()), mb(fi.Size()), len(m.Manifests), signed, time.Since(begin).Round(time.Millisecond))
 			}
 			return nil
 		},
@@ -179,7 +195,15 @@ func newBundleCreateCommand() *cobra.Command {
 	cmd.Flags().StringVar(&signKey, "sign-key", "", "ed25519 private key to sign the bundle with (\"kubox airgap key create\")")
 	cmd.Flags().StringVar(&platform, "platform", "linux/amd64", "platform of the images to pull")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print nothing on success")
+	cmd.Flags().StringVar(&manifestsDir, "manifests", "", "dir whose .yaml/.yml/.json files the bundle carries and the nodes apply after importing the images")
+	cmd.Flags().StringVar(&app, "name", "", "the application's name (with --manifests): a later bundle of the same name replaces its manifests")
 	return cmd
+}
+
+type bundleManifestJSON struct {
+	Name   string `json:"name"`
+	Digest string `json:"digest"`
+	Size   int64  `json:"size"`
 }
 
 type bundleImageJSON struct {
@@ -199,6 +223,9 @@ type bundleJSON struct {
 	Size     int64             `json:"size"`
 	Blobs    int               `json:"blobs"`
 	Images   []bundleImageJSON `json:"images"`
+	// App and Manifests: the application the bundle carries, if any.
+	App       string               `json:"app,omitempty"`
+	Manifests []bundleManifestJSON `json:"manifests,omitempty"`
 }
 
 func newBundleLsCommand(settings func(*cobra.Command) (*airgapSettings, error)) *cobra.Command {
@@ -237,6 +264,10 @@ func newBundleLsCommand(settings func(*cobra.Command) (*airgapSettings, error)) 
 			for _, im := range m.Images {
 				j.Images = append(j.Images, bundleImageJSON{Name: im.Name, Digest: im.Digest.String(), Platform: im.Platform, Size: im.Size})
 			}
+			j.App = m.App
+			for _, f := range m.Manifests {
+				j.Manifests = append(j.Manifests, bundleManifestJSON{Name: f.Name, Digest: f.Digest.String(), Size: f.Size})
+			}
 			return out.Print(cmd.OutOrStdout(), j, func(w io.Writer) error {
 				sig := "unsigned"
 				if signed {
@@ -250,6 +281,12 @@ func newBundleLsCommand(settings func(*cobra.Command) (*airgapSettings, error)) 
 				fmt.Fprintln(tw, "IMAGE\tDIGEST\tPLATFORM\tSIZE")
 				for _, im := range j.Images {
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", im.Name, im.Digest, im.Platform, mb(im.Size))
+				}
+				if len(j.Manifests) > 0 {
+					fmt.Fprintln(tw, "\nMANIFEST\tDIGEST\t\tSIZE")
+					for _, f := range j.Manifests {
+						fmt.Fprintf(tw, "%s/%s\t%s\t\t%d bytes\n", j.App, f.Name, f.Digest, f.Size)
+					}
 				}
 				if err := tw.Flush(); err != nil {
 					return err
@@ -304,7 +341,7 @@ func newAirgapImportCommand(settings func(*cobra.Command) (*airgapSettings, erro
 			rec := airgap.Record{Path: airgap.DefaultRecordPath(s.dataDir)}
 			w := cmd.OutOrStdout()
 			for _, file := range args {
-				if err := importOne(ctx, client, rec, s.policy, file, o, w); err != nil {
+				if err := importOne(ctx, client, rec, s.dataDir, s.policy, file, o, w); err != nil {
 					return fmt.Errorf("%s: %w (nothing from it was imported)", file, err)
 				}
 			}
@@ -319,7 +356,7 @@ func newAirgapImportCommand(settings func(*cobra.Command) (*airgapSettings, erro
 
 type importFlags struct{ quiet, force, allowDowngrade bool }
 
-func importOne(ctx context.Context, client *containerd.Client, rec airgap.Record, policy airgap.SignaturePolicy, file string, o importFlags, w io.Writer) error {
+func importOne(ctx context.Context, client *containerd.Client, rec airgap.Record, dataDir string, policy airgap.SignaturePolicy, file string, o importFlags, w io.Writer) error {
 	quiet := o.quiet
 	f, err := os.Open(file)
 	if err != nil {
@@ -330,7 +367,7 @@ func importOne(ctx context.Context, client *containerd.Client, rec airgap.Record
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "warning: "+err.Error())
 	}
-	opts := airgap.ImportOptions{Signature: policy, AllowDowngrade: o.allowDowngrade}
+	opts := airgap.ImportOptions{Signature: policy, AllowDowngrade: o.allowDowngrade, AppsDir: airgap.AppsDir(dataDir)}
 	if !o.force {
 		opts.Skip = func(id digest.Digest, m *airgap.Manifest) bool {
 			return airgap.AlreadyImported(ctx, client, known, id, m)
@@ -382,6 +419,10 @@ func importOne(ctx context.Context, client *containerd.Client, rec airgap.Record
 		}
 		fmt.Fprintf(w, "imported bundle %s (%s): %d images, %s in %s, %.1f MB/s, %s\n", file, res.ID, len(res.Manifest.Images),
 			mb(res.Bytes), res.Took.Round(time.Millisecond), res.MBps(), sig)
+	}
+	if a := res.App; a.App != "" && !quiet {
+		fmt.Fprintf(w, "installed application %s in %s (%d files written, %d unchanged, %d removed): kubox server applies it (kubox manifests ls)\n",
+			a.App, filepath.Join(airgap.AppsDir(dataDir), a.App), a.Written, a.Same, a.Removed)
 	}
 	return nil
 }

@@ -258,7 +258,8 @@ func plan(in *prepared) ([]step, error) {
 	}
 	// On every box, agent or not: each applies the files of its own dir.
 	add(manifests.New(manifests.Config{
-		Dir: c.ManifestsDir, NodeName: c.NodeName, Kubeconfig: pki.AdminKubeconfig, Log: logFor("manifests"),
+		Dir: c.ManifestsDir, AppsDir: airgap.AppsDir(c.DataDir),
+		NodeName: c.NodeName, Kubeconfig: pki.AdminKubeconfig, Log: logFor("manifests"),
 	}), "apiserver")
 	add(backupScheduler(in, et.ClientURL()), "apiserver")
 	add(newCertRenewer(c, logFor("certs")))
@@ -313,6 +314,7 @@ func agentSteps(in *prepared, add func(component.Component, ...string)) {
 	add(airgap.NewWatcher(airgap.WatcherConfig{
 		Dir:           c.AirgapImagesDir,
 		Record:        airgap.Record{Path: airgap.DefaultRecordPath(c.DataDir)},
+		AppsDir:       airgap.AppsDir(c.DataDir),
 		Address:       p.ContainerdSock,
 		Signature:     in.airgapPolicy,
 		NodeName:      c.NodeName,

@@ -13,6 +13,10 @@
 // starts, or when the box whose copy was applied last let go of the file:
 // boxes never undo each other in a loop. The objects go when the last
 // holder removes the file.
+//
+// The applications that air-gap bundles install (package airgap) are
+// files too, named <application>/<file>, read from the apps dir: the same
+// apply, the same deletes, the same state.
 package manifests
 
 import (
@@ -51,7 +55,12 @@ import (
 // Config is one box's manifests applier.
 type Config struct {
 	// Dir is the manifests dir; a missing dir holds no files.
-	Dir      string
+	Dir string
+	// AppsDir, when set, holds applications installed from air-gap
+	// bundles, one directory each (see airgap.InstallApp): file F of
+	// application A is the file "A/F", applied like a file of Dir. A
+	// missing dir holds none.
+	AppsDir  string
 	NodeName string
 	// Kubeconfig is the admin kubeconfig the applier acts with.
 	Kubeconfig string
@@ -200,6 +209,14 @@ func (w *worker) loop(ctx context.Context, first chan struct{}) {
 		if fsw != nil && fsw.Add(w.cfg.Dir) == nil {
 			events, errs = fsw.Events, fsw.Errors
 		}
+		if fsw == nil || w.cfg.AppsDir == "" {
+			return
+		}
+		for _, d := range append(w.appDirs(), w.cfg.AppsDir) {
+			if fsw.Add(d) == nil {
+				events, errs = fsw.Events, fsw.Errors
+			}
+		}
 	}
 	watch()
 	w.pass(ctx, true)
@@ -270,7 +287,7 @@ func (w *worker) pass(ctx context.Context, full bool) {
 		if !full && w.seen[name] == fi {
 			continue
 		}
-		data, err := os.ReadFile(filepath.Join(w.cfg.Dir, name))
+		data, err := os.ReadFile(w.path(name))
 		if err != nil {
 			w.cfg.Log.Warn("cannot read a manifest", "file", name, "err", err)
 			continue
@@ -319,27 +336,74 @@ func reapply(st State, ok bool, box, h string) bool {
 	return !applierHolds
 }
 
-// scan lists the manifests of the dir; a missing dir has none.
+// scan lists the manifests of the dir and of the applications in the apps
+// dir; a missing dir has none.
 func (w *worker) scan() (map[string]fileStat, error) {
-	entries, err := os.ReadDir(w.cfg.Dir)
+	files := map[string]fileStat{}
+	if err := scanDir(w.cfg.Dir, "", files); err != nil {
+		return nil, err
+	}
+	if w.cfg.AppsDir == "" {
+		return files, nil
+	}
+	entries, err := os.ReadDir(w.cfg.AppsDir)
 	if errors.Is(err, os.ErrNotExist) {
-		return map[string]fileStat{}, nil
+		return files, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	files := map[string]fileStat{}
+	for _, e := range entries {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+			if err := scanDir(filepath.Join(w.cfg.AppsDir, e.Name()), e.Name()+"/", files); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return files, nil
+}
+
+// scanDir adds the manifests of dir to files, named prefix+name.
+func scanDir(dir, prefix string, files map[string]fileStat) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
 	for _, e := range entries {
 		if !IsManifest(e.Name()) {
 			continue
 		}
-		info, err := os.Stat(filepath.Join(w.cfg.Dir, e.Name())) // follows symlinks
+		info, err := os.Stat(filepath.Join(dir, e.Name())) // follows symlinks
 		if err != nil || !info.Mode().IsRegular() {
 			continue
 		}
-		files[e.Name()] = fileStat{size: info.Size(), mtime: info.ModTime()}
+		files[prefix+e.Name()] = fileStat{size: info.Size(), mtime: info.ModTime()}
 	}
-	return files, nil
+	return nil
+}
+
+// path is where file name is: a name with a slash is an application's
+// file in the apps dir (names in the manifests dir have none).
+func (w *worker) path(name string) string {
+	if strings.Contains(name, "/") && w.cfg.AppsDir != "" {
+		return filepath.Join(w.cfg.AppsDir, filepath.FromSlash(name))
+	}
+	return filepath.Join(w.cfg.Dir, name)
+}
+
+// appDirs are the applications' directories in the apps dir.
+func (w *worker) appDirs() []string {
+	entries, _ := os.ReadDir(w.cfg.AppsDir)
+	var out []string
+	for _, e := range entries {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+			out = append(out, filepath.Join(w.cfg.AppsDir, e.Name()))
+		}
+	}
+	return out
 }
 
 func (w *worker) states(ctx context.Context) (map[string]State, error) {
@@ -483,7 +547,7 @@ func (w *worker) finish(ctx context.Context, name, h string, err error, retry bo
 		return
 	}
 	w.logOnce(name, msg, func() {
-		w.cfg.Log.Warn("manifest not applied", "file", filepath.Join(w.cfg.Dir, name), "err", msg)
+		w.cfg.Log.Warn("manifest not applied", "file", w.path(name), "err", msg)
 		if cm != nil {
 			w.recorder.Eventf(cm, corev1.EventTypeWarning, "ManifestFailed", "%s: %s: %s", w.cfg.NodeName, name, msg)
 		}
