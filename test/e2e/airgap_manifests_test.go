@@ -109,6 +109,9 @@ func TestAirgapManifests(t *testing.T) {
 		if !strings.Contains(out, "added manifest site/deploy.yaml") || !strings.Contains(out, "2 manifests") {
 			t.Errorf("bundle create did not list its manifests:\n%s", out)
 		}
+		// The manifest's created time has seconds: the second version is
+		// later, so the first one becomes a downgrade.
+		time.Sleep(1100 * time.Millisecond)
 		if _, err := create(t, p("site-2.kbundle"), p("app2")); err != nil {
 			t.Fatal(err)
 		}
@@ -234,6 +237,50 @@ func TestAirgapManifests(t *testing.T) {
 		ls := kubox(t, "manifests", "ls", "--data-dir", n.DataDir)
 		if strings.Contains(ls, "site/config.yaml") {
 			t.Errorf("manifests ls still shows the dropped file:\n%s", ls)
+		}
+	})
+
+	nodeFlags := []string{"--data-dir", n.DataDir, "--run-dir", n.RunDir, "--airgap-public-key-file", p("site.pub")}
+	harness.Phase(t, "cli-import-downgrade", func(t *testing.T) {
+		// The first version again, by the CLI: refused as older than the
+		// installed one, then installed on purpose.
+		out, err := n.Kubox(ctx, append([]string{"airgap", "import", "--force", p("site-1.kbundle")}, nodeFlags...)...)
+		if err == nil || !strings.Contains(out, "application site") || !strings.Contains(out, "older than the one installed") {
+			t.Fatalf("downgrade by the CLI: %v\n%s", err, out)
+		}
+		out = kubox(t, append([]string{"airgap", "import", "--force", "--allow-downgrade", p("site-1.kbundle")}, nodeFlags...)...)
+		if !strings.Contains(out, "installed application site") {
+			t.Errorf("import --allow-downgrade:\n%s", out)
+		}
+		if err := harness.WaitFor(ctx, 200*time.Millisecond, func() bool {
+			_, err := n.Kubectl(ctx, "get", "configmap/site-extra")
+			return err == nil
+		}); err != nil {
+			t.Fatalf("the first version's ConfigMap did not come back: %v", err)
+		}
+	})
+
+	harness.Phase(t, "remove-the-application", func(t *testing.T) {
+		// The bundle file going changes nothing; the application's dir
+		// going deletes its objects.
+		for _, f := range []string{"site-1.kbundle", "site-2.kbundle"} {
+			if err := os.Remove(filepath.Join(imagesDir, f)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(3 * time.Second) // past the watcher's settle time and a poll of the applier
+		if _, err := n.Kubectl(ctx, "get", "deployment/site-web"); err != nil {
+			t.Fatalf("removing the bundle files removed the application: %v", err)
+		}
+		if err := os.RemoveAll(filepath.Join(n.DataDir, "airgap", "manifests", "site")); err != nil {
+			t.Fatal(err)
+		}
+		if err := harness.WaitFor(ctx, 200*time.Millisecond, func() bool {
+			_, err1 := n.Kubectl(ctx, "get", "deployment/site-web")
+			_, err2 := n.Kubectl(ctx, "get", "configmap/site-extra")
+			return err1 != nil && strings.Contains(err1.Error(), "NotFound") && err2 != nil && strings.Contains(err2.Error(), "NotFound")
+		}); err != nil {
+			t.Fatalf("the removed application's objects stay: %v", err)
 		}
 	})
 }
