@@ -100,7 +100,15 @@ func (e *importEvents) end(ctx context.Context, file string, res *Result, err er
 	}
 	e.post(ctx, e.nodeRef(), corev1.EventTypeNormal, ReasonImported,
 		fmt.Sprintf("imported bundle %s: %s in %s (%s written, %s already there), images %s", file, MB(res.Bytes),
-			res.Took.Round(time.Second), MB(res.Transfer.Written), MB(res.Transfer.Skipped()), strings.Join(names, ", ")))
+			res.Took.Round(time.Second), MB(res.Transfer.Written), MB(res.Transfer.Skipped()), strings.Join(names, ", "))+appNote(res.App))
+}
+
+// appNote says what the import did to the bundle's application, if any.
+func appNote(a AppChange) string {
+	if a.App == "" {
+		return ""
+	}
+	return fmt.Sprintf("; application %s installed (%d files written, %d unchanged, %d removed)", a.App, a.Written, a.Same, a.Removed)
 }
 
 // notifyPods posts an Event on each pod of this node not yet told that

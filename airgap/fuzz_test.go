@@ -73,6 +73,20 @@ func TestWriteFuzzCorpus(t *testing.T) {
 		}),
 		"notbundle": []byte("PK\x03\x04 this is a zip file"),
 	}
+	// A bundle with an application, and one whose manifest entry climbs out.
+	var app bytes.Buffer
+	if _, err := Write(t.Context(), &app, testImages(t)[:1], WriteOptions{Created: time.Unix(1700000000, 0).UTC(),
+		App: "shop", Manifests: []AppSource{{Name: "cm.json", Data: []byte(cmJSON)}}}); err != nil {
+		t.Fatal(err)
+	}
+	seeds["valid-app"] = app.Bytes()
+	appEnts := untar(t, app.Bytes())
+	for i := range appEnts {
+		if appEnts[i].name == AppPrefix+"cm.json" {
+			appEnts[i].name = AppPrefix + "../cm.json"
+		}
+	}
+	seeds["app-dotdot"] = retar(t, appEnts)
 	dir := filepath.Join("testdata", "fuzz", "FuzzReader")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
