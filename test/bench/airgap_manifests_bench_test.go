@@ -75,7 +75,7 @@ func BenchmarkAirgapManifests(b *testing.B) {
 			b.Fatalf("the bundle's pods never ran: %v", err)
 		}
 		report(b, "bundle dropped to its 3 pods Running", float64(time.Since(dropped).Milliseconds())/1000, "s")
-		report(b, "  of which the images dir's settle time", 2, "s")
+		report(b, "images dir settle time, included above", 2, "s")
 		if _, err := n.Stop(30 * time.Second); err != nil {
 			b.Fatal(err)
 		}
