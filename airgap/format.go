@@ -231,7 +231,7 @@ func CheckAppName(name string) error {
 		return errors.New("the application has no name")
 	}
 	if errs := validation.IsDNS1123Label(name); len(errs) > 0 {
-		return fmt.Errorf("application name %q: %s", name, errs[0])
+		return fmt.Errorf("application name %q: want lower-case letters, digits and '-', starting and ending with a letter or digit, at most 63", name)
 	}
 	return nil
 }
