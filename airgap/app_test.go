@@ -282,3 +282,22 @@ func TestInstallApp(t *testing.T) {
 		t.Fatalf("another application: %v", err)
 	}
 }
+
+// An application bundle is refused before anything reaches containerd (the
+// client here is nil) when it has nowhere to go, or would move an
+// installed application back to an older version.
+func TestImportAppRefusedEarly(t *testing.T) {
+	data := writeAppBundle(t, nil, "shop", testApp())
+	if _, err := Import(context.Background(), nil, bytes.NewReader(data), ImportOptions{}); err == nil || !strings.Contains(err.Error(), "nowhere to install") {
+		t.Fatalf("no apps dir: %v", err)
+	}
+	root := t.TempDir()
+	newer := &Manifest{App: "shop", Created: time.Unix(1700000000, 0).Add(time.Hour).UTC()}
+	if _, err := InstallApp(root, digest.FromString("newer"), newer, testApp()[:1]); err != nil {
+		t.Fatal(err)
+	}
+	var d AppDowngrade
+	if _, err := Import(context.Background(), nil, bytes.NewReader(data), ImportOptions{AppsDir: root}); !errors.As(err, &d) {
+		t.Fatalf("older bundle: %v, want an AppDowngrade", err)
+	}
+}
