@@ -23,7 +23,8 @@ func newManifestsCommand() *cobra.Command {
 		Use:   "ls",
 		Short: "List each manifest file: applied or not, its objects, which boxes hold it, its last error",
 		Long: `List each file of the boxes' manifests dirs (manifests-dir, default
-/etc/kubox/manifests) as the cluster records it: whether every box holding it
+/etc/kubox/manifests), and of the applications installed from air-gap
+bundles (named <app>/<file>), as the cluster records it: whether every box holding it
 applied it, how many objects it applied, which box applied it last and when,
 the boxes that hold it, and the last error. Read from the cluster, so it works
 on any box while kubox server runs.`,
