@@ -38,6 +38,10 @@ func stampOf(fi fs.FileInfo) stamp {
 }
 
 func (b bundle) install(binDir string) error {
+	all, err := b.entries()
+	if err != nil {
+		return err
+	}
 	bins, err := b.binaries()
 	if err != nil {
 		return err
@@ -51,6 +55,7 @@ func (b bundle) install(binDir string) error {
 		return fmt.Errorf("creating runtime bin directory: %w", err)
 	}
 	stamps := make(map[string]stamp, len(bins))
+	loaded := dicts{}
 	for _, e := range bins {
 		dst := filepath.Join(binDir, e.Name)
 		same, err := hasContent(dst, e)
@@ -61,7 +66,7 @@ func (b bundle) install(binDir string) error {
 			if err := os.Chmod(dst, 0o755); err != nil {
 				return fmt.Errorf("installing %s: %w", dst, err)
 			}
-		} else if err := b.writeBinary(dst, e); err != nil {
+		} else if err := b.writeBinary(dst, e, all, loaded); err != nil {
 			return err
 		}
 		fi, err := os.Lstat(dst)
@@ -128,8 +133,8 @@ func hasContent(path string, e manifest.Entry) (bool, error) {
 
 // writeBinary replaces dst with e's content atomically: readers, and a
 // running runc or shim, see either the old file or the complete new one.
-func (b bundle) writeBinary(dst string, e manifest.Entry) error {
-	src, err := b.openEntry(e)
+func (b bundle) writeBinary(dst string, e manifest.Entry, all []manifest.Entry, loaded dicts) error {
+	src, err := b.openEntry(e, all, loaded)
 	if err != nil {
 		return err
 	}
