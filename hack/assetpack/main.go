@@ -121,10 +121,11 @@ type dictionary struct {
 	content []byte
 }
 
-// dictWindow is the window used with a dictionary: matches reach back into
-// the whole dictionary (the shim, about 15 MB), and decoding needs this much
-// memory at most, beside the dictionary itself.
-const dictWindow = 64 << 20
+// dictWindow is the window used with a dictionary: matches reach back across
+// the dictionary (the shim, about 10 MB) and what came before. Decoding needs
+// this much memory at most beside the dictionary; 64 MB would save only
+// 0.24 MB more (containerd 10.21 -> 9.97 MB), 16 MB would cost 0.94 MB.
+const dictWindow = 32 << 20
 
 // compress encodes raw as a single zstd frame and checks the round trip, so a
 // broken blob fails the build rather than a user's first start.
