@@ -72,8 +72,12 @@ MKIMAGE_SRCS   := $(filter-out %_test.go,$(wildcard hack/mkimage/*.go))
 # does, so a changed version or flag rebuilds exactly what it affects and an
 # unchanged one rebuilds nothing.
 $(shell mkdir -p $(STAMPS))
+#
+# Both sides are stripped: GNU make 4.3's $(file <) sometimes leaves the
+# trailing newline on (it depends on make's internal buffer), which made equal
+# commands compare different and rewrote their stamps on every run.
 define stamp
-ifneq ($$(file <$(STAMPS)/$(1)),$$($(2)))
+ifneq ($$(strip $$(file <$(STAMPS)/$(1))),$$(strip $$($(2))))
 $$(file >$(STAMPS)/$(1),$$($(2)))
 endif
 endef
