@@ -1,6 +1,7 @@
 package assets
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -92,25 +93,69 @@ func (b bundle) open(name string) (io.ReadCloser, error) {
 	}
 	for _, e := range all {
 		if e.Name == name {
-			return b.openEntry(e)
+			return b.openEntry(e, all, dicts{})
 		}
 	}
 	return nil, fmt.Errorf("embedded asset %s: %w", name, ErrNoAssets)
 }
 
-func (b bundle) openEntry(e manifest.Entry) (io.ReadCloser, error) {
+// dicts holds the dictionaries loaded while decoding a set of assets, by
+// asset name, so installing several binaries compressed against the same one
+// decodes it once.
+type dicts map[string][]byte
+
+// openEntry opens e, one of all; a dictionary it needs is taken from loaded
+// or decoded into it.
+func (b bundle) openEntry(e manifest.Entry, all []manifest.Entry, loaded dicts) (io.ReadCloser, error) {
+	// One goroutine: assets are decoded once per install and speed hardly
+	// matters, while extra decoder goroutines and buffers would.
+	opts := []zstd.DOption{zstd.WithDecoderConcurrency(1)}
+	if e.Dict != "" {
+		d, content, err := b.dict(e, all, loaded)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, zstd.WithDecoderDictRaw(d.DictID(), content))
+	}
 	f, err := b.fsys.Open(e.BlobName())
 	if err != nil {
 		return nil, fmt.Errorf("opening embedded asset %s: %w", e.Name, err)
 	}
-	// One goroutine: assets are decoded once per install and speed hardly
-	// matters, while extra decoder goroutines and buffers would.
-	dec, err := zstd.NewReader(f, zstd.WithDecoderConcurrency(1))
+	dec, err := zstd.NewReader(f, opts...)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("decompressing embedded asset %s: %w", e.Name, err)
 	}
 	return &verifiedReader{entry: e, src: f, dec: dec, hash: sha256.New()}, nil
+}
+
+// dict returns the entry and the verified content of e's dictionary.
+func (b bundle) dict(e manifest.Entry, all []manifest.Entry, loaded dicts) (manifest.Entry, []byte, error) {
+	for _, d := range all {
+		if d.Name != e.Dict {
+			continue
+		}
+		if content, ok := loaded[d.Name]; ok {
+			return d, content, nil
+		}
+		// One level only: decoding a dictionary never needs another.
+		if d.Dict != "" {
+			return d, nil, fmt.Errorf("embedded asset %s: its dictionary %s has a dictionary of its own", e.Name, d.Name)
+		}
+		r, err := b.openEntry(d, all, loaded)
+		if err != nil {
+			return d, nil, err
+		}
+		defer r.Close()
+		content := make([]byte, 0, d.Size)
+		buf := bytes.NewBuffer(content)
+		if _, err := buf.ReadFrom(r); err != nil {
+			return d, nil, fmt.Errorf("loading the dictionary of embedded asset %s: %w", e.Name, err)
+		}
+		loaded[d.Name] = buf.Bytes()
+		return d, buf.Bytes(), nil
+	}
+	return manifest.Entry{}, nil, fmt.Errorf("embedded asset %s: its dictionary %s is not embedded", e.Name, e.Dict)
 }
 
 // verifiedReader decompresses an asset and checks its size and digest, so a

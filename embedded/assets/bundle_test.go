@@ -23,6 +23,7 @@ type fakeAsset struct {
 	name, component, version string
 	kind                     manifest.Kind
 	content                  []byte
+	dict                     string // another asset of the bundle, as hack/assetpack -dict
 }
 
 // fakeBundle packs assets the way hack/assetpack does, so the install logic is
@@ -35,18 +36,45 @@ func fakeBundle(t *testing.T, assets ...fakeAsset) bundle {
 	}
 	defer enc.Close()
 	fsys := fstest.MapFS{"README": {Data: []byte("placeholder\n")}}
+	byName := map[string]manifest.Entry{}
 	for _, a := range assets {
 		sum := sha256.Sum256(a.content)
-		e := manifest.Entry{Name: a.name, Component: a.component, Version: a.version, Kind: a.kind,
-			Size: int64(len(a.content)), SHA256: hex.EncodeToString(sum[:])}
+		byName[a.name] = manifest.Entry{Name: a.name, Component: a.component, Version: a.version, Kind: a.kind,
+			Size: int64(len(a.content)), SHA256: hex.EncodeToString(sum[:]), Dict: a.dict}
+	}
+	for _, a := range assets {
+		e := byName[a.name]
 		meta, err := e.Marshal()
 		if err != nil {
 			t.Fatal(err)
 		}
 		fsys[e.EntryName()] = &fstest.MapFile{Data: meta}
-		fsys[e.BlobName()] = &fstest.MapFile{Data: enc.EncodeAll(a.content, nil)}
+		blob := enc.EncodeAll(a.content, nil)
+		if a.dict != "" {
+			blob = encodeWithDict(t, a.content, byName[a.dict], dictContent(assets, a.dict))
+		}
+		fsys[e.BlobName()] = &fstest.MapFile{Data: blob}
 	}
 	return bundle{fsys: fsys}
+}
+
+func dictContent(assets []fakeAsset, name string) []byte {
+	for _, a := range assets {
+		if a.name == name {
+			return a.content
+		}
+	}
+	return nil
+}
+
+func encodeWithDict(t *testing.T, content []byte, d manifest.Entry, dict []byte) []byte {
+	t.Helper()
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderDictRaw(d.DictID(), dict))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer enc.Close()
+	return enc.EncodeAll(content, nil)
 }
 
 func bin(name, version, content string) fakeAsset {
@@ -281,5 +309,59 @@ func TestFakeOpenVerifiesContent(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "runc")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a corrupt blob left runc behind (err=%v)", err)
+	}
+}
+
+func TestFakeInstallWithDictionary(t *testing.T) {
+	base := strings.Repeat("shared runtime code 0123456789 ", 2000)
+	shim := bin("containerd-shim-runc-v2", "v2.3.7", base+"shim")
+	runc := bin("runc", "1.5.2", base+"runc")
+	runc.dict = shim.name
+	bridge := fakeAsset{name: "bridge", component: "cni-plugins", version: "v1.9.1", kind: manifest.Binary,
+		content: []byte(base + "bridge"), dict: shim.name}
+	b := fakeBundle(t, shim, runc, bridge)
+	dir := t.TempDir()
+	if err := b.install(dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []fakeAsset{shim, runc, bridge} {
+		got, err := os.ReadFile(filepath.Join(dir, a.name))
+		if err != nil || !bytes.Equal(got, a.content) {
+			t.Errorf("%s: installed content differs (err=%v)", a.name, err)
+		}
+	}
+	// The blob holds only what the dictionary lacks.
+	if n := len(b.fsys.(fstest.MapFS)["runc.zst"].Data); n > 200 {
+		t.Errorf("runc.zst is %d bytes: not compressed against the shim?", n)
+	}
+
+	// Without its dictionary an asset cannot be decoded: a clear error.
+	lone := fakeBundle(t, shim, runc)
+	delete(lone.fsys.(fstest.MapFS), "containerd-shim-runc-v2.json")
+	if _, err := lone.open("runc"); err == nil || !strings.Contains(err.Error(), "not embedded") {
+		t.Errorf("open without the dictionary: err = %v", err)
+	}
+
+	// Compressed against other content than the dictionary embedded now:
+	// refused, and nothing installed.
+	other := bin("containerd-shim-runc-v2", "v2.3.7", base+"another shim")
+	mixed := fakeBundle(t, other, runc)
+	mixed.fsys.(fstest.MapFS)["runc.zst"] = b.fsys.(fstest.MapFS)["runc.zst"]
+	dir = t.TempDir()
+	if err := mixed.install(dir); err == nil {
+		t.Error("install with a mismatched dictionary succeeded")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "runc")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a mismatched dictionary left runc behind (err=%v)", err)
+	}
+
+	// A dictionary with a dictionary of its own is refused.
+	shim2 := shim
+	shim2.dict = "bridge"
+	bridge2 := bridge
+	bridge2.dict = ""
+	chained := fakeBundle(t, shim2, runc, bridge2)
+	if _, err := chained.open("runc"); err == nil || !strings.Contains(err.Error(), "of its own") {
+		t.Errorf("open with a chained dictionary: err = %v", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/kubox/kubox/embedded/assets/manifest"
@@ -38,6 +39,10 @@ func stampOf(fi fs.FileInfo) stamp {
 }
 
 func (b bundle) install(binDir string) error {
+	all, err := b.entries()
+	if err != nil {
+		return err
+	}
 	bins, err := b.binaries()
 	if err != nil {
 		return err
@@ -51,6 +56,8 @@ func (b bundle) install(binDir string) error {
 		return fmt.Errorf("creating runtime bin directory: %w", err)
 	}
 	stamps := make(map[string]stamp, len(bins))
+	loaded := dicts{}
+	wrote := false
 	for _, e := range bins {
 		dst := filepath.Join(binDir, e.Name)
 		same, err := hasContent(dst, e)
@@ -61,14 +68,23 @@ func (b bundle) install(binDir string) error {
 			if err := os.Chmod(dst, 0o755); err != nil {
 				return fmt.Errorf("installing %s: %w", dst, err)
 			}
-		} else if err := b.writeBinary(dst, e); err != nil {
+		} else if err := b.writeBinary(dst, e, all, loaded); err != nil {
 			return err
+		} else {
+			wrote = true
 		}
 		fi, err := os.Lstat(dst)
 		if err != nil {
 			return fmt.Errorf("installing %s: %w", dst, err)
 		}
 		stamps[e.Name] = stampOf(fi)
+	}
+	if wrote {
+		// The decoders and the dictionary took about 60 MB more than the
+		// files' own pages (measured: peak RSS 110 MB instead of 48 MB),
+		// garbage now; hand it back to the OS rather than let it linger in
+		// an idle kubox. Only a first start or an upgrade gets here.
+		debug.FreeOSMemory()
 	}
 	if err := writeMarker(marker, stamps); err != nil {
 		return err
@@ -128,8 +144,8 @@ func hasContent(path string, e manifest.Entry) (bool, error) {
 
 // writeBinary replaces dst with e's content atomically: readers, and a
 // running runc or shim, see either the old file or the complete new one.
-func (b bundle) writeBinary(dst string, e manifest.Entry) error {
-	src, err := b.openEntry(e)
+func (b bundle) writeBinary(dst string, e manifest.Entry, all []manifest.Entry, loaded dicts) error {
+	src, err := b.openEntry(e, all, loaded)
 	if err != nil {
 		return err
 	}

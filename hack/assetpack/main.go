@@ -5,6 +5,13 @@
 //
 //	assetpack -o embedded/assets/files -component runc -version 1.5.2 -kind binary hack/out/runc-1.5.2/runc
 //
+// With -dict NAME=FILE the content is compressed against FILE, the
+// uncompressed content of asset NAME, used as a raw zstd dictionary; the entry
+// records NAME so kubox decodes it the same way. The Go binaries share most of
+// their code, so this shrinks them to a third or less:
+//
+//	assetpack ... -dict containerd-shim-runc-v2=hack/out/shim/containerd-shim-runc-v2 hack/out/containerd/containerd
+//
 // The output is a pure function of the input and the flags, so rebuilding an
 // unchanged asset changes nothing that go build would notice.
 package main
@@ -18,6 +25,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -38,11 +46,12 @@ func run(args []string) error {
 	component := fs.String("component", "", "component the asset belongs to, for version reporting (default: the name)")
 	version := fs.String("version", "", "component version (required)")
 	kind := fs.String("kind", string(manifest.Binary), "asset kind: binary or image")
+	dictArg := fs.String("dict", "", "NAME=FILE: compress against FILE, the content of asset NAME, as a raw dictionary")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 || *outDir == "" || *version == "" {
-		return errors.New("usage: assetpack -o DIR -version V [-name N] [-component C] [-kind binary|image] FILE")
+		return errors.New("usage: assetpack -o DIR -version V [-name N] [-component C] [-kind binary|image] [-dict NAME=FILE] FILE")
 	}
 	src := fs.Arg(0)
 	if *name == "" {
@@ -65,11 +74,28 @@ func run(args []string) error {
 		Size:      int64(len(raw)),
 		SHA256:    hex.EncodeToString(sum[:]),
 	}
+	var dict *dictionary
+	if *dictArg != "" {
+		dictName, dictFile, ok := strings.Cut(*dictArg, "=")
+		if !ok || dictName == "" || dictFile == "" {
+			return fmt.Errorf("-dict %q: want NAME=FILE", *dictArg)
+		}
+		content, err := os.ReadFile(dictFile)
+		if err != nil {
+			return fmt.Errorf("reading dictionary: %w", err)
+		}
+		// The ID comes from the dictionary's own entry, which kubox reads
+		// back when it decodes this asset.
+		dsum := sha256.Sum256(content)
+		id := manifest.Entry{SHA256: hex.EncodeToString(dsum[:])}.DictID()
+		dict = &dictionary{id: id, content: content}
+		entry.Dict = dictName
+	}
 	meta, err := entry.Marshal()
 	if err != nil {
 		return err
 	}
-	blob, err := compress(raw)
+	blob, err := compress(raw, dict)
 	if err != nil {
 		return fmt.Errorf("compressing %s: %w", src, err)
 	}
@@ -81,18 +107,41 @@ func run(args []string) error {
 	if err := writeAtomic(filepath.Join(*outDir, entry.EntryName()), meta); err != nil {
 		return err
 	}
-	fmt.Printf("%s %s: %d -> %d bytes\n", entry.Component, entry.Name, len(raw), len(blob))
+	via := ""
+	if entry.Dict != "" {
+		via = " (dictionary: " + entry.Dict + ")"
+	}
+	fmt.Printf("%s %s: %d -> %d bytes%s\n", entry.Component, entry.Name, len(raw), len(blob), via)
 	return nil
 }
 
+// dictionary is a raw zstd dictionary: another asset's content.
+type dictionary struct {
+	id      uint32
+	content []byte
+}
+
+// dictWindow is the window used with a dictionary: matches reach back across
+// the dictionary (the shim, about 10 MB) and what came before. Decoding needs
+// this much memory at most beside the dictionary; 64 MB would save only
+// 0.24 MB more (containerd 10.21 -> 9.97 MB), 16 MB would cost 0.94 MB.
+const dictWindow = 32 << 20
+
 // compress encodes raw as a single zstd frame and checks the round trip, so a
 // broken blob fails the build rather than a user's first start.
-func compress(raw []byte) ([]byte, error) {
+func compress(raw []byte, dict *dictionary) ([]byte, error) {
 	// One goroutine keeps the output independent of the machine's core count.
-	enc, err := zstd.NewWriter(nil,
+	opts := []zstd.EOption{
 		zstd.WithEncoderLevel(zstd.SpeedBestCompression),
 		zstd.WithEncoderConcurrency(1),
-		zstd.WithEncoderCRC(true))
+		zstd.WithEncoderCRC(true),
+	}
+	dopts := []zstd.DOption{zstd.WithDecoderConcurrency(1)}
+	if dict != nil {
+		opts = append(opts, zstd.WithEncoderDictRaw(dict.id, dict.content), zstd.WithWindowSize(dictWindow))
+		dopts = append(dopts, zstd.WithDecoderDictRaw(dict.id, dict.content))
+	}
+	enc, err := zstd.NewWriter(nil, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +149,7 @@ func compress(raw []byte) ([]byte, error) {
 	if err := enc.Close(); err != nil {
 		return nil, err
 	}
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
+	dec, err := zstd.NewReader(nil, dopts...)
 	if err != nil {
 		return nil, err
 	}

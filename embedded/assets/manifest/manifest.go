@@ -9,6 +9,7 @@
 package manifest
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -47,6 +48,24 @@ type Entry struct {
 	// Size and SHA256 (lower-case hex) are those of the uncompressed content.
 	Size   int64  `json:"size"`
 	SHA256 string `json:"sha256"`
+	// Dict, when set, names the asset whose uncompressed content is the raw
+	// zstd dictionary this one's blob was compressed with. The embedded
+	// binaries are Go programs sharing their runtime and many libraries, so
+	// compressed against one of them they shrink to a third or less. A
+	// dictionary asset has no Dict of its own.
+	Dict string `json:"dict,omitempty"`
+}
+
+// DictID is the zstd dictionary ID that blobs compressed against e's content
+// carry. It comes from e's digest, so a blob decoded against any other
+// content fails as "unknown dictionary" rather than as a digest mismatch. It
+// stays clear of the IDs the zstd format reserves (below 32768, from 2^31).
+func (e Entry) DictID() uint32 {
+	b, err := hex.DecodeString(e.SHA256)
+	if err != nil || len(b) < 4 {
+		return 32768 // unreachable for a validated entry
+	}
+	return 32768 + binary.BigEndian.Uint32(b)%(1<<31-32768)
 }
 
 // BlobName is the name of the file holding the compressed content.
@@ -66,6 +85,9 @@ func (e Entry) Validate() error {
 	}
 	if e.Kind != Binary && e.Kind != Image {
 		return fmt.Errorf("asset %s: unknown kind %q", e.Name, e.Kind)
+	}
+	if e.Dict != "" && (e.Dict == e.Name || e.Dict != path.Base(e.Dict) || strings.HasPrefix(e.Dict, ".")) {
+		return fmt.Errorf("asset %s: dictionary %q must name another asset", e.Name, e.Dict)
 	}
 	if e.Size < 0 {
 		return fmt.Errorf("asset %s: negative size", e.Name)
