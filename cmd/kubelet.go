@@ -6,11 +6,13 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/klog/v2"
 
 	"github.com/kubox/kubox/embedded/kubelet"
+	"github.com/kubox/kubox/internal/memtrim"
 )
 
 // newKubeletCommand is the hidden verb kubox server runs its kubelet with,
@@ -29,6 +31,13 @@ func newKubeletCommand() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			// As kubox server does once ready (see trimAfterReady); the
+			// kubelet has registered the node and synced its pods by then.
+			go memtrim.Loop(ctx, kubeletTrimSettle, trimPeriod, func(_ int64, err error) {
+				if err != nil {
+					klog.InfoS("Could not drop unused executable pages", "err", err)
+				}
+			})
 			err := kubelet.Run(ctx, a)
 			klog.Flush()
 			if err != nil {
@@ -41,3 +50,7 @@ func newKubeletCommand() *cobra.Command {
 	a.AddFlags(cmd.Flags())
 	return cmd
 }
+
+// kubeletTrimSettle is when the kubelet child first drops its executable's
+// pages, counted from its start.
+const kubeletTrimSettle = 30 * time.Second
