@@ -115,13 +115,15 @@ $(RUNC_BIN): $(STAMPS)/runc
 
 # containerd's daemon: a binary of its own rather than a mode of kubox, so the
 # child process does not carry (and initialise) all of Kubernetes: that cost
-# about 50 MB of PSS (measured). Same module and version as kubox's client.
+# about 50 MB of PSS (measured). Same module and version as kubox's client;
+# upstream's command and plugins, plus the trim of its idle pages
+# (embedded/containerd/daemon).
 CONTAINERD_BIN := $(OUT)/containerd/containerd
 CONTAINERD_CMD := CGO_ENABLED=0 $(GO) build $(GO_BUILD_FLAGS) \
 	-ldflags '-s -w -X github.com/containerd/containerd/v2/version.Version=$(CONTAINERD_VERSION)' \
-	-o $(CONTAINERD_BIN) github.com/containerd/containerd/v2/cmd/containerd
+	-o $(CONTAINERD_BIN) ./embedded/containerd/daemon
 $(eval $(call stamp,containerd,CONTAINERD_CMD))
-$(CONTAINERD_BIN): $(STAMPS)/containerd go.mod go.sum
+$(CONTAINERD_BIN): $(STAMPS)/containerd go.mod go.sum embedded/containerd/daemon/main.go internal/memtrim/memtrim.go
 	@test -n "$(CONTAINERD_VERSION)" || { echo "cannot read the containerd version from go.mod" >&2; exit 1; }
 	@mkdir -p $(@D)
 	$(CONTAINERD_CMD)

@@ -2,17 +2,16 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"os/signal"
 	"runtime/debug"
 	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/klog/v2"
 
 	"github.com/kubox/kubox/embedded/kubelet"
-	"github.com/kubox/kubox/internal/memtrim"
 )
 
 // newKubeletCommand is the hidden verb kubox server runs its kubelet with,
@@ -27,17 +26,13 @@ func newKubeletCommand() *cobra.Command {
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if os.Getenv("GOGC") == "" {
-				debug.SetGCPercent(50) // as kubox server: see there
+				debug.SetGCPercent(startGCPercent) // as kubox server: see there
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			// As kubox server does once ready (see trimAfterReady); the
-			// kubelet has registered the node and synced its pods by then.
-			go memtrim.Loop(ctx, kubeletTrimSettle, trimPeriod, func(_ int64, err error) {
-				if err != nil {
-					klog.InfoS("Could not drop unused executable pages", "err", err)
-				}
-			})
+			// As kubox server does once ready; the kubelet has
+			// registered the node and synced its pods by then.
+			go settled(ctx, kubeletSettle, slog.Default())
 			err := kubelet.Run(ctx, a)
 			klog.Flush()
 			if err != nil {
@@ -50,7 +45,3 @@ func newKubeletCommand() *cobra.Command {
 	a.AddFlags(cmd.Flags())
 	return cmd
 }
-
-// kubeletTrimSettle is when the kubelet child first drops its executable's
-// pages, counted from its start.
-const kubeletTrimSettle = 30 * time.Second

@@ -11,7 +11,6 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -22,7 +21,6 @@ import (
 	"github.com/kubox/kubox/embedded/kubelet"
 	"github.com/kubox/kubox/internal/configfile"
 	"github.com/kubox/kubox/internal/fatal"
-	"github.com/kubox/kubox/internal/memtrim"
 	"github.com/kubox/kubox/server"
 	"github.com/kubox/kubox/systemd"
 )
@@ -223,19 +221,21 @@ e.g. "cluster-cidr: 10.42.0.0/16"; a flag given on the command line wins.`,
 				return err
 			}
 			if os.Getenv("GOGC") == "" {
-				// Collect at 50% heap growth instead of Go's 100%: idle PSS of
-				// the whole node fell by about 50 MB (measured), at a CPU cost
-				// an idle edge box does not notice. GOGC overrides it.
-				debug.SetGCPercent(50)
+				// Collect at 50% heap growth instead of Go's 100% while
+				// starting, and at idleGCPercent once settled (see
+				// settled): idle PSS of the whole node fell by about 50 MB
+				// (measured), at a CPU cost an idle edge box does not
+				// notice. GOGC overrides both.
+				debug.SetGCPercent(startGCPercent)
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 			srv, err := server.New(cfg, log)
 			if err != nil {
 				return err
 			}
-			trimCtx, stopTrim := context.WithCancel(context.Background())
-			defer stopTrim()
-			srv.SetNotifier(&trimAfterReady{Notifier: notifier, ctx: trimCtx, log: log})
+			settleCtx, stopSettle := context.WithCancel(context.Background())
+			defer stopSettle()
+			srv.SetNotifier(&settleWhenReady{Notifier: notifier, ctx: settleCtx, log: log})
 			// klog's exit is process-wide: set here, once, for the
 			// upstream components this process runs.
 			// Grace: components waiting on a wedged etcd each use their
@@ -257,35 +257,4 @@ e.g. "cluster-cidr: 10.42.0.0/16"; a flag given on the command line wins.`,
 	f.register(cmd.Flags())
 	cmd.Flags().StringVarP(&configFile, "config", "c", server.DefaultConfigFile, "config file (YAML; keys are the flag names)")
 	return cmd
-}
-
-// Executable pages are dropped this long after the node is ready (the
-// controllers' first sync and the start's one-off work are done by then),
-// and again every trimPeriod; see internal/memtrim. Measured on a fresh
-// single node: FIGURE.
-const (
-	trimSettle = 20 * time.Second
-	trimPeriod = 30 * time.Minute
-)
-
-// trimAfterReady is the server's notifier, which also starts dropping the
-// executable's pages once the node is ready.
-type trimAfterReady struct {
-	server.Notifier
-	ctx  context.Context
-	log  *slog.Logger
-	once sync.Once
-}
-
-func (t *trimAfterReady) Ready(msg string) {
-	t.Notifier.Ready(msg)
-	t.once.Do(func() {
-		go memtrim.Loop(t.ctx, trimSettle, trimPeriod, func(dropped int64, err error) {
-			if err != nil {
-				t.log.Warn("could not drop unused executable pages", "err", err)
-				return
-			}
-			t.log.Debug("dropped executable pages", "bytes", dropped)
-		})
-	})
 }
