@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -25,10 +26,13 @@ func newKubeletCommand() *cobra.Command {
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if os.Getenv("GOGC") == "" {
-				debug.SetGCPercent(50) // as kubox server: see there
+				debug.SetGCPercent(startGCPercent) // as kubox server: see there
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			// As kubox server does once ready; the kubelet has
+			// registered the node and synced its pods by then.
+			go settled(ctx, kubeletSettle, slog.Default())
 			err := kubelet.Run(ctx, a)
 			klog.Flush()
 			if err != nil {

@@ -117,6 +117,8 @@ func (f *serverFlags) register(fs *pflag.FlagSet) {
 	}
 	fs.Int64Var(&t.AirgapWriteRate, "test-airgap-write-rate", 0, "for tests: cap the images dir's imports at this many bytes written per second (an import that outlasts a start timeout)")
 	_ = fs.MarkHidden("test-airgap-write-rate")
+	fs.BoolVar(&t.Pprof, "test-pprof", false, "for benchmarks: serve Go's /debug/pprof/ on the metrics endpoint")
+	_ = fs.MarkHidden("test-pprof")
 }
 
 // formatReserved writes a reserved-resources map the way --system-reserved
@@ -219,17 +221,21 @@ e.g. "cluster-cidr: 10.42.0.0/16"; a flag given on the command line wins.`,
 				return err
 			}
 			if os.Getenv("GOGC") == "" {
-				// Collect at 50% heap growth instead of Go's 100%: idle PSS of
-				// the whole node fell by about 50 MB (measured), at a CPU cost
-				// an idle edge box does not notice. GOGC overrides it.
-				debug.SetGCPercent(50)
+				// Collect at 50% heap growth instead of Go's 100% while
+				// starting, and at idleGCPercent once settled (see
+				// settled): idle PSS of the whole node fell by about 50 MB
+				// (measured), at a CPU cost an idle edge box does not
+				// notice. GOGC overrides both.
+				debug.SetGCPercent(startGCPercent)
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 			srv, err := server.New(cfg, log)
 			if err != nil {
 				return err
 			}
-			srv.SetNotifier(notifier)
+			settleCtx, stopSettle := context.WithCancel(context.Background())
+			defer stopSettle()
+			srv.SetNotifier(&settleWhenReady{Notifier: notifier, ctx: settleCtx, log: log})
 			// klog's exit is process-wide: set here, once, for the
 			// upstream components this process runs.
 			// Grace: components waiting on a wedged etcd each use their

@@ -146,6 +146,9 @@ type TestingSettings struct {
 	// initialise after the kubelet's (the order that broke the in-process
 	// kubelet's CSI node info; see embedded/kubelet).
 	ControllerManagerAfterNode bool
+	// Pprof serves Go's /debug/pprof/ on the metrics listener (client
+	// certificate required), for the memory benchmark's heap profile.
+	Pprof bool
 }
 
 // Defaults that more than one verb needs.

@@ -268,6 +268,7 @@ func plan(in *prepared) ([]step, error) {
 			Address:  c.MetricsAddress,
 			CertFile: pki.APIServerCert, KeyFile: pki.APIServerKey, ClientCAFile: pki.ClientCACert,
 			Gatherer: legacyregistry.DefaultGatherer, Log: logFor("metrics"),
+			Pprof: c.Testing.Pprof,
 		}))
 	}
 	return steps, nil

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strings"
 	"sync"
@@ -43,7 +44,10 @@ type Config struct {
 	CertFile, KeyFile, ClientCAFile string
 	// Gatherer yields the metrics; only names with one of Prefixes are served.
 	Gatherer prometheus.Gatherer
-	Log      *slog.Logger
+	// Pprof also serves Go's profiles under /debug/pprof/ (benchmarks
+	// only: a profile can stall the process it profiles).
+	Pprof bool
+	Log   *slog.Logger
 }
 
 // Server is the component.
@@ -82,6 +86,9 @@ func (s *Server) Start(ctx context.Context) error {
 	s.ln = ln
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(filtered{s.cfg.Gatherer}, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	if s.cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+	}
 	s.srv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,

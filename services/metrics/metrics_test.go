@@ -101,7 +101,8 @@ func TestEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Stop(context.Background())
-	url := "https://" + s.Addr().String() + "/metrics"
+	base := "https://" + s.Addr().String()
+	url := base + "/metrics"
 	roots := x509.NewCertPool()
 	roots.AddCert(serverCA.cert)
 	get := func(client *issued) (string, error) {
@@ -132,6 +133,12 @@ func TestEndpoint(t *testing.T) {
 	if _, err := get(nil); err == nil {
 		t.Error("scrape without a client cert succeeded")
 	}
+	// Go's profiles only with Config.Pprof (the benchmarks' --test-pprof).
+	url = base + "/debug/pprof/heap?debug=1"
+	if body, err := get(good); err != nil || strings.Contains(body, "heap profile") {
+		t.Errorf("heap profile served without Pprof (err %v)", err)
+	}
+	url = base + "/metrics"
 	if _, err := get(stranger); err == nil {
 		t.Error("scrape with a cert from another CA succeeded")
 	}
@@ -142,5 +149,42 @@ func TestEndpoint(t *testing.T) {
 	os.Chtimes(filepath.Join(dir, "client-ca.crt"), future, future)
 	if _, err := get(stranger); err != nil {
 		t.Errorf("after adding the other CA to the client CA file: %v", err)
+	}
+}
+
+func TestEndpointPprof(t *testing.T) {
+	dir := t.TempDir()
+	serverCA := issue(t, "cluster-ca", nil, true, 0)
+	clientCA := issue(t, "client-ca", nil, true, 0)
+	srv := issue(t, "kube-apiserver", serverCA, false, x509.ExtKeyUsageServerAuth)
+	good := issue(t, "bench", clientCA, false, x509.ExtKeyUsageClientAuth)
+	s := New(Config{
+		Address:  "127.0.0.1:0",
+		CertFile: write(t, dir, "srv.crt", srv.pem), KeyFile: write(t, dir, "srv.key", srv.kpem),
+		ClientCAFile: write(t, dir, "client-ca.crt", clientCA.pem),
+		Gatherer:     prometheus.NewRegistry(),
+		Pprof:        true,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop(context.Background())
+	roots := x509.NewCertPool()
+	roots.AddCert(serverCA.cert)
+	pair, err := tls.X509KeyPair(good.pem, good.kpem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{pair}}}}
+	resp, err := c.Get("https://" + s.Addr().String() + "/debug/pprof/heap?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(string(b), "heap profile:") {
+		t.Errorf("heap profile: %s, %.80q", resp.Status, b)
 	}
 }
