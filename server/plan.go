@@ -74,8 +74,10 @@ type prepared struct {
 }
 
 // step is one component of the plan and the components it needs ready
-// before it starts. The supervisor starts the plan in order, one at a
-// time; needs records why the order is what it is.
+// before it starts. The supervisor starts each step as soon as its needs
+// are ready, so needs are the whole of the start's order (the plan's order
+// is the stop's, in reverse): a component that relies on another being up
+// must name it.
 type step struct {
 	component.Component
 	needs []string
@@ -219,7 +221,13 @@ func plan(in *prepared) ([]step, error) {
 		if err != nil {
 			return nil, err
 		}
-		add(px, "etcd")
+		// After a promotion, as before the parallel start: the apiserver
+		// comes up on a member that already votes.
+		pxNeeds := []string{"etcd"}
+		if in.join != nil && in.join.promote {
+			pxNeeds = append(pxNeeds, "etcd-promote")
+		}
+		add(px, pxNeeds...)
 		etcdURL, etcdNeed = px.URL(), px.Name()
 	}
 	add(apiserver.New(apiserver.Config{
@@ -340,12 +348,14 @@ func agentSteps(in *prepared, add func(component.Component, ...string)) {
 		Log:          logFor("kubelet"),
 	}), kubeletNeeds...)
 	// Writes the CNI config once the controller manager gave this node
-	// its pod range.
+	// its pod range. It waits for the range itself, not for the kubelet
+	// to be ready: that Ready also waits for the kubelet's serving
+	// certificate, which the node's Ready condition does not need.
 	add(network.New(network.Config{
 		NodeName: c.NodeName, Client: in.client, ConfDir: p.CNIConf, IPAMDir: p.CNIIPAM,
 		ClusterCIDR: c.ClusterCIDR, CleanupOnStop: c.Proxy.CleanupOnStop,
 		Log: logFor("network"),
-	}), "controller-manager", "kubelet")
+	}), "controller-manager")
 	add(network.NewRoutes(network.RoutesConfig{
 		NodeName: c.NodeName, NodeIP: c.NodeIP, Client: in.client,
 		Backend: network.Backend(c.PodNetwork.Backend), VXLANPort: c.PodNetwork.VXLANPort, VXLANVNI: c.PodNetwork.VXLANVNI,
