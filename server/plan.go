@@ -42,10 +42,10 @@ import (
 
 // A start has two steps. prepare does everything that touches this host or
 // another box before any component runs (a join's etcd member add, the PKI,
-// the runtime binaries, the etcd proxy's listener, API clients) and hands
-// back an undo for what must not outlive a failed start. plan then builds
-// the components in start order from what prepare produced and touches
-// nothing, so a unit test can pin the order.
+// the etcd proxy's listener, API clients) and hands back an undo for what
+// must not outlive a failed start. plan then builds the components, with
+// what each needs, from what prepare produced and touches nothing, so a
+// unit test can pin them.
 
 // prepared is what prepare produced and plan reads.
 type prepared struct {
@@ -147,9 +147,6 @@ func (s *Server) prepareSteps(ctx context.Context, in *prepared, undos *[]func()
 		}
 	}
 	if !c.DisableAgent {
-		if err := assets.Install(p.Bin); err != nil {
-			return fmt.Errorf("install runtime binaries into %s: %w", p.Bin, err)
-		}
 		in.airgapPolicy.Require = c.AirgapRequireSignature
 		in.airgapPolicy.AllowUnsigned = c.AirgapAllowUnsigned
 		if c.AirgapPublicKeyFile != "" {
@@ -303,6 +300,15 @@ func agentSteps(in *prepared, add func(component.Component, ...string)) {
 		Client: in.client, Log: logFor("csr-approver"),
 		Nodes: func() []csrapprover.Node { return []csrapprover.Node{{Name: c.NodeName, IPs: []net.IP{c.NodeIP}}} },
 	}), "apiserver")
+	// A one-shot, not a prepare step: on a fresh data dir writing the
+	// binaries takes about half a second, which now overlaps etcd's and
+	// the apiserver's start instead of coming before them.
+	add(component.OneShot("runtime-binaries", func(context.Context) error {
+		if err := assets.Install(p.Bin); err != nil {
+			return fmt.Errorf("install runtime binaries into %s: %w", p.Bin, err)
+		}
+		return nil
+	}))
 	ctrd := containerd.New(containerd.Config{
 		Binary: filepath.Join(p.Bin, "containerd"),
 		Root:   p.ContainerdRoot, State: p.ContainerdState, Socket: p.ContainerdSock,
@@ -315,7 +321,7 @@ func agentSteps(in *prepared, add func(component.Component, ...string)) {
 		StopPodsOnExit:      c.StopPodsOnExit,
 		Log:                 logFor("containerd"),
 	})
-	add(ctrd)
+	add(ctrd, "runtime-binaries")
 	// Imports in the background once the node is Ready: no bundle holds
 	// up the kubelet or counts against the start timeout.
 	add(airgap.NewWatcher(airgap.WatcherConfig{
