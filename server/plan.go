@@ -266,13 +266,15 @@ func plan(in *prepared) ([]step, error) {
 		Dir: c.ManifestsDir, NodeName: c.NodeName, Kubeconfig: pki.AdminKubeconfig, Log: logFor("manifests"),
 	}), "apiserver")
 	add(backupScheduler(in, et.ClientURL()), "apiserver")
-	add(newCertRenewer(c, logFor("certs")))
+	// After etcd, as everything but the disk guard: a box whose etcd
+	// refuses to start (a removed or stale member) starts nothing else.
+	add(newCertRenewer(c, logFor("certs")), "etcd")
 	if c.MetricsAddress != "none" && c.MetricsAddress != "" {
 		add(metrics.New(metrics.Config{
 			Address:  c.MetricsAddress,
 			CertFile: pki.APIServerCert, KeyFile: pki.APIServerKey, ClientCAFile: pki.ClientCACert,
 			Gatherer: legacyregistry.DefaultGatherer, Log: logFor("metrics"),
-		}))
+		}), "etcd")
 	}
 	return steps, nil
 }
@@ -301,14 +303,15 @@ func agentSteps(in *prepared, add func(component.Component, ...string)) {
 		Nodes: func() []csrapprover.Node { return []csrapprover.Node{{Name: c.NodeName, IPs: []net.IP{c.NodeIP}}} },
 	}), "apiserver")
 	// A one-shot, not a prepare step: on a fresh data dir writing the
-	// binaries takes about half a second, which now overlaps etcd's and
-	// the apiserver's start instead of coming before them.
+	// binaries takes about half a second, which now overlaps the
+	// apiserver's start instead of coming before etcd's. After etcd, so a
+	// box whose etcd refuses to start starts no containerd either.
 	add(component.OneShot("runtime-binaries", func(context.Context) error {
 		if err := assets.Install(p.Bin); err != nil {
 			return fmt.Errorf("install runtime binaries into %s: %w", p.Bin, err)
 		}
 		return nil
-	}))
+	}), "etcd")
 	ctrd := containerd.New(containerd.Config{
 		Binary: filepath.Join(p.Bin, "containerd"),
 		Root:   p.ContainerdRoot, State: p.ContainerdState, Socket: p.ContainerdSock,

@@ -64,6 +64,24 @@ func needsComeFirst(t *testing.T, steps []step) {
 	}
 }
 
+// afterEtcd checks that every component but the disk guard and etcd needs
+// etcd, directly or through another: the start is parallel, and a box whose
+// etcd refuses to start (removed, stale) must start nothing else.
+func afterEtcd(t *testing.T, steps []step) {
+	t.Helper()
+	gated := map[string]bool{"etcd": true}
+	for _, s := range steps {
+		for _, n := range s.needs {
+			if gated[n] {
+				gated[s.Name()] = true
+			}
+		}
+		if !gated[s.Name()] && s.Name() != "disk" {
+			t.Errorf("%s can start before etcd serves", s.Name())
+		}
+	}
+}
+
 func TestPlanSingleBox(t *testing.T) {
 	steps, _ := planFor(t, nil)
 	want := []string{
@@ -77,7 +95,7 @@ func TestPlanSingleBox(t *testing.T) {
 		"dns<apiserver>",
 		"proxy<apiserver>",
 		"csr-approver<apiserver>",
-		"runtime-binaries<>",
+		"runtime-binaries<etcd>",
 		"containerd<runtime-binaries>",
 		"airgap<containerd>",
 		"kubelet<apiserver,containerd,csr-approver,proxy>",
@@ -86,13 +104,14 @@ func TestPlanSingleBox(t *testing.T) {
 		"local-path<apiserver>",
 		"manifests<apiserver>",
 		"backup<apiserver>",
-		"certs<>",
-		"metrics<>",
+		"certs<etcd>",
+		"metrics<etcd>",
 	}
 	if got := describe(steps); !slices.Equal(got, want) {
 		t.Errorf("plan:\n got %v\nwant %v", got, want)
 	}
 	needsComeFirst(t, steps)
+	afterEtcd(t, steps)
 }
 
 // A box that joins reaches etcd through the etcd proxy, and a box joining
@@ -113,6 +132,7 @@ func TestPlanJoiningBox(t *testing.T) {
 		t.Errorf("plan starts:\n got %v\nwant %v", got[:len(want)], want)
 	}
 	needsComeFirst(t, steps)
+	afterEtcd(t, steps)
 }
 
 // A control-plane-only box without DNS or metrics runs no agent parts.
@@ -120,7 +140,7 @@ func TestPlanControlPlaneOnly(t *testing.T) {
 	steps, _ := planFor(t, func(c *Config, in *prepared) {
 		c.DisableAgent, c.DisableDNS, c.MetricsAddress = true, true, "none"
 	})
-	want := []string{"disk<>", "etcd<>", "etcd-space<etcd>", "apiserver<etcd,etcd-space>", "join-bundle<apiserver>", "controller-manager<apiserver>", "scheduler<apiserver>", "manifests<apiserver>", "backup<apiserver>", "certs<>"}
+	want := []string{"disk<>", "etcd<>", "etcd-space<etcd>", "apiserver<etcd,etcd-space>", "join-bundle<apiserver>", "controller-manager<apiserver>", "scheduler<apiserver>", "manifests<apiserver>", "backup<apiserver>", "certs<etcd>"}
 	if got := describe(steps); !slices.Equal(got, want) {
 		t.Errorf("plan:\n got %v\nwant %v", got, want)
 	}
