@@ -1,6 +1,6 @@
 // Package component defines the lifecycle every part of a kubox node
-// follows, and the supervisor that starts the parts in order and stops them
-// in reverse.
+// follows, and the supervisor that starts the parts as their needs are
+// ready and stops them in reverse.
 //
 // The shape follows etcd's embed package (a Config, one Start, a ready
 // signal, a Close) and k0s's component manager (Init, Start, Ready, Stop,
@@ -8,8 +8,9 @@
 //
 // # The contract
 //
-// The supervisor first calls Init on every component that has it, then, one
-// component at a time, Start and Ready; on stop it calls Stop in reverse
+// The supervisor first calls Init on every component that has it, then
+// Start and Ready on each once the components it needs are ready (one at a
+// time in order when no needs are given); on stop it calls Stop in reverse
 // order on the components it started. What each step may do:
 //
 //   - Name is required: a short, stable name for logs and errors.
@@ -22,7 +23,7 @@
 //     that is under way: it starts the goroutine or process, binds the
 //     listener, and launches the setup that has to wait for something
 //     (a pod CIDR, a socket) in the background (Step). It may rely on the
-//     components before it being ready. Its ctx bounds the component's whole
+//     components it needs being ready. Its ctx bounds the component's whole
 //     run, not the start: when it ends the component winds down.
 //   - Ready is optional (Readier). It only waits and reports: it blocks
 //     until the component serves (or its setup Step has finished) and

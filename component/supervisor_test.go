@@ -208,3 +208,81 @@ func TestSupervisorStartFailsWhenAnEarlierComponentFails(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// gated is ready when its gate is closed.
+type gated struct {
+	bare
+	gate chan struct{}
+}
+
+func (g *gated) Ready(ctx context.Context) error {
+	select {
+	case <-g.gate:
+		g.rec(g.name + ":ready")
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// With Needs, a component that needs nothing not yet ready starts while
+// another is still getting ready, one that needs it waits for it, and the
+// stop goes in reverse of the components' order, not of the start's.
+func TestSupervisorStartsByNeeds(t *testing.T) {
+	var mu sync.Mutex
+	var log []string
+	rec := func(s string) { mu.Lock(); defer mu.Unlock(); log = append(log, s) }
+	etcd := &gated{bare{name: "etcd", rec: rec}, make(chan struct{})}
+	api := &gated{bare{name: "apiserver", rec: rec}, make(chan struct{})}
+	ctrd := &gated{bare{name: "containerd", rec: rec}, make(chan struct{})}
+	kubelet := &bare{name: "kubelet", rec: rec}
+	s := &Supervisor{
+		Components: []Component{etcd, api, ctrd, kubelet},
+		Needs:      map[string][]string{"apiserver": {"etcd"}, "kubelet": {"apiserver", "containerd"}},
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Start(context.Background(), context.Background()) }()
+	calls := func() string { mu.Lock(); defer mu.Unlock(); return strings.Join(log, " ") }
+	waitFor := func(want string) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !strings.Contains(calls(), want); {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q in calls: %s", want, calls())
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitFor("containerd:start") // before etcd is ready
+	close(ctrd.gate)
+	waitFor("containerd:ready")
+	close(etcd.gate)
+	waitFor("apiserver:start")
+	if strings.Contains(calls(), "kubelet:start") {
+		t.Fatalf("kubelet started before the apiserver was ready: %s", calls())
+	}
+	close(api.gate)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want := "etcd:start containerd:start containerd:ready etcd:ready apiserver:start apiserver:ready kubelet:start kubelet:stop containerd:stop apiserver:stop etcd:stop"
+	if got := calls(); got != want {
+		t.Fatalf("calls\n got %s\nwant %s", got, want)
+	}
+}
+
+// A need that does not come earlier is refused before anything starts: it
+// could never be ready in time.
+func TestSupervisorRefusesANeedNotBefore(t *testing.T) {
+	fs, log := fakes("a", "b")
+	s := &Supervisor{Components: components(fs), Needs: map[string][]string{"a": {"b"}}}
+	err := s.Start(context.Background(), context.Background())
+	if err == nil || err.Error() != "a needs b, which does not come before it" {
+		t.Fatalf("Start = %v", err)
+	}
+	if len(*log) != 0 {
+		t.Fatalf("calls after a bad plan: %v", *log)
+	}
+}

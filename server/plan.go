@@ -42,10 +42,10 @@ import (
 
 // A start has two steps. prepare does everything that touches this host or
 // another box before any component runs (a join's etcd member add, the PKI,
-// the runtime binaries, the etcd proxy's listener, API clients) and hands
-// back an undo for what must not outlive a failed start. plan then builds
-// the components in start order from what prepare produced and touches
-// nothing, so a unit test can pin the order.
+// the etcd proxy's listener, API clients) and hands back an undo for what
+// must not outlive a failed start. plan then builds the components, with
+// what each needs, from what prepare produced and touches nothing, so a
+// unit test can pin them.
 
 // prepared is what prepare produced and plan reads.
 type prepared struct {
@@ -74,8 +74,10 @@ type prepared struct {
 }
 
 // step is one component of the plan and the components it needs ready
-// before it starts. The supervisor starts the plan in order, one at a
-// time; needs records why the order is what it is.
+// before it starts. The supervisor starts each step as soon as its needs
+// are ready, so needs are the whole of the start's order (the plan's order
+// is the stop's, in reverse): a component that relies on another being up
+// must name it.
 type step struct {
 	component.Component
 	needs []string
@@ -145,9 +147,6 @@ func (s *Server) prepareSteps(ctx context.Context, in *prepared, undos *[]func()
 		}
 	}
 	if !c.DisableAgent {
-		if err := assets.Install(p.Bin); err != nil {
-			return fmt.Errorf("install runtime binaries into %s: %w", p.Bin, err)
-		}
 		in.airgapPolicy.Require = c.AirgapRequireSignature
 		in.airgapPolicy.AllowUnsigned = c.AirgapAllowUnsigned
 		if c.AirgapPublicKeyFile != "" {
@@ -219,7 +218,13 @@ func plan(in *prepared) ([]step, error) {
 		if err != nil {
 			return nil, err
 		}
-		add(px, "etcd")
+		// After a promotion, as before the parallel start: the apiserver
+		// comes up on a member that already votes.
+		pxNeeds := []string{"etcd"}
+		if in.join != nil && in.join.promote {
+			pxNeeds = append(pxNeeds, "etcd-promote")
+		}
+		add(px, pxNeeds...)
 		etcdURL, etcdNeed = px.URL(), px.Name()
 	}
 	add(apiserver.New(apiserver.Config{
@@ -262,14 +267,16 @@ func plan(in *prepared) ([]step, error) {
 		NodeName: c.NodeName, Kubeconfig: pki.AdminKubeconfig, Log: logFor("manifests"),
 	}), "apiserver")
 	add(backupScheduler(in, et.ClientURL()), "apiserver")
-	add(newCertRenewer(c, logFor("certs")))
+	// After etcd, as everything but the disk guard: a box whose etcd
+	// refuses to start (a removed or stale member) starts nothing else.
+	add(newCertRenewer(c, logFor("certs")), "etcd")
 	if c.MetricsAddress != "none" && c.MetricsAddress != "" {
 		add(metrics.New(metrics.Config{
 			Address:  c.MetricsAddress,
 			CertFile: pki.APIServerCert, KeyFile: pki.APIServerKey, ClientCAFile: pki.ClientCACert,
 			Gatherer: legacyregistry.DefaultGatherer, Log: logFor("metrics"),
 			Pprof: c.Testing.Pprof,
-		}))
+		}), "etcd")
 	}
 	return steps, nil
 }
@@ -297,6 +304,16 @@ func agentSteps(in *prepared, add func(component.Component, ...string)) {
 		Client: in.client, Log: logFor("csr-approver"),
 		Nodes: func() []csrapprover.Node { return []csrapprover.Node{{Name: c.NodeName, IPs: []net.IP{c.NodeIP}}} },
 	}), "apiserver")
+	// A one-shot, not a prepare step: on a fresh data dir writing the
+	// binaries takes about half a second, which now overlaps the
+	// apiserver's start instead of coming before etcd's. After etcd, so a
+	// box whose etcd refuses to start starts no containerd either.
+	add(component.OneShot("runtime-binaries", func(context.Context) error {
+		if err := assets.Install(p.Bin); err != nil {
+			return fmt.Errorf("install runtime binaries into %s: %w", p.Bin, err)
+		}
+		return nil
+	}), "etcd")
 	ctrd := containerd.New(containerd.Config{
 		Binary: filepath.Join(p.Bin, "containerd"),
 		Root:   p.ContainerdRoot, State: p.ContainerdState, Socket: p.ContainerdSock,
@@ -309,7 +326,7 @@ func agentSteps(in *prepared, add func(component.Component, ...string)) {
 		StopPodsOnExit:      c.StopPodsOnExit,
 		Log:                 logFor("containerd"),
 	})
-	add(ctrd)
+	add(ctrd, "runtime-binaries")
 	// Imports in the background once the node is Ready: no bundle holds
 	// up the kubelet or counts against the start timeout.
 	add(airgap.NewWatcher(airgap.WatcherConfig{
@@ -343,12 +360,14 @@ func agentSteps(in *prepared, add func(component.Component, ...string)) {
 		Log:          logFor("kubelet"),
 	}), kubeletNeeds...)
 	// Writes the CNI config once the controller manager gave this node
-	// its pod range.
+	// its pod range. It waits for the range itself, not for the kubelet
+	// to be ready: that Ready also waits for the kubelet's serving
+	// certificate, which the node's Ready condition does not need.
 	add(network.New(network.Config{
 		NodeName: c.NodeName, Client: in.client, ConfDir: p.CNIConf, IPAMDir: p.CNIIPAM,
 		ClusterCIDR: c.ClusterCIDR, CleanupOnStop: c.Proxy.CleanupOnStop,
 		Log: logFor("network"),
-	}), "controller-manager", "kubelet")
+	}), "controller-manager")
 	add(network.NewRoutes(network.RoutesConfig{
 		NodeName: c.NodeName, NodeIP: c.NodeIP, Client: in.client,
 		Backend: network.Backend(c.PodNetwork.Backend), VXLANPort: c.PodNetwork.VXLANPort, VXLANVNI: c.PodNetwork.VXLANVNI,

@@ -47,7 +47,7 @@ func describe(steps []step) []string {
 }
 
 // needsComeFirst checks that every need names a component earlier in the
-// plan: the supervisor starts in order, so that is what makes it hold.
+// plan: the supervisor refuses a plan where one does not.
 func needsComeFirst(t *testing.T, steps []step) {
 	t.Helper()
 	seen := map[string]bool{}
@@ -64,6 +64,24 @@ func needsComeFirst(t *testing.T, steps []step) {
 	}
 }
 
+// afterEtcd checks that every component but the disk guard and etcd needs
+// etcd, directly or through another: the start is parallel, and a box whose
+// etcd refuses to start (removed, stale) must start nothing else.
+func afterEtcd(t *testing.T, steps []step) {
+	t.Helper()
+	gated := map[string]bool{"etcd": true}
+	for _, s := range steps {
+		for _, n := range s.needs {
+			if gated[n] {
+				gated[s.Name()] = true
+			}
+		}
+		if !gated[s.Name()] && s.Name() != "disk" {
+			t.Errorf("%s can start before etcd serves", s.Name())
+		}
+	}
+}
+
 func TestPlanSingleBox(t *testing.T) {
 	steps, _ := planFor(t, nil)
 	want := []string{
@@ -77,21 +95,23 @@ func TestPlanSingleBox(t *testing.T) {
 		"dns<apiserver>",
 		"proxy<apiserver>",
 		"csr-approver<apiserver>",
-		"containerd<>",
+		"runtime-binaries<etcd>",
+		"containerd<runtime-binaries>",
 		"airgap<containerd>",
 		"kubelet<apiserver,containerd,csr-approver,proxy>",
-		"network<controller-manager,kubelet>",
+		"network<controller-manager>",
 		"pod-routes<apiserver>",
 		"local-path<apiserver>",
 		"manifests<apiserver>",
 		"backup<apiserver>",
-		"certs<>",
-		"metrics<>",
+		"certs<etcd>",
+		"metrics<etcd>",
 	}
 	if got := describe(steps); !slices.Equal(got, want) {
 		t.Errorf("plan:\n got %v\nwant %v", got, want)
 	}
 	needsComeFirst(t, steps)
+	afterEtcd(t, steps)
 }
 
 // A box that joins reaches etcd through the etcd proxy, and a box joining
@@ -107,11 +127,12 @@ func TestPlanJoiningBox(t *testing.T) {
 		in.etcdProxy = ln
 	})
 	got := describe(steps)
-	want := []string{"disk<>", "etcd<>", "etcd-space<etcd>", "etcd-promote<etcd>", "etcd-proxy<etcd>", "apiserver<etcd-proxy,etcd-space>", "join-bundle<apiserver>"}
+	want := []string{"disk<>", "etcd<>", "etcd-space<etcd>", "etcd-promote<etcd>", "etcd-proxy<etcd,etcd-promote>", "apiserver<etcd-proxy,etcd-space>", "join-bundle<apiserver>"}
 	if !slices.Equal(got[:len(want)], want) {
 		t.Errorf("plan starts:\n got %v\nwant %v", got[:len(want)], want)
 	}
 	needsComeFirst(t, steps)
+	afterEtcd(t, steps)
 }
 
 // A control-plane-only box without DNS or metrics runs no agent parts.
@@ -119,7 +140,7 @@ func TestPlanControlPlaneOnly(t *testing.T) {
 	steps, _ := planFor(t, func(c *Config, in *prepared) {
 		c.DisableAgent, c.DisableDNS, c.MetricsAddress = true, true, "none"
 	})
-	want := []string{"disk<>", "etcd<>", "etcd-space<etcd>", "apiserver<etcd,etcd-space>", "join-bundle<apiserver>", "controller-manager<apiserver>", "scheduler<apiserver>", "manifests<apiserver>", "backup<apiserver>", "certs<>"}
+	want := []string{"disk<>", "etcd<>", "etcd-space<etcd>", "apiserver<etcd,etcd-space>", "join-bundle<apiserver>", "controller-manager<apiserver>", "scheduler<apiserver>", "manifests<apiserver>", "backup<apiserver>", "certs<etcd>"}
 	if got := describe(steps); !slices.Equal(got, want) {
 		t.Errorf("plan:\n got %v\nwant %v", got, want)
 	}

@@ -156,9 +156,12 @@ func (s *Server) Run(ctx context.Context) error {
 		s.notify.Stopping("failed: " + err.Error())
 		return err
 	}
-	s.sup = &component.Supervisor{Log: s.log, Status: s.notify.Status}
+	// Each component starts once what it needs is ready: etcd and
+	// containerd side by side, the apiserver's clients together.
+	s.sup = &component.Supervisor{Log: s.log, Status: s.notify.Status, Needs: map[string][]string{}}
 	for _, st := range steps {
 		s.sup.Components = append(s.sup.Components, st.Component)
+		s.sup.Needs[st.Name()] = st.needs
 	}
 	runCtx, cancelRun := context.WithCancel(context.Background())
 	defer cancelRun()

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -226,6 +227,9 @@ func importImage(ctx context.Context, client *containerd.Client, open func() (io
 	return nil
 }
 
+// stopPodsAtOnce bounds the pod sandboxes StopPods stops at the same time.
+const stopPodsAtOnce = 8
+
 // StopPods stops every pod sandbox through the CRI, which also tears down
 // pod networking and lets the shims exit.
 func (c *Containerd) StopPods(ctx context.Context) error {
@@ -239,12 +243,28 @@ func (c *Containerd) StopPods(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list pod sandboxes: %w", err)
 	}
-	var errs []error
+	// A few at a time: each stop mostly waits (for its containers to die,
+	// for the CNI plugin's teardown), so one after another the stop grows
+	// with the pod count.
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+		sem  = make(chan struct{}, stopPodsAtOnce)
+	)
 	for _, sb := range list.Items {
-		if _, err := rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: sb.Id}); err != nil {
-			errs = append(errs, fmt.Errorf("stop pod sandbox %s (%s/%s): %w", sb.Id, sb.Metadata.GetNamespace(), sb.Metadata.GetName(), err))
-		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if _, err := rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: sb.Id}); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("stop pod sandbox %s (%s/%s): %w", sb.Id, sb.Metadata.GetNamespace(), sb.Metadata.GetName(), err))
+				mu.Unlock()
+			}
+		}()
 	}
+	wg.Wait()
 	if len(list.Items) > 0 {
 		c.cfg.Log.Info("stopped pod sandboxes", "count", len(list.Items)-len(errs))
 	}
