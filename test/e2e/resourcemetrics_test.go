@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
 	"regexp"
 	"strings"
 	"testing"
@@ -145,4 +146,45 @@ func waitReplicas(ctx context.Context, t *testing.T, n *harness.Node, want strin
 	hpa, _ := n.Kubectl(ctx, "describe", "hpa", "burner")
 	top, _ := n.Kubectl(ctx, "top", "pods")
 	t.Fatalf("burner replicas never %s; last %s\n%s\n%s", want, last, hpa, top)
+}
+
+// TestResourceMetricsTwoBoxes: every box scrapes every kubelet, so
+// `kubectl top nodes` through either box's apiserver lists both boxes
+// with figures.
+func TestResourceMetricsTwoBoxes(t *testing.T) {
+	env := harness.Require(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
+	defer cancel()
+	network := harness.NewNetwork(t, "kbxrm", 2)
+	ns, ip := network.Namespaces, network.IPs
+	joinURL := "https://" + net.JoinHostPort(ip[0], "6443")
+
+	box1 := harness.NewNode(t, env, boxArgs("rmbox1", ip[0], cgroupRoot("rmbox1"))...)
+	box1.Netns = ns[0]
+	var box2 *harness.Node
+	harness.Phase(t, "boxes-ready", func(t *testing.T) {
+		startBoxNodeReady(ctx, t, box1)
+		tok := createToken(ctx, t, box1, "1h")
+		box2 = harness.NewNode(t, env, boxArgs("rmbox2", ip[1], cgroupRoot("rmbox2"), "--join", joinURL)...)
+		box2.Netns, box2.Env = ns[1], []string{"KUBOX_TOKEN=" + tok}
+		startBox(ctx, t, box2)
+		wctx, wcancel := context.WithTimeout(ctx, 3*time.Minute)
+		defer wcancel()
+		if err := harness.WaitFor(wctx, time.Second, func() bool {
+			out, err := box1.Kubectl(wctx, "get", "node", "rmbox2", "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+			return err == nil && out == "True"
+		}); err != nil {
+			t.Fatalf("rmbox2 not Ready: %v", err)
+		}
+	})
+
+	harness.Phase(t, "top-both", func(t *testing.T) {
+		both := regexp.MustCompile(`(?ms)^rmbox1\s+\d+m\s+\d+%\s+\d+Mi\s+\d+%\s*$.*^rmbox2\s+\d+m\s+\d+%\s+\d+Mi\s+\d+%\s*$`)
+		for _, b := range []*harness.Node{box1, box2} {
+			waitFor(t, "kubectl top nodes with both boxes' figures", func() (bool, string) {
+				out, err := b.Kubectl(ctx, "top", "nodes")
+				return err == nil && both.MatchString(out), fmt.Sprint(out, err)
+			})
+		}
+	})
 }
