@@ -229,7 +229,10 @@ func RemoveAPIService(ctx context.Context, kubeconfig string) error {
 	if err != nil {
 		return err
 	}
-	c := services.APIServices()
+	return removeAPIService(ctx, services.APIServices())
+}
+
+func removeAPIService(ctx context.Context, c apiregistrationclient.APIServiceInterface) error {
 	cur, err := c.Get(ctx, APIServiceName, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil

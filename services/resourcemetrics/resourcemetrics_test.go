@@ -3,6 +3,7 @@ package resourcemetrics
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
+	apiregistrationv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
+	aggregatorfake "k8s.io/kube-aggregator/pkg/client/clientset_generated/clientset/fake"
 	"k8s.io/metrics/pkg/apis/metrics"
 )
 
@@ -190,5 +193,48 @@ func TestREST(t *testing.T) {
 	none, _ := podR.List(shop, &metainternalversion.ListOptions{LabelSelector: labels.SelectorFromSet(labels.Set{"app": "db"})})
 	if items := none.(*metrics.PodMetricsList).Items; len(items) != 0 {
 		t.Errorf("pods app=db: %+v", items)
+	}
+}
+
+// kubox creates its local APIService, leaves a user's (one with a
+// Service) alone whether on or off, and removes only its own when off.
+func TestAPIService(t *testing.T) {
+	ctx := context.Background()
+	log := slog.New(slog.DiscardHandler)
+	c := aggregatorfake.NewSimpleClientset().ApiregistrationV1().APIServices()
+	if err := ensureAPIService(ctx, c, log); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Get(ctx, APIServiceName, metav1.GetOptions{})
+	if err != nil || got.Spec.Service != nil || got.Spec.Group != "metrics.k8s.io" || got.Labels[managedBy] != "kubox" {
+		t.Fatalf("created APIService: %+v %v", got, err)
+	}
+	if err := ensureAPIService(ctx, c, log); err != nil {
+		t.Errorf("ensure again: %v", err)
+	}
+	if err := removeAPIService(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Get(ctx, APIServiceName, metav1.GetOptions{}); err == nil {
+		t.Error("kubox's APIService survived the remove")
+	}
+	if err := removeAPIService(ctx, c); err != nil {
+		t.Errorf("remove when absent: %v", err)
+	}
+
+	users := localAPIService()
+	users.Labels = nil
+	users.Spec.Service = &apiregistrationv1.ServiceReference{Namespace: "kube-system", Name: "metrics-server"}
+	if _, err := c.Create(ctx, users, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ensureAPIService(ctx, c, log); err != nil {
+		t.Fatal(err)
+	}
+	if err := removeAPIService(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.Get(ctx, APIServiceName, metav1.GetOptions{}); err != nil || got.Spec.Service == nil || got.Spec.Service.Name != "metrics-server" {
+		t.Errorf("the user's APIService was changed: %+v %v", got, err)
 	}
 }
