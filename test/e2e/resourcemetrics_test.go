@@ -161,12 +161,12 @@ func TestResourceMetricsTwoBoxes(t *testing.T) {
 
 	box1 := harness.NewNode(t, env, boxArgs("rmbox1", ip[0], cgroupRoot("rmbox1"))...)
 	box1.Netns = ns[0]
-	var box2 *harness.Node
+	// Made here, not in the phase: a node's cleanup belongs to the test it is made in.
+	box2 := harness.NewNode(t, env, boxArgs("rmbox2", ip[1], cgroupRoot("rmbox2"), "--join", joinURL)...)
+	box2.Netns = ns[1]
 	harness.Phase(t, "boxes-ready", func(t *testing.T) {
 		startBoxNodeReady(ctx, t, box1)
-		tok := createToken(ctx, t, box1, "1h")
-		box2 = harness.NewNode(t, env, boxArgs("rmbox2", ip[1], cgroupRoot("rmbox2"), "--join", joinURL)...)
-		box2.Netns, box2.Env = ns[1], []string{"KUBOX_TOKEN=" + tok}
+		box2.Env = []string{"KUBOX_TOKEN=" + createToken(ctx, t, box1, "1h")}
 		startBox(ctx, t, box2)
 		wctx, wcancel := context.WithTimeout(ctx, 3*time.Minute)
 		defer wcancel()
