@@ -94,6 +94,7 @@ func (f *serverFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.kubeReserved, "kube-reserved", formatReserved(c.KubeReserved), "resources kept for kubox itself (name=quantity,...; none for nothing)")
 	fs.DurationVar(&c.CertCheckInterval, "cert-check-interval", c.CertCheckInterval, "how often to look for certificates to renew (also at start)")
 	fs.StringVar(&c.MetricsAddress, "metrics-address", c.MetricsAddress, "host:port of kubox's metrics endpoint (HTTPS, client certificate from the cluster's client CA required); none turns it off")
+	fs.BoolVar(&c.DisableMetricsAPI, "disable-metrics-api", c.DisableMetricsAPI, "do not serve the resource metrics API (metrics.k8s.io: kubectl top, HPAs on CPU or memory), e.g. to run metrics-server instead")
 
 	fs.StringVar(&c.AirgapImagesDir, "airgap-images-dir", c.AirgapImagesDir, "image bundles here are imported at start and when they appear (default <data-dir>/images)")
 	fs.StringVar(&c.AirgapPublicKeyFile, "airgap-public-key-file", c.AirgapPublicKeyFile, "trusted ed25519 public key: bundle signatures are checked against it")

@@ -84,6 +84,9 @@ type Config struct {
 	// MetricsAddress is host:port of kubox's own metrics endpoint (TLS,
 	// client certs from the client CA); "none" turns it off.
 	MetricsAddress string
+	// DisableMetricsAPI turns off the resource metrics API (metrics.k8s.io,
+	// see services/resourcemetrics): no kubectl top, no HPA on CPU/memory.
+	DisableMetricsAPI bool
 
 	// CPU manager and reserved resources (see embedded/kubelet): policy
 	// "none" or "static"; ReservedCPUs is a cpuset such as "0" or "0-1";

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
+	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/component-base/metrics/legacyregistry"
 
@@ -38,6 +39,7 @@ import (
 	"github.com/kubox/kubox/services/manifests"
 	"github.com/kubox/kubox/services/metrics"
 	"github.com/kubox/kubox/services/network"
+	"github.com/kubox/kubox/services/resourcemetrics"
 )
 
 // A start has two steps. prepare does everything that touches this host or
@@ -227,6 +229,16 @@ func plan(in *prepared) ([]step, error) {
 		add(px, pxNeeds...)
 		etcdURL, etcdNeed = px.URL(), px.Name()
 	}
+	var metricsAPI *resourcemetrics.Server
+	var installAPIs func(*genericapiserver.GenericAPIServer) error
+	if !c.DisableMetricsAPI {
+		metricsAPI = resourcemetrics.New(resourcemetrics.Config{
+			Kubeconfig: pki.AdminKubeconfig,
+			KubeletCA:  pki.CACert, KubeletCert: pki.APIServerKubeletClientCert, KubeletKey: pki.APIServerKubeletClientKey,
+			Log: logFor("metrics-api"),
+		})
+		installAPIs = metricsAPI.Install
+	}
 	add(apiserver.New(apiserver.Config{
 		NodeIP: c.NodeIP, Port: c.HTTPSPort, ServiceCIDR: c.ServiceCIDR.String(), ClusterDomain: c.ClusterDomain, EtcdURL: etcdURL,
 		ClusterCA: pki.CACert, ClientCA: pki.ClientCACert, RequestCA: pki.RequestHeaderCACert,
@@ -235,7 +247,7 @@ func plan(in *prepared) ([]step, error) {
 		EtcdCA: pki.EtcdServerCACert, EtcdCert: pki.EtcdClientCert, EtcdKey: pki.EtcdClientKey,
 		KubeletCert: pki.APIServerKubeletClientCert, KubeletKey: pki.APIServerKubeletClientKey,
 		SAKey: pki.ServiceAccountKey, SAPub: pki.ServiceAccountPub, Encryption: pki.EncryptionConfig,
-		AdminCert: pki.AdminCert, AdminKey: pki.AdminKey, Log: logFor("apiserver"),
+		AdminCert: pki.AdminCert, AdminKey: pki.AdminKey, Install: installAPIs, Log: logFor("apiserver"),
 	}), etcdNeed, "etcd-space")
 	add(newPublisher(in.client, c.clusterSettings(), p.JoinState, in.log), "apiserver")
 	var cm component.Component = controllers.New(controllers.Config{
@@ -248,6 +260,7 @@ func plan(in *prepared) ([]step, error) {
 	}
 	add(cm, "apiserver")
 	add(scheduler.New(scheduler.Config{Kubeconfig: pki.SchedulerKubeconfig, NodeName: c.NodeName, LeaseIdentity: in.leaseIdentity, Log: in.log}), "apiserver")
+	add(metricsAPIStep(metricsAPI, pki.AdminKubeconfig, logFor("metrics-api")), "apiserver")
 	if !c.DisableDNS {
 		add(dns.New(dns.Config{
 			NodeName: c.NodeName, NodeIP: c.NodeIP, Port: c.DNSPort,
@@ -398,5 +411,21 @@ func backupScheduler(in *prepared, etcdURL string) component.Component {
 		PKIDir: pki.Dir, NodeName: c.NodeName, KuboxVersion: c.KuboxVersion,
 		DataDir: c.DataDir, Kubeconfig: pki.AdminKubeconfig,
 		Log: in.log.With("component", "backup"),
+	})
+}
+
+// metricsAPIStep scrapes the kubelets and announces metrics.k8s.io, which
+// the apiserver serves (see services/resourcemetrics); with the API off
+// (nil), it removes kubox's APIService, so a box that no longer serves
+// the group does not announce it. Best effort: a failure is logged.
+func metricsAPIStep(m *resourcemetrics.Server, kubeconfig string, log *slog.Logger) component.Component {
+	if m != nil {
+		return m
+	}
+	return component.OneShot("metrics-api-off", func(ctx context.Context) error {
+		if err := resourcemetrics.RemoveAPIService(ctx, kubeconfig); err != nil {
+			log.Warn("metrics API is off but its APIService could not be removed", "err", err)
+		}
+		return nil
 	})
 }

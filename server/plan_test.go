@@ -92,6 +92,7 @@ func TestPlanSingleBox(t *testing.T) {
 		"join-bundle<apiserver>",
 		"controller-manager<apiserver>",
 		"scheduler<apiserver>",
+		"metrics-api<apiserver>",
 		"dns<apiserver>",
 		"proxy<apiserver>",
 		"csr-approver<apiserver>",
@@ -140,7 +141,7 @@ func TestPlanControlPlaneOnly(t *testing.T) {
 	steps, _ := planFor(t, func(c *Config, in *prepared) {
 		c.DisableAgent, c.DisableDNS, c.MetricsAddress = true, true, "none"
 	})
-	want := []string{"disk<>", "etcd<>", "etcd-space<etcd>", "apiserver<etcd,etcd-space>", "join-bundle<apiserver>", "controller-manager<apiserver>", "scheduler<apiserver>", "manifests<apiserver>", "backup<apiserver>", "certs<etcd>"}
+	want := []string{"disk<>", "etcd<>", "etcd-space<etcd>", "apiserver<etcd,etcd-space>", "join-bundle<apiserver>", "controller-manager<apiserver>", "scheduler<apiserver>", "metrics-api<apiserver>", "manifests<apiserver>", "backup<apiserver>", "certs<etcd>"}
 	if got := describe(steps); !slices.Equal(got, want) {
 		t.Errorf("plan:\n got %v\nwant %v", got, want)
 	}
@@ -195,4 +196,15 @@ func TestPrepareFailsCleanly(t *testing.T) {
 			}
 		})
 	}
+}
+
+// With the metrics API off, nothing scrapes and the apiserver installs no
+// group; a one-shot removes kubox's APIService instead.
+func TestPlanWithoutMetricsAPI(t *testing.T) {
+	steps, _ := planFor(t, func(c *Config, in *prepared) { c.DisableMetricsAPI = true })
+	got := describe(steps)
+	if slices.Contains(got, "metrics-api<apiserver>") || !slices.Contains(got, "metrics-api-off<apiserver>") {
+		t.Errorf("plan with the metrics API off: %v", got)
+	}
+	needsComeFirst(t, steps)
 }

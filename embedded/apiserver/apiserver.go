@@ -15,6 +15,7 @@ import (
 
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/apimachinery/pkg/util/wait"
+	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/client-go/rest"
 	"k8s.io/kubernetes/cmd/kube-apiserver/app"
 	"k8s.io/kubernetes/cmd/kube-apiserver/app/options"
@@ -52,7 +53,12 @@ type Config struct {
 	Extra map[string]string
 	// AdminCert/AdminKey are used to probe /readyz.
 	AdminCert, AdminKey string
-	Log                 *slog.Logger
+	// Install, when set, adds API groups of kubox's own to the
+	// kube-apiserver's server (behind the aggregator: the same
+	// authentication, authorization and audit as the built-in groups)
+	// before it serves. Called once, from Start's goroutine.
+	Install func(kube *genericapiserver.GenericAPIServer) error
+	Log     *slog.Logger
 }
 
 // APIServer is the embedded kube-apiserver.
@@ -176,8 +182,41 @@ func (a *APIServer) Init(ctx context.Context) error {
 }
 
 func (a *APIServer) Start(ctx context.Context) error {
-	a.run.Go(ctx, "apiserver", func(ctx context.Context) error { return app.Run(ctx, a.opts) })
+	a.run.Go(ctx, "apiserver", a.serve)
 	return nil
+}
+
+// serve is upstream's app.Run with one step more: between building the
+// server chain and preparing it, Install adds kubox's groups to the
+// kube-apiserver's server (the aggregator's delegate), where they are
+// served like built-in ones.
+func (a *APIServer) serve(ctx context.Context) error {
+	config, err := app.NewConfig(a.opts)
+	if err != nil {
+		return err
+	}
+	completed, err := config.Complete()
+	if err != nil {
+		return err
+	}
+	chain, err := app.CreateServerChain(completed)
+	if err != nil {
+		return err
+	}
+	if a.cfg.Install != nil {
+		kube, ok := chain.GenericAPIServer.NextDelegate().(*genericapiserver.GenericAPIServer)
+		if !ok {
+			return fmt.Errorf("install kubox's API groups: the aggregator's delegate is a %T, not the kube-apiserver's server", chain.GenericAPIServer.NextDelegate())
+		}
+		if err := a.cfg.Install(kube); err != nil {
+			return fmt.Errorf("install kubox's API groups: %w", err)
+		}
+	}
+	prepared, err := chain.PrepareRun()
+	if err != nil {
+		return err
+	}
+	return prepared.Run(ctx)
 }
 
 // Failed reports an apiserver that stopped serving on its own.
