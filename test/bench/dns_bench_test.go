@@ -74,7 +74,7 @@ func kuboxIdleMemory(b *testing.B, env harness.Env, withDNS bool) harness.Memory
 		if err != nil {
 			b.Fatal(err)
 		}
-		m, ok := per[fmt.Sprintf("kubox[%d]", n.Pid())]
+		m, ok := per[fmt.Sprintf("kubox server[%d]", n.Pid())]
 		if !ok {
 			b.Fatalf("no kubox process among %v", per)
 		}

@@ -95,19 +95,31 @@ func idle(b *testing.B, n *harness.Node, d time.Duration) map[string]float64 {
 // cpuSeconds is the user+system CPU time of the process "name[pid]".
 func cpuSeconds(name string) float64 {
 	pid := strings.TrimSuffix(name[strings.LastIndexByte(name, '[')+1:], "]")
-	stat, err := os.ReadFile("/proc/" + pid + "/stat")
-	if err != nil {
+	_, cpu, ok := procStat(pid)
+	if !ok {
 		return -1
 	}
+	return cpu
+}
+
+// procStat reads a process's parent and the CPU it used (user + system, in
+// seconds) from /proc/PID/stat; ok is false once it has exited.
+func procStat(pid string) (ppid int, cpu float64, ok bool) {
+	stat, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return 0, 0, false
+	}
+	// The command name, in parentheses, may hold spaces: fields after it.
 	i := strings.LastIndexByte(string(stat), ')')
 	f := strings.Fields(string(stat[i+1:]))
 	if len(f) < 13 {
-		return -1
+		return 0, 0, false
 	}
-	// Fields 14 and 15 of stat, in clock ticks (100 a second on Linux).
+	// Fields 4, 14 and 15 of stat; times in clock ticks (100 a second on Linux).
+	ppid, _ = strconv.Atoi(f[1])
 	utime, _ := strconv.ParseFloat(f[11], 64)
 	stime, _ := strconv.ParseFloat(f[12], 64)
-	return (utime + stime) / 100
+	return ppid, (utime + stime) / 100, true
 }
 
 // memorySnapshot prints and reports the node's memory now, and the CPU

@@ -4,10 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -69,9 +67,9 @@ func metricsAPIIdle(b *testing.B, env harness.Env, on bool) idleFigures {
 	}
 	time.Sleep(time.Until(ready.Add(60 * time.Second)))
 
-	tree0, server0 := cpuSeconds(b, n.Pid())
+	tree0, server0 := treeCPUSeconds(b, n.Pid())
 	time.Sleep(60 * time.Second)
-	tree1, server1 := cpuSeconds(b, n.Pid())
+	tree1, server1 := treeCPUSeconds(b, n.Pid())
 
 	var pss int64
 	const samples = 5
@@ -95,7 +93,7 @@ func metricsAPIIdle(b *testing.B, env harness.Env, on bool) idleFigures {
 
 // cpuSeconds returns the user+system CPU seconds used so far by pid and
 // its descendants, and by pid alone.
-func cpuSeconds(b *testing.B, pid int) (tree, self float64) {
+func treeCPUSeconds(b *testing.B, pid int) (tree, self float64) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		b.Fatal(err)
@@ -107,21 +105,12 @@ func cpuSeconds(b *testing.B, pid int) (tree, self float64) {
 		if err != nil {
 			continue
 		}
-		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
+		ppid, cpu, ok := procStat(e.Name())
+		if !ok {
 			continue // exited
 		}
-		// The command name, in parentheses, may hold spaces: fields after it.
-		s := string(data)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(f) < 13 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(f[1])
-		utime, _ := strconv.ParseFloat(f[11], 64)
-		stime, _ := strconv.ParseFloat(f[12], 64)
 		parent[p] = ppid
-		used[p] = (utime + stime) / 100 // USER_HZ
+		used[p] = cpu
 	}
 	for p, u := range used {
 		for q := p; q > 1; q = parent[q] {
