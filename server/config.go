@@ -58,6 +58,8 @@ type Config struct {
 	// (missing = none); ResolvConf lists the upstream resolvers.
 	DisableDNS    bool
 	DNSPort       int
+	// DisableNetworkPolicy: no NetworkPolicy enforcement (services/netpol).
+	DisableNetworkPolicy bool
 	DNSConfigFile string
 	ResolvConf    string
 	DNSAllowCIDRs []string // besides pods, the boxes and loopback, who may query
