@@ -53,13 +53,14 @@ type Config struct {
 	// StartTimeout bounds a whole start; slow boxes and emulators need more.
 	StartTimeout time.Duration
 
+	// DisableNetworkPolicy: no NetworkPolicy enforcement (services/netpol).
+	DisableNetworkPolicy bool
+
 	// Cluster DNS (see embedded/dns): served on NodeIP:DNSPort unless
 	// DisableDNS; DNSConfigFile holds extra Corefile server blocks
 	// (missing = none); ResolvConf lists the upstream resolvers.
 	DisableDNS    bool
 	DNSPort       int
-	// DisableNetworkPolicy: no NetworkPolicy enforcement (services/netpol).
-	DisableNetworkPolicy bool
 	DNSConfigFile string
 	ResolvConf    string
 	DNSAllowCIDRs []string // besides pods, the boxes and loopback, who may query

@@ -35,9 +35,9 @@ import (
 	"github.com/kubox/kubox/services/diskguard"
 	"github.com/kubox/kubox/services/etcdproxy"
 	"github.com/kubox/kubox/services/localpath"
-	"github.com/kubox/kubox/services/netpol"
 	"github.com/kubox/kubox/services/manifests"
 	"github.com/kubox/kubox/services/metrics"
+	"github.com/kubox/kubox/services/netpol"
 	"github.com/kubox/kubox/services/network"
 )
 
