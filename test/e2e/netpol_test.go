@@ -315,11 +315,16 @@ func TestNetworkPolicy(t *testing.T) {
 		for _, ns := range []string{"np-a", "np-b"} {
 			kubectl(ctx, t, n, "wait", "-n", ns, "--for=condition=Ready", "pod/web", "pod/client", "--timeout=120s")
 		}
-		// The pods were stopped with kubox and run again: new addresses.
-		webA = kubectlOut(ctx, t, n, "get", "pod", "-n", "np-a", "web", "-o", "jsonpath={.status.podIP}")
 		// The policies are still in the API (np-b/client's egress excepts
-		// np-a/web); nothing enforces them.
-		waitReach(ctx, t, n, "np-b", "client", webA, 8080, true)
+		// np-a/web); nothing enforces them. The pods were stopped with
+		// kubox and run again, with new addresses: read it each time.
+		waitFor(t, "np-b/client reaching np-a/web with policies off", func() (bool, string) {
+			ip, err := n.Kubectl(ctx, "get", "pod", "-n", "np-a", "web", "-o", "jsonpath={.status.podIP}")
+			if err != nil {
+				return false, err.Error()
+			}
+			return reaches(ctx, n, "np-b", "client", ip, 8080)
+		})
 		if out, err := exec.Command("nft", "list", "table", "ip", "kubox").CombinedOutput(); err == nil && strings.Contains(string(out), "np-") {
 			t.Errorf("network policies disabled, yet kubox's table has policy rules:\n%s", out)
 		}
