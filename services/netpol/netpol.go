@@ -81,7 +81,7 @@ func (c *Controller) Name() string { return "network-policy" }
 func (c *Controller) Start(ctx context.Context) error {
 	nft, err := knftables.New(knftables.IPv4Family, Table)
 	if err != nil {
-		return fmt.Errorf("network policies need nftables: %w", err)
+		return fmt.Errorf("network policies need nftables (install nft, or set disable-network-policy): %w", err)
 	}
 	ensureBridgeNetfilter(c.cfg.Log)
 	factory := informers.NewSharedInformerFactory(c.cfg.Client, 0)
