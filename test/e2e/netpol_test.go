@@ -347,15 +347,26 @@ func assertNodeReaches(t *testing.T, ip string) {
 	}
 }
 
-// TestNetworkPolicyAcrossBoxes runs two boxes on different subnets (the pod
-// network crosses by VXLAN) with the web pods on box2 and the clients on
-// box1: box2 filters ingress from box1's pods with the cluster-wide pod
-// sets, box1 filters its pods' egress to box2.
-func TestNetworkPolicyAcrossBoxes(t *testing.T) {
+// TestNetworkPolicyAcrossBoxesVXLAN and ...HostRoutes run two boxes with
+// the web pods on box2 and the clients on box1: box2 filters ingress from
+// box1's pods with the cluster-wide pod sets, box1 filters its pods'
+// egress to box2. The boxes are on different subnets (VXLAN) or share one
+// (host routes).
+func TestNetworkPolicyAcrossBoxesVXLAN(t *testing.T) {
 	env := harness.Require(t)
+	npAcrossBoxes(t, env, harness.NewRoutedNetwork(t, "kbxnpv", 1, 2), "dev kubox-vxlan")
+}
+
+func TestNetworkPolicyAcrossBoxesHostRoutes(t *testing.T) {
+	env := harness.Require(t)
+	npAcrossBoxes(t, env, harness.NewNetwork(t, "kbxnph", 2), "via 10.99.0.2 dev eth0")
+}
+
+// npAcrossBoxes runs the two-box case on network, whose box1 must route
+// box2's pods as route says.
+func npAcrossBoxes(t *testing.T, env harness.Env, network *harness.Network, route string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
-	network := harness.NewRoutedNetwork(t, "kbxnp", 1, 2)
 	ns, ip := network.Namespaces, network.IPs
 
 	box1 := harness.NewNode(t, env, boxArgs("box1", ip[0], cgroupRoot("box1"))...)
@@ -378,6 +389,9 @@ func TestNetworkPolicyAcrossBoxes(t *testing.T) {
 	})
 	var webA, webB string
 	harness.Phase(t, "pods", func(t *testing.T) {
+		if routes := inNetns(t, ns[0], "ip", "route", "show", "proto", "0x4b"); !strings.Contains(routes, route) {
+			t.Fatalf("box1 should route box2's pods %q:\n%s", route, routes)
+		}
 		webA, webB = netpolSetup(ctx, t, box1, "box2", "box1", box1, box2)
 		waitReach(ctx, t, box1, "np-a", "client", webA, 8080, true)
 		waitReach(ctx, t, box1, "np-b", "client", webA, 8080, true)
