@@ -185,6 +185,9 @@ type syncer struct {
 	log      *slog.Logger
 	last     string
 	policies int // in the last ruleset written
+	// written is what the last successful write left in the table (known).
+	written Existing
+	known   bool
 }
 
 func (s *syncer) sync(ctx context.Context, force bool) error {
@@ -208,16 +211,30 @@ func (s *syncer) sync(ctx context.Context, force bool) error {
 	if !force && text == s.last {
 		return nil
 	}
-	old, err := existing(ctx, s.nft)
-	if err != nil {
-		return err
-	}
-	tx := s.nft.NewTransaction()
-	Render(tx, rs, old)
 	start := time.Now()
-	if err := s.nft.Run(ctx, tx); err != nil {
-		return fmt.Errorf("write network policy rules (nftables table ip %s): %w", Table, err)
+	// What the last write left is known without asking nft (listing the
+	// table costs as much as writing it); when that guess is wrong
+	// (something changed the table), list and try once more.
+	old, known := s.written, s.known
+	for try := 0; ; try++ {
+		if !known {
+			if old, err = existing(ctx, s.nft); err != nil {
+				return err
+			}
+		}
+		tx := s.nft.NewTransaction()
+		Render(tx, rs, old)
+		err = s.nft.Run(ctx, tx)
+		if err == nil {
+			break
+		}
+		s.known = false
+		if !known || try > 0 {
+			return fmt.Errorf("write network policy rules (nftables table ip %s): %w", Table, err)
+		}
+		known = false
 	}
+	s.written, s.known = rs.objects(), true
 	s.last, s.policies = text, len(pols)
 	s.log.Debug("network policy rules written", "policies", len(pols), "isolatedIngress", len(rs.Ingress),
 		"isolatedEgress", len(rs.Egress), "took", time.Since(start))
@@ -235,17 +252,20 @@ func existing(ctx context.Context, nft knftables.Interface) (Existing, error) {
 // table holds anything else.
 func listed(ctx context.Context, nft knftables.Interface) (Existing, bool, error) {
 	var out Existing
+	all, err := nft.ListAll(ctx)
+	if err != nil {
+		if knftables.IsNotFound(err) {
+			return out, false, nil
+		}
+		return out, false, fmt.Errorf("list nftables table ip %s: %w", Table, err)
+	}
 	others := false
 	for _, l := range []struct {
 		kind string
 		to   *[]string
-	}{{"chains", &out.Chains}, {"sets", &out.Sets}, {"maps", &out.Maps}} {
-		names, err := nft.List(ctx, l.kind)
-		if err != nil && !knftables.IsNotFound(err) {
-			return out, false, fmt.Errorf("list nftables %s of table ip %s: %w", l.kind, Table, err)
-		}
-		*l.to = Owned(names)
-		others = others || len(*l.to) < len(names)
+	}{{"chain", &out.Chains}, {"set", &out.Sets}, {"map", &out.Maps}} {
+		*l.to = Owned(all[l.kind])
+		others = others || len(*l.to) < len(all[l.kind])
 	}
 	return out, others, nil
 }

@@ -54,4 +54,18 @@ func TestSyncReplaces(t *testing.T) {
 	if err := s.sync(ctx, true); err != nil || fake.LastTransaction == nil {
 		t.Errorf("a forced sync wrote nothing: %v", err)
 	}
+	// Someone deleted the table: the next write's guess of what is there
+	// fails, and it lists and writes again.
+	tx := fake.NewTransaction()
+	tx.Delete(&knftables.Table{})
+	if err := fake.Run(ctx, tx); err != nil {
+		t.Fatal(err)
+	}
+	pols.items = in.Policies
+	if err := s.sync(ctx, false); err != nil {
+		t.Fatalf("sync after the table was deleted: %v", err)
+	}
+	if dump := fake.Dump(); !strings.Contains(dump, clientIP+" : goto np-g1-in") {
+		t.Errorf("after the table was deleted and p2 came back:\n%s", dump)
+	}
 }

@@ -103,6 +103,15 @@ func Render(tx *knftables.Transaction, rs *Ruleset, old Existing) {
 	}
 }
 
+// objects are the names Render gives the table for rs.
+func (rs *Ruleset) objects() Existing {
+	return Existing{
+		Chains: append([]string{forwardChain, inputChain, toChain}, sortedKeys(rs.Chains)...),
+		Sets:   sortedKeys(rs.Sets),
+		Maps:   []string{ingressMap, egressMap},
+	}
+}
+
 // Owned keeps the names of this package's objects.
 func Owned(names []string) []string {
 	var out []string
