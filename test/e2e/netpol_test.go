@@ -389,9 +389,10 @@ func npAcrossBoxes(t *testing.T, env harness.Env, network *harness.Network, rout
 	})
 	var webA, webB string
 	harness.Phase(t, "pods", func(t *testing.T) {
-		if routes := inNetns(t, ns[0], "ip", "route", "show", "proto", "0x4b"); !strings.Contains(routes, route) {
-			t.Fatalf("box1 should route box2's pods %q:\n%s", route, routes)
-		}
+		waitFor(t, "box1 routing box2's pods "+route, func() (bool, string) {
+			routes := inNetns(t, ns[0], "ip", "route", "show", "proto", "0x4b")
+			return strings.Contains(routes, route), routes
+		})
 		webA, webB = netpolSetup(ctx, t, box1, "box2", "box1", box1, box2)
 		waitReach(ctx, t, box1, "np-a", "client", webA, 8080, true)
 		waitReach(ctx, t, box1, "np-b", "client", webA, 8080, true)
