@@ -315,9 +315,18 @@ func TestNetworkPolicy(t *testing.T) {
 		for _, ns := range []string{"np-a", "np-b"} {
 			kubectl(ctx, t, n, "wait", "-n", ns, "--for=condition=Ready", "pod/web", "pod/client", "--timeout=120s")
 		}
-		// The policies are still in the API (np-b/client's egress excepts
-		// np-a/web); nothing enforces them. The pods were stopped with
-		// kubox and run again, with new addresses: read it each time.
+		// A policy that isolates np-b's pods both ways, alone there: with
+		// policies on, np-b/client would reach nothing; off, nothing
+		// enforces it. The pods were stopped with kubox and run again,
+		// with new addresses: read np-a/web's on each try.
+		kubectl(ctx, t, n, "delete", "networkpolicy", "-n", "np-b", "--all")
+		applyPolicy(ctx, t, n, "deny-all-b", `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-all, namespace: np-b}
+spec:
+  podSelector: {}
+  policyTypes: [Ingress, Egress]
+`)
 		waitFor(t, "np-b/client reaching np-a/web with policies off", func() (bool, string) {
 			ip, err := n.Kubectl(ctx, "get", "pod", "-n", "np-a", "web", "-o", "jsonpath={.status.podIP}")
 			if err != nil {
