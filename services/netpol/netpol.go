@@ -18,6 +18,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"strings"
 	"sync"
@@ -25,6 +26,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -100,10 +102,23 @@ func (c *Controller) Start(ctx context.Context) error {
 		UpdateFunc: func(any, any) { notify() },
 		DeleteFunc: func(any) { notify() },
 	}
-	for _, inf := range []cache.SharedIndexInformer{pods.Informer(), nss.Informer(), pols.Informer()} {
+	for _, inf := range []cache.SharedIndexInformer{nss.Informer(), pols.Informer()} {
 		if _, err := inf.AddEventHandler(h); err != nil {
 			return fmt.Errorf("watch for network policies: %w", err)
 		}
+	}
+	// Pods change status often (conditions, probes); only what the rules
+	// depend on is worth a compile.
+	podH := h
+	podH.UpdateFunc = func(old, cur any) {
+		o, ok1 := old.(*corev1.Pod)
+		c, ok2 := cur.(*corev1.Pod)
+		if !ok1 || !ok2 || podChanged(o, c) {
+			notify()
+		}
+	}
+	if _, err := pods.Informer().AddEventHandler(podH); err != nil {
+		return fmt.Errorf("watch for network policies: %w", err)
 	}
 	s := &syncer{nft: nft, node: c.cfg.NodeName, pods: pods.Lister(), nss: nss.Lister(), pols: pols.Lister(), log: c.cfg.Log}
 	c.run.Go(ctx, "network policy controller", func(ctx context.Context) error {
@@ -145,6 +160,15 @@ func (c *Controller) Start(ctx context.Context) error {
 		}
 	})
 	return nil
+}
+
+// podChanged says whether a pod update can change the rules: its address,
+// phase, node, labels or container ports.
+func podChanged(o, c *corev1.Pod) bool {
+	return podIP(o) != podIP(c) || o.Spec.NodeName != c.Spec.NodeName ||
+		!maps.Equal(o.Labels, c.Labels) ||
+		!equality.Semantic.DeepEqual(o.Spec.Containers, c.Spec.Containers) ||
+		!equality.Semantic.DeepEqual(o.Spec.InitContainers, c.Spec.InitContainers)
 }
 
 // Ready waits for the first complete write of the rules.

@@ -69,3 +69,24 @@ func TestSyncReplaces(t *testing.T) {
 		t.Errorf("after the table was deleted and p2 came back:\n%s", dump)
 	}
 }
+
+func TestPodChanged(t *testing.T) {
+	base := pod("a", "web", webIP, here, map[string]string{"app": "web"}, corev1.ContainerPort{Name: "http", ContainerPort: 8080})
+	for _, c := range []struct {
+		what string
+		edit func(*corev1.Pod)
+		want bool
+	}{
+		{"a condition", func(p *corev1.Pod) { p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady}} }, false},
+		{"a label", func(p *corev1.Pod) { p.Labels = map[string]string{"app": "db"} }, true},
+		{"the address", func(p *corev1.Pod) { p.Status.PodIP = "10.42.0.99" }, true},
+		{"finished", func(p *corev1.Pod) { p.Status.Phase = corev1.PodSucceeded }, true},
+		{"a port name", func(p *corev1.Pod) { p.Spec.Containers[0].Ports[0].Name = "web" }, true},
+	} {
+		cur := base.DeepCopy()
+		c.edit(cur)
+		if got := podChanged(base, cur); got != c.want {
+			t.Errorf("%s: changed=%v, want %v", c.what, got, c.want)
+		}
+	}
+}
