@@ -56,6 +56,7 @@ func (f *serverFlags) register(fs *pflag.FlagSet) {
 	fs.Int64Var(&c.EtcdQuotaBytes, "etcd-quota-bytes", c.EtcdQuotaBytes, "etcd database size at which etcd refuses writes (NOSPACE) until kubox frees room; 16 MiB to 8 GiB")
 	fs.BoolVar(&c.DisableAgent, "disable-agent", c.DisableAgent, "run the control plane only: no containerd, kubelet or pod network")
 	fs.BoolVar(&c.DisableDNS, "disable-dns", c.DisableDNS, "do not serve cluster DNS (then run a DNS server for --cluster-dns yourself)")
+	fs.BoolVar(&c.DisableNetworkPolicy, "disable-network-policy", c.DisableNetworkPolicy, "do not enforce NetworkPolicies (when another controller does, or none is wanted)")
 	fs.IntVar(&c.DNSPort, "dns-port", c.DNSPort, "cluster DNS port on --node-ip (UDP and TCP)")
 	fs.StringVar(&c.DNSConfigFile, "dns-config", c.DNSConfigFile, "extra Corefile server blocks for cluster DNS, e.g. stub zones (missing file: none)")
 	fs.StringVar(&c.ResolvConf, "resolv-conf", c.ResolvConf, "resolv.conf whose nameservers cluster DNS forwards other names to")

@@ -53,6 +53,9 @@ type Config struct {
 	// StartTimeout bounds a whole start; slow boxes and emulators need more.
 	StartTimeout time.Duration
 
+	// DisableNetworkPolicy: no NetworkPolicy enforcement (services/netpol).
+	DisableNetworkPolicy bool
+
 	// Cluster DNS (see embedded/dns): served on NodeIP:DNSPort unless
 	// DisableDNS; DNSConfigFile holds extra Corefile server blocks
 	// (missing = none); ResolvConf lists the upstream resolvers.

@@ -37,6 +37,7 @@ import (
 	"github.com/kubox/kubox/services/localpath"
 	"github.com/kubox/kubox/services/manifests"
 	"github.com/kubox/kubox/services/metrics"
+	"github.com/kubox/kubox/services/netpol"
 	"github.com/kubox/kubox/services/network"
 )
 
@@ -158,6 +159,12 @@ func (s *Server) prepareSteps(ctx context.Context, in *prepared, undos *[]func()
 	}
 	if c.Proxy.Disable {
 		s.log.Info("service proxy disabled (--disable-proxy)")
+	}
+	if c.DisableNetworkPolicy && !c.DisableAgent {
+		// A run with policies that did not clean up left them in kubox's table.
+		if err := netpol.Remove(ctx); err != nil {
+			s.log.Warn("network policies disabled, but could not remove earlier rules", "err", err)
+		}
 	}
 	return nil
 }
@@ -323,6 +330,14 @@ func agentSteps(in *prepared, add func(component.Component, ...string)) {
 	kubeletNeeds := []string{"apiserver", "containerd", "csr-approver"}
 	if !c.Proxy.Disable {
 		kubeletNeeds = append(kubeletNeeds, "proxy")
+	}
+	// Before the kubelet, so no pod runs before the policies are enforced.
+	if !c.DisableNetworkPolicy {
+		add(netpol.New(netpol.Config{
+			NodeName: c.NodeName, Client: in.client, CleanupOnStop: c.Proxy.CleanupOnStop,
+			Log: logFor("network-policy"),
+		}), "apiserver")
+		kubeletNeeds = append(kubeletNeeds, "network-policy")
 	}
 	add(kubelet.New(kubelet.Config{
 		NodeName: c.NodeName, NodeIP: c.NodeIP, Port: c.KubeletPort,

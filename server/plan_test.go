@@ -79,7 +79,8 @@ func TestPlanSingleBox(t *testing.T) {
 		"csr-approver<apiserver>",
 		"containerd<>",
 		"airgap<containerd>",
-		"kubelet<apiserver,containerd,csr-approver,proxy>",
+		"network-policy<apiserver>",
+		"kubelet<apiserver,containerd,csr-approver,proxy,network-policy>",
 		"network<controller-manager,kubelet>",
 		"pod-routes<apiserver>",
 		"local-path<apiserver>",
@@ -132,7 +133,21 @@ func TestPlanWithoutProxy(t *testing.T) {
 	if slices.ContainsFunc(got, func(s string) bool { return strings.HasPrefix(s, "proxy<") }) {
 		t.Errorf("plan has a proxy although it is disabled: %v", got)
 	}
-	if !slices.Contains(got, "kubelet<apiserver,containerd,csr-approver>") {
+	if !slices.Contains(got, "kubelet<apiserver,containerd,csr-approver,network-policy>") {
+		t.Errorf("kubelet needs: %v", got)
+	}
+	needsComeFirst(t, steps)
+}
+
+// Without network policies there is no controller and the kubelet does not
+// wait for one.
+func TestPlanWithoutNetworkPolicy(t *testing.T) {
+	steps, _ := planFor(t, func(c *Config, in *prepared) { c.DisableNetworkPolicy = true })
+	got := describe(steps)
+	if slices.ContainsFunc(got, func(s string) bool { return strings.HasPrefix(s, "network-policy<") }) {
+		t.Errorf("plan has a network policy controller although it is disabled: %v", got)
+	}
+	if !slices.Contains(got, "kubelet<apiserver,containerd,csr-approver,proxy>") {
 		t.Errorf("kubelet needs: %v", got)
 	}
 	needsComeFirst(t, steps)
