@@ -275,9 +275,20 @@ func (c *compiler) policy(pol *networkingv1.NetworkPolicy, i int, d dir) {
 			hasSel := false
 			for _, peer := range spec.peers {
 				if peer.IPBlock != nil {
-					except := slices.Clone(peer.IPBlock.Except)
+					// IPv6 blocks cannot match in an IPv4 table (and would
+					// fail the whole transaction).
+					cidr := ipv4CIDR(peer.IPBlock.CIDR)
+					if cidr == "" {
+						continue
+					}
+					var except []string
+					for _, e := range peer.IPBlock.Except {
+						if e := ipv4CIDR(e); e != "" {
+							except = append(except, e)
+						}
+					}
 					sort.Strings(except)
-					peers = append(peers, Rule{SrcDst: d.peer, CIDR: peer.IPBlock.CIDR, Except: except})
+					peers = append(peers, Rule{SrcDst: d.peer, CIDR: cidr, Except: except})
 					continue
 				}
 				hasSel = true
@@ -346,6 +357,16 @@ func (c *compiler) policy(pol *networkingv1.NetworkPolicy, i int, d dir) {
 		}
 	}
 	c.rs.Chains[chain] = rules
+}
+
+// ipv4CIDR is cidr in canonical form (host bits cleared), "" when it is
+// not an IPv4 CIDR.
+func ipv4CIDR(cidr string) string {
+	_, n, err := net.ParseCIDR(cidr)
+	if err != nil || n.IP.To4() == nil {
+		return ""
+	}
+	return n.String()
 }
 
 func hasIPBlock(peers []networkingv1.NetworkPolicyPeer) bool {

@@ -279,6 +279,27 @@ func TestIPBlockExcept(t *testing.T) {
 	)
 }
 
+// IPv6 blocks are left out (an IPv4 table cannot hold them); host bits
+// are cleared, as nft wants.
+func TestIPBlockForms(t *testing.T) {
+	pol := policy("a", "web", sel("app", "web"), func(s *networkingv1.NetworkPolicySpec) {
+		s.Ingress = []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{
+			{IPBlock: &networkingv1.IPBlock{CIDR: "::/0"}},
+			{IPBlock: &networkingv1.IPBlock{CIDR: "192.0.2.77/24", Except: []string{"2001:db8::/32", "192.0.2.7/32"}}},
+		}}}
+	})
+	rs := Compile(cluster(pol))
+	got := rs.Chains["np-p0-in"]
+	if len(got) != 1 || got[0].String() != "ip saddr 192.0.2.0/24 ip saddr != { 192.0.2.7/32 } accept" {
+		t.Errorf("rules: %v", got)
+	}
+	// Only IPv6 peers: the rule allows nothing (it does not become "any").
+	only6 := policy("a", "web", sel("app", "web"), func(s *networkingv1.NetworkPolicySpec) {
+		s.Ingress = []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "::/0"}}}}}
+	})
+	run(t, cluster(only6), check{pkt{clientIP, webIP, "tcp", 80}, false})
+}
+
 func TestPorts(t *testing.T) {
 	end := int32(9000)
 	rng := tcp(8000)

@@ -81,7 +81,7 @@ func (c *Controller) Name() string { return "network-policy" }
 func (c *Controller) Start(ctx context.Context) error {
 	nft, err := knftables.New(knftables.IPv4Family, Table)
 	if err != nil {
-		return fmt.Errorf("network policies need nftables: %w", err)
+		return fmt.Errorf("network policies need nftables (install nft, or set disable-network-policy): %w", err)
 	}
 	ensureBridgeNetfilter(c.cfg.Log)
 	factory := informers.NewSharedInformerFactory(c.cfg.Client, 0)
@@ -130,7 +130,10 @@ func (c *Controller) Start(ctx context.Context) error {
 				force = true
 				continue
 			}
-			c.once.Do(func() { close(c.synced) })
+			c.once.Do(func() {
+				c.cfg.Log.Info("network policies enforced", "policies", s.policies)
+				close(c.synced)
+			})
 			force = false
 			select {
 			case <-ctx.Done():
@@ -179,8 +182,9 @@ type syncer struct {
 	pols interface {
 		List(labels.Selector) ([]*networkingv1.NetworkPolicy, error)
 	}
-	log  *slog.Logger
-	last string
+	log      *slog.Logger
+	last     string
+	policies int // in the last ruleset written
 }
 
 func (s *syncer) sync(ctx context.Context, force bool) error {
@@ -214,7 +218,7 @@ func (s *syncer) sync(ctx context.Context, force bool) error {
 	if err := s.nft.Run(ctx, tx); err != nil {
 		return fmt.Errorf("write network policy rules (nftables table ip %s): %w", Table, err)
 	}
-	s.last = text
+	s.last, s.policies = text, len(pols)
 	s.log.Debug("network policy rules written", "policies", len(pols), "isolatedIngress", len(rs.Ingress),
 		"isolatedEgress", len(rs.Egress), "took", time.Since(start))
 	return nil
@@ -223,18 +227,27 @@ func (s *syncer) sync(ctx context.Context, force bool) error {
 // existing lists this package's objects in kubox's table (none when the
 // table does not exist).
 func existing(ctx context.Context, nft knftables.Interface) (Existing, error) {
+	old, _, err := listed(ctx, nft)
+	return old, err
+}
+
+// listed returns this package's objects in kubox's table and whether the
+// table holds anything else.
+func listed(ctx context.Context, nft knftables.Interface) (Existing, bool, error) {
 	var out Existing
+	others := false
 	for _, l := range []struct {
 		kind string
 		to   *[]string
 	}{{"chains", &out.Chains}, {"sets", &out.Sets}, {"maps", &out.Maps}} {
 		names, err := nft.List(ctx, l.kind)
 		if err != nil && !knftables.IsNotFound(err) {
-			return out, fmt.Errorf("list nftables %s of table ip %s: %w", l.kind, Table, err)
+			return out, false, fmt.Errorf("list nftables %s of table ip %s: %w", l.kind, Table, err)
 		}
 		*l.to = Owned(names)
+		others = others || len(*l.to) < len(names)
 	}
-	return out, nil
+	return out, others, nil
 }
 
 // Remove deletes this package's objects from kubox's table, in one
@@ -244,7 +257,7 @@ func Remove(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
-	old, err := existing(ctx, nft)
+	old, others, err := listed(ctx, nft)
 	if err != nil {
 		return err
 	}
@@ -252,6 +265,15 @@ func Remove(ctx context.Context) error {
 		return nil
 	}
 	tx := nft.NewTransaction()
+	if !others {
+		// Only ours: the pod network, which made the table, has already
+		// stopped and deleted it (it stops first), and this run re-made it.
+		tx.Delete(&knftables.Table{})
+		if err := nft.Run(ctx, tx); err != nil && !knftables.IsNotFound(err) {
+			return fmt.Errorf("remove network policy rules (table ip %s): %w", Table, err)
+		}
+		return nil
+	}
 	for _, c := range old.Chains {
 		tx.Flush(&knftables.Chain{Name: c})
 	}

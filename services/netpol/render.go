@@ -92,6 +92,10 @@ func Render(tx *knftables.Transaction, rs *Ruleset, old Existing) {
 		}
 	}
 	tx.Add(&knftables.Rule{Chain: toChain, Rule: "ip daddr vmap @" + ingressMap})
+	// Explicit: np-to is entered by goto from a policy chain that a group
+	// chain jumped to, and falling off its end would return to that group
+	// chain and its drop.
+	tx.Add(&knftables.Rule{Chain: toChain, Rule: "accept"})
 	for _, base := range []string{forwardChain, inputChain} {
 		tx.Add(&knftables.Rule{Chain: base, Rule: "ct state established,related accept"})
 		tx.Add(&knftables.Rule{Chain: base, Rule: "ip saddr vmap @" + egressMap})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -67,5 +68,10 @@ func TestRenderLoadsIntoNFT(t *testing.T) {
 	// The second (no policies) left the base chains and maps, no policy chain.
 	if strings.Contains(string(out), "np-p0") || !strings.Contains(string(out), "chain np-forward") {
 		t.Errorf("after the replace:\n%s", out)
+	}
+	// np-to is entered by goto from a jumped-to policy chain: without its
+	// own accept, falling off its end returns to the group chain's drop.
+	if !regexp.MustCompile(`chain np-to \{\s+ip daddr vmap @np-in-pods\s+accept\s+\}`).MatchString(string(out)) {
+		t.Errorf("np-to must end in accept:\n%s", out)
 	}
 }
