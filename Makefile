@@ -5,6 +5,7 @@
 #   make test-images     OCI image archives the end-to-end tests import
 #   make test-s3-server  MinIO (a real S3 server) for the object-store snapshot tests
 #   make test            test-unit, then test-e2e
+#   make test-netpol     every upstream network-policy e2e spec against a node
 #   make bench           end-to-end benchmarks
 #   make test-vm         install.sh and the service on a real systemd, in a qemu VM (slow: TCG)
 #   make deps            the Debian packages to build, run and test kubox (DEPS=all adds the VM tests')
@@ -84,7 +85,7 @@ endef
 
 .DEFAULT_GOAL := bin/kubox
 .DELETE_ON_ERROR:
-.PHONY: all assets test-images test-s3-server test test-unit test-e2e test-vm bench vet fmt clean deps FORCE
+.PHONY: all assets test-images test-s3-server test test-unit test-e2e test-netpol test-vm bench vet fmt clean deps FORCE
 
 all: bin/kubox
 
@@ -233,7 +234,37 @@ AIRGAP_IMAGE_CMD := $(MKIMAGE) -o $(AIRGAP_TAR) -name $(AIRGAP_TEST_IMAGE) $(BUS
 	-cmd '["/bin/busybox","httpd","-f","-p","8081","-h","/www"]'
 $(eval $(call stamp,airgap-image,AIRGAP_IMAGE_CMD))
 
-test-images: $(BUSYBOX_TAR) $(AIRGAP_TAR)
+# agnhost, the upstream e2e specs' test image (the network-policy specs run
+# only /agnhost porter and /agnhost connect), built from the k8s.io/kubernetes
+# module in go.mod (a `tool` there, so its dependencies are pinned with ours)
+# and named exactly as k8s.io/kubernetes/test/utils/image names it, so pods
+# with imagePullPolicy IfNotPresent use the imported image. Its Dockerfile's
+# files that need no distribution: porter's TLS pair, /uploads, the user and
+# group of the SupplementalGroups spec; no shell or network tools.
+KUBE_TEST_DIR   := $(shell $(GO) list -m -f '{{.Dir}}' k8s.io/kubernetes 2>/dev/null)/test
+AGNHOST_VERSION := $(shell cat $(KUBE_TEST_DIR)/images/agnhost/VERSION 2>/dev/null)
+AGNHOST_IMAGE   := registry.k8s.io/e2e-test-images/agnhost:$(AGNHOST_VERSION)
+AGNHOST_BIN     := $(OUT)/agnhost/agnhost
+AGNHOST_CMD     := CGO_ENABLED=0 $(GO) build $(GO_BUILD_FLAGS) -ldflags '-s -w' -o $(AGNHOST_BIN) k8s.io/kubernetes/test/images/agnhost
+$(eval $(call stamp,agnhost,AGNHOST_CMD))
+$(AGNHOST_BIN): $(STAMPS)/agnhost go.mod go.sum
+	@mkdir -p $(@D)
+	$(AGNHOST_CMD)
+	@hack/check-static.sh $@
+
+AGNHOST_TAR := $(IMAGES_OUT)/agnhost.tar
+AGNHOST_IMAGE_CMD := $(MKIMAGE) -o $(AGNHOST_TAR) -name $(AGNHOST_IMAGE) \
+	-file /agnhost=$(AGNHOST_BIN) -symlink /agnhost-2=agnhost \
+	-file /localhost.crt=$(KUBE_TEST_DIR)/images/agnhost/porter/localhost.crt \
+	-file /localhost.key=$(KUBE_TEST_DIR)/images/agnhost/porter/localhost.key \
+	-file /etc/passwd=test/images/agnhost/passwd -file /etc/group=test/images/agnhost/group \
+	-dir /uploads -dir /tmp=1777 -workdir / -entrypoint '["/agnhost"]' -cmd '["pause"]'
+$(eval $(call stamp,agnhost-image,AGNHOST_IMAGE_CMD))
+$(AGNHOST_TAR): $(AGNHOST_BIN) $(wildcard test/images/agnhost/*) $(MKIMAGE_SRCS) $(STAMPS)/agnhost-image
+	@test -n "$(AGNHOST_VERSION)" || { echo "cannot read agnhost's VERSION from the k8s.io/kubernetes module" >&2; exit 1; }
+	$(AGNHOST_IMAGE_CMD)
+
+test-images: $(BUSYBOX_TAR) $(AIRGAP_TAR) $(AGNHOST_TAR)
 
 $(BUSYBOX_TAR): $(BUSYBOX) $(wildcard test/images/busybox/*) $(MKIMAGE_SRCS) $(STAMPS)/busybox-image
 	@test -n "$(BUSYBOX)" || { echo "no busybox found: install busybox-static" >&2; exit 1; }
@@ -271,6 +302,11 @@ test-unit: assets $(MINIO_BIN)
 
 test-e2e: bin/kubox test-images $(MINIO_BIN)
 	$(E2E_ENV) $(GO) test -count=1 -timeout 70m ./test/...
+
+# The whole set of Kubernetes' network-policy specs (test-e2e runs a subset:
+# see test/conformance/netpol).
+test-netpol: bin/kubox test-images
+	KUBOX_NETPOL_FOCUS=all $(E2E_ENV) $(GO) test -count=1 -v -timeout 60m -run TestUpstreamNetworkPolicy ./test/conformance/netpol/
 
 # Boots Debian with systemd in qemu (no KVM: TCG), installs bin/kubox with
 # systemd/install.sh and checks the service; the debootstrapped root is
