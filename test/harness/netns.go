@@ -174,8 +174,9 @@ func netnsPids(ns string) []int {
 	var pids []int
 	for _, f := range strings.Fields(string(out)) {
 		var pid int
-		// The test process itself shows up while a DialContext thread of
-		// it is still in the namespace.
+		// Never the test process itself: it is listed when the thread that
+		// entered the namespace (DialContext, Listen) was its main thread,
+		// which the runtime parks in the namespace instead of ending.
 		if _, err := fmt.Sscan(f, &pid); err == nil && pid != os.Getpid() {
 			pids = append(pids, pid)
 		}

@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -75,15 +74,12 @@ func (ns *Netns) Command(hostname string, argv ...string) []string {
 func (ns *Netns) remove() []error {
 	var errs []error
 	for range 20 {
-		out, _ := exec.Command("ip", "netns", "pids", ns.Name).Output()
-		pids := strings.Fields(string(out))
+		pids := netnsPids(ns.Name)
 		if len(pids) == 0 {
 			break
 		}
-		for _, p := range pids {
-			if pid, err := strconv.Atoi(p); err == nil {
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-			}
+		for _, pid := range pids {
+			killPid(pid)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
