@@ -146,6 +146,11 @@ type Proxy struct {
 	cfg    Config
 	choice mode.Choice
 
+	// setupDone is closed when the work Start hands to a goroutine has
+	// ended, with its error in setupErr.
+	setupDone chan struct{}
+	setupErr  error
+
 	mu       sync.Mutex
 	cancel   context.CancelFunc
 	done     chan struct{} // closed when the sync loop has returned
@@ -197,8 +202,20 @@ func (p *Proxy) Init(ctx context.Context) error {
 }
 
 // Start removes rules of modes not chosen, builds the proxier, and starts
-// the informers and the sync loop.
+// the informers and the sync loop, in a goroutine: that takes a few hundred
+// milliseconds of nft and iptables calls, during which the supervisor
+// starts the components after this one (the kubelet among them). Ready
+// returns its error.
 func (p *Proxy) Start(ctx context.Context) error {
+	p.setupDone = make(chan struct{})
+	go func() {
+		defer close(p.setupDone)
+		p.setupErr = p.start(ctx)
+	}()
+	return nil
+}
+
+func (p *Proxy) start(ctx context.Context) error {
 	m := p.choice.Mode
 	if err := p.cleanupOthers(ctx, m); err != nil {
 		return err
@@ -294,6 +311,17 @@ func (p *Proxy) hostSettings() error {
 // Ready waits for the first full sync of the rules after the informers
 // synced.
 func (p *Proxy) Ready(ctx context.Context) error {
+	if p.setupDone == nil {
+		return errors.New("proxy not started")
+	}
+	select {
+	case <-p.setupDone:
+		if p.setupErr != nil {
+			return p.setupErr
+		}
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	p.mu.Lock()
 	b := p.backend
 	p.mu.Unlock()
@@ -323,6 +351,13 @@ func (p *Proxy) Synced() time.Time {
 // Stop stops the informers and the sync loop, then, with CleanupOnStop,
 // removes every rule of every mode.
 func (p *Proxy) Stop(ctx context.Context) error {
+	if p.setupDone != nil {
+		select {
+		case <-p.setupDone:
+		case <-ctx.Done():
+			return fmt.Errorf("the proxier's setup did not end: %w", ctx.Err())
+		}
+	}
 	p.mu.Lock()
 	cancel, done, informed, ev, b := p.cancel, p.done, p.informed, p.events, p.backend
 	p.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
@@ -254,7 +255,11 @@ func plan(in *prepared) ([]step, error) {
 		EtcdCA: pki.EtcdServerCACert, EtcdCert: pki.EtcdClientCert, EtcdKey: pki.EtcdClientKey,
 		KubeletCert: pki.APIServerKubeletClientCert, KubeletKey: pki.APIServerKubeletClientKey,
 		SAKey: pki.ServiceAccountKey, SAPub: pki.ServiceAccountPub, Encryption: pki.EncryptionConfig,
-		AdminCert: pki.AdminCert, AdminKey: pki.AdminKey, Install: installAPIs, Log: logFor("apiserver"),
+		AdminCert: pki.AdminCert, AdminKey: pki.AdminKey, Install: installAPIs,
+		// Built while etcd elects its leader; the etcd proxy's listener,
+		// where a joined box's apiserver connects, is bound already.
+		StorageListening: et.Listening(),
+		Log:              logFor("apiserver"),
 	}), etcdNeed, "etcd-space")
 	add(newPublisher(in.client, c.clusterSettings(), p.JoinState, in.log), "apiserver")
 	var cm component.Component = controllers.New(controllers.Config{
@@ -360,17 +365,34 @@ func agentSteps(in *prepared, add func(component.Component, ...string)) {
 		TestWriteRate: c.Testing.AirgapWriteRate,
 		Log:           logFor("airgap"),
 	}), "containerd")
-	kubeletNeeds := []string{"apiserver", "containerd", "csr-approver"}
+	// No pod gets a network before the service proxy and the network
+	// policies are in place. On a fresh box the pod network (below) writes
+	// the CNI config only once they are ready; without it the node stays
+	// NotReady and the kubelet starts no pod sandbox, so the kubelet's own
+	// start (a process, cgroups, registration) overlaps theirs. A restart
+	// finds the config of the run before: there the kubelet waits for them.
+	// (Removing that config instead would post a NotReady the kubelet's
+	// quick status loop does not see the end of: Ready again only at its
+	// next 10 s status update.)
+	networkNeeds := []string{"controller-manager"}
 	if !c.Proxy.Disable {
-		kubeletNeeds = append(kubeletNeeds, "proxy")
+		networkNeeds = append(networkNeeds, "proxy")
 	}
-	// Before the kubelet, so no pod runs before the policies are enforced.
 	if !c.DisableNetworkPolicy {
 		add(netpol.New(netpol.Config{
 			NodeName: c.NodeName, Client: in.client, CleanupOnStop: c.Proxy.CleanupOnStop,
 			Log: logFor("network-policy"),
 		}), "apiserver")
-		kubeletNeeds = append(kubeletNeeds, "network-policy")
+		networkNeeds = append(networkNeeds, "network-policy")
+	}
+	podNetwork := network.New(network.Config{
+		NodeName: c.NodeName, Client: in.client, ConfDir: p.CNIConf, IPAMDir: p.CNIIPAM,
+		ClusterCIDR: c.ClusterCIDR, CleanupOnStop: c.Proxy.CleanupOnStop,
+		Log: logFor("network"),
+	})
+	kubeletNeeds := []string{"apiserver", "containerd", "csr-approver"}
+	if _, err := os.Stat(podNetwork.ConfFile()); err == nil {
+		kubeletNeeds = append(kubeletNeeds, networkNeeds[1:]...)
 	}
 	add(kubelet.New(kubelet.Config{
 		NodeName: c.NodeName, NodeIP: c.NodeIP, Port: c.KubeletPort,
@@ -391,11 +413,7 @@ func agentSteps(in *prepared, add func(component.Component, ...string)) {
 	// its pod range. It waits for the range itself, not for the kubelet
 	// to be ready: that Ready also waits for the kubelet's serving
 	// certificate, which the node's Ready condition does not need.
-	add(network.New(network.Config{
-		NodeName: c.NodeName, Client: in.client, ConfDir: p.CNIConf, IPAMDir: p.CNIIPAM,
-		ClusterCIDR: c.ClusterCIDR, CleanupOnStop: c.Proxy.CleanupOnStop,
-		Log: logFor("network"),
-	}), "controller-manager")
+	add(podNetwork, networkNeeds...)
 	add(network.NewRoutes(network.RoutesConfig{
 		NodeName: c.NodeName, NodeIP: c.NodeIP, Client: in.client,
 		Backend: network.Backend(c.PodNetwork.Backend), VXLANPort: c.PodNetwork.VXLANPort, VXLANVNI: c.PodNetwork.VXLANVNI,

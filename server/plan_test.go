@@ -100,8 +100,8 @@ func TestPlanSingleBox(t *testing.T) {
 		"containerd<runtime-binaries>",
 		"airgap<containerd>",
 		"network-policy<apiserver>",
-		"kubelet<apiserver,containerd,csr-approver,proxy,network-policy>",
-		"network<controller-manager>",
+		"kubelet<apiserver,containerd,csr-approver>",
+		"network<controller-manager,proxy,network-policy>",
 		"pod-routes<apiserver>",
 		"local-path<apiserver>",
 		"manifests<apiserver>",
@@ -114,6 +114,25 @@ func TestPlanSingleBox(t *testing.T) {
 	}
 	needsComeFirst(t, steps)
 	afterEtcd(t, steps)
+}
+
+// A restart finds the CNI config of the run before, with which pods get a
+// network at once: there the kubelet waits for the service proxy and the
+// network policies too. (On a fresh box the pod network waits for them.)
+func TestPlanRestartKubeletAfterProxyAndPolicies(t *testing.T) {
+	steps, _ := planFor(t, func(c *Config, in *prepared) {
+		in.paths.CNIConf = t.TempDir()
+		if err := os.WriteFile(filepath.Join(in.paths.CNIConf, "10-kubox.conflist"), []byte("{}"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	})
+	got := describe(steps)
+	for _, want := range []string{"kubelet<apiserver,containerd,csr-approver,proxy,network-policy>", "network<controller-manager,proxy,network-policy>"} {
+		if !slices.Contains(got, want) {
+			t.Errorf("restart plan lacks %s: %v", want, got)
+		}
+	}
+	needsComeFirst(t, steps)
 }
 
 // A box that joins reaches etcd through the etcd proxy, and a box joining
@@ -148,29 +167,29 @@ func TestPlanControlPlaneOnly(t *testing.T) {
 	}
 }
 
-// Without the service proxy the kubelet no longer waits for it.
+// Without the service proxy the pod network no longer waits for it.
 func TestPlanWithoutProxy(t *testing.T) {
 	steps, _ := planFor(t, func(c *Config, in *prepared) { c.Proxy.Disable = true })
 	got := describe(steps)
 	if slices.ContainsFunc(got, func(s string) bool { return strings.HasPrefix(s, "proxy<") }) {
 		t.Errorf("plan has a proxy although it is disabled: %v", got)
 	}
-	if !slices.Contains(got, "kubelet<apiserver,containerd,csr-approver,network-policy>") {
-		t.Errorf("kubelet needs: %v", got)
+	if !slices.Contains(got, "network<controller-manager,network-policy>") {
+		t.Errorf("pod network needs: %v", got)
 	}
 	needsComeFirst(t, steps)
 }
 
-// Without network policies there is no controller and the kubelet does not
-// wait for one.
+// Without network policies there is no controller and the pod network does
+// not wait for one.
 func TestPlanWithoutNetworkPolicy(t *testing.T) {
 	steps, _ := planFor(t, func(c *Config, in *prepared) { c.DisableNetworkPolicy = true })
 	got := describe(steps)
 	if slices.ContainsFunc(got, func(s string) bool { return strings.HasPrefix(s, "network-policy<") }) {
 		t.Errorf("plan has a network policy controller although it is disabled: %v", got)
 	}
-	if !slices.Contains(got, "kubelet<apiserver,containerd,csr-approver,proxy>") {
-		t.Errorf("kubelet needs: %v", got)
+	if !slices.Contains(got, "network<controller-manager,proxy>") {
+		t.Errorf("pod network needs: %v", got)
 	}
 	needsComeFirst(t, steps)
 }

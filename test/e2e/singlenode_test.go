@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/kubernetes/plugin/pkg/auth/authorizer/rbac/bootstrappolicy"
+
 	"github.com/kubox/kubox/internal/mounts"
 	"github.com/kubox/kubox/test/harness"
 )
@@ -57,6 +59,7 @@ func TestSingleNode(t *testing.T) {
 		if err := n.WaitNodeReady(waitCtx); err != nil {
 			t.Fatal(err)
 		}
+		assertPodNetworkLast(t, n, 0)
 	})
 	harness.Phase(t, "api", func(t *testing.T) {
 		// The admin kubeconfig is a secret: 0600.
@@ -77,6 +80,7 @@ func TestSingleNode(t *testing.T) {
 		if ver.ServerVersion.GitVersion != "v1.36.3" {
 			t.Errorf("apiserver /version gitVersion = %q, want v1.36.3", ver.ServerVersion.GitVersion)
 		}
+		assertBootstrapPolicy(ctx, t, n)
 		// Secrets are encrypted at rest: the raw etcd value is not plaintext.
 		if _, err := n.Kubectl(ctx, "create", "secret", "generic", "probe", "--from-literal=k=kubox-plaintext-marker"); err != nil {
 			t.Fatal(err)
@@ -107,6 +111,10 @@ func TestSingleNode(t *testing.T) {
 		assertKubeletServingCSR(ctx, t, n)
 	})
 	harness.Phase(t, "stop", func(t *testing.T) {
+		// A bootstrap role lost while stopped comes back with the restart.
+		if _, err := n.Kubectl(ctx, "delete", "clusterrole", "system:public-info-viewer"); err != nil {
+			t.Fatal(err)
+		}
 		took, err := n.Stop(30 * time.Second)
 		if err != nil {
 			t.Fatalf("stop: %v", err)
@@ -117,6 +125,7 @@ func TestSingleNode(t *testing.T) {
 	harness.Phase(t, "restart", func(t *testing.T) {
 		// Same data dir again: the Deployment is still there and its pods run.
 		restarted := time.Now().Truncate(time.Second)
+		logFrom := fileSize(n.LogPath)
 		n.Start()
 		if err := n.WaitNodeReady(waitCtx); err != nil {
 			t.Fatal(err)
@@ -124,6 +133,8 @@ func TestSingleNode(t *testing.T) {
 		if _, err := n.Kubectl(ctx, "get", "deployment", "web"); err != nil {
 			t.Fatalf("deployment lost across restart: %v", err)
 		}
+		assertBootstrapPolicy(ctx, t, n)
+		assertPodNetworkLast(t, n, logFrom)
 		if out, err := n.Kubectl(ctx, "get", "secret", "probe", "-o", "jsonpath={.data.k}"); err != nil || strings.TrimSpace(out) == "" {
 			t.Fatalf("secret lost across restart: %q %v", out, err)
 		}
@@ -240,5 +251,110 @@ func assertEncryptedAtRest(t *testing.T, n *harness.Node) {
 	})
 	if found {
 		t.Error("a Secret's value is stored in plaintext in etcd: encryption at rest is off")
+	}
+}
+
+// assertBootstrapPolicy checks that kubox's bootstrap hooks (not upstream's,
+// which wait a second first) ran before /readyz said ok: every default
+// role and the system PriorityClasses exist.
+func assertBootstrapPolicy(ctx context.Context, t *testing.T, n *harness.Node) {
+	t.Helper()
+	readyz, err := n.Kubectl(ctx, "get", "--raw", "/readyz?verbose")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"[+]poststarthook/kubox/bootstrap-roles ok", "[+]poststarthook/kubox/bootstrap-system-priority-classes ok"} {
+		if !strings.Contains(readyz, want) {
+			t.Errorf("/readyz lacks %q:\n%s", want, readyz)
+		}
+	}
+	for _, upstream := range []string{"poststarthook/rbac/bootstrap-roles", "poststarthook/scheduling/bootstrap-system-priority-classes"} {
+		if strings.Contains(readyz, upstream) {
+			t.Errorf("/readyz still has upstream's %s:\n%s", upstream, readyz)
+		}
+	}
+	out, err := n.Kubectl(ctx, "get", "clusterroles,clusterrolebindings,priorityclasses", "-o", "name")
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, l := range strings.Fields(out) {
+		have[l] = true
+	}
+	var missing []string
+	for _, r := range append(bootstrappolicy.ClusterRoles(), bootstrappolicy.ControllerRoles()...) {
+		if !have["clusterrole.rbac.authorization.k8s.io/"+r.Name] {
+			missing = append(missing, "clusterrole "+r.Name)
+		}
+	}
+	for _, b := range append(bootstrappolicy.ClusterRoleBindings(), bootstrappolicy.ControllerRoleBindings()...) {
+		if !have["clusterrolebinding.rbac.authorization.k8s.io/"+b.Name] {
+			missing = append(missing, "clusterrolebinding "+b.Name)
+		}
+	}
+	for _, pc := range []string{"system-node-critical", "system-cluster-critical"} {
+		if !have["priorityclass.scheduling.k8s.io/"+pc] {
+			missing = append(missing, "priorityclass "+pc)
+		}
+	}
+	if len(missing) > 0 {
+		t.Errorf("after /readyz, the bootstrap policy lacks %v", missing)
+	}
+	if _, err := n.Kubectl(ctx, "get", "role", "-n", "kube-system", "extension-apiserver-authentication-reader"); err != nil {
+		t.Errorf("namespaced bootstrap role missing: %v", err)
+	}
+}
+
+// assertPodNetworkLast checks, in the log of one start (from offset), that
+// the CNI config (which lets pods have a network) was written only after
+// the service proxy and the network policies were ready: on a fresh box
+// the kubelet no longer waits for them, the pod network does (on a restart,
+// which finds the config of the run before, the kubelet waits for them).
+func assertPodNetworkLast(t *testing.T, n *harness.Node, offset int64) {
+	t.Helper()
+	// The Node may be Ready (on a restart, still from before) before kubox
+	// has logged its own start's end.
+	var data []byte
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var err error
+		data, err = os.ReadFile(n.LogPath)
+		if err != nil || int64(len(data)) < offset {
+			t.Fatalf("read %s: %v", n.LogPath, err)
+		}
+		if strings.Contains(string(data[offset:]), `msg="kubox is ready"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kubox did not log that it is ready")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	at := map[string]int{}
+	for i, l := range strings.Split(string(data[offset:]), "\n") {
+		for key, marks := range map[string][]string{
+			"proxy":          {`msg="component ready"`, "component=proxy "},
+			"network-policy": {`msg="component ready"`, "component=network-policy "},
+			"cni":            {`msg="pod network configured"`},
+		} {
+			if _, seen := at[key]; seen {
+				continue
+			}
+			all := true
+			for _, m := range marks {
+				all = all && strings.Contains(l, m)
+			}
+			if all {
+				at[key] = i
+			}
+		}
+	}
+	for _, key := range []string{"proxy", "network-policy", "cni"} {
+		if _, ok := at[key]; !ok {
+			t.Fatalf("the start's log has no %s line", key)
+		}
+	}
+	if at["cni"] < at["proxy"] || at["cni"] < at["network-policy"] {
+		t.Errorf("CNI config written (log line %d) before the proxy (%d) or the network policies (%d) were ready", at["cni"], at["proxy"], at["network-policy"])
 	}
 }
