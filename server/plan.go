@@ -255,11 +255,7 @@ func plan(in *prepared) ([]step, error) {
 		EtcdCA: pki.EtcdServerCACert, EtcdCert: pki.EtcdClientCert, EtcdKey: pki.EtcdClientKey,
 		KubeletCert: pki.APIServerKubeletClientCert, KubeletKey: pki.APIServerKubeletClientKey,
 		SAKey: pki.ServiceAccountKey, SAPub: pki.ServiceAccountPub, Encryption: pki.EncryptionConfig,
-		AdminCert: pki.AdminCert, AdminKey: pki.AdminKey, Install: installAPIs,
-		// Built while etcd elects its leader; the etcd proxy's listener,
-		// where a joined box's apiserver connects, is bound already.
-		StorageListening: et.Listening(),
-		Log:              logFor("apiserver"),
+		AdminCert: pki.AdminCert, AdminKey: pki.AdminKey, Install: installAPIs, Log: logFor("apiserver"),
 	}), etcdNeed, "etcd-space")
 	add(newPublisher(in.client, c.clusterSettings(), p.JoinState, in.log), "apiserver")
 	var cm component.Component = controllers.New(controllers.Config{

@@ -58,13 +58,7 @@ type Config struct {
 	// authentication, authorization and audit as the built-in groups)
 	// before it serves. Called once, from Start's goroutine.
 	Install func(kube *genericapiserver.GenericAPIServer) error
-	// StorageListening, when set, is closed once the storage (etcd, or the
-	// etcd proxy in front of it) accepts connections. From then on Init's
-	// goroutine builds the server, which takes about a second of CPU and
-	// needs no answer from etcd, while etcd elects its leader; Start runs
-	// it. Nil: Start builds it.
-	StorageListening <-chan struct{}
-	Log              *slog.Logger
+	Log     *slog.Logger
 }
 
 // APIServer is the embedded kube-apiserver.
@@ -73,17 +67,6 @@ type APIServer struct {
 	opts options.CompletedOptions
 	log  *slog.Logger
 	run  component.Goroutine
-
-	// built is closed when the server is built, with the result in
-	// server and buildErr; nil until a build starts.
-	built    chan struct{}
-	server   runnable
-	buildErr error
-}
-
-// runnable is the built server chain, prepared to run.
-type runnable interface {
-	Run(ctx context.Context) error
 }
 
 var (
@@ -195,18 +178,6 @@ func (a *APIServer) Init(ctx context.Context) error {
 		return fmt.Errorf("apiserver options: %w", utilerrors.NewAggregate(errs))
 	}
 	a.opts = completed
-	if a.cfg.StorageListening != nil {
-		a.built = make(chan struct{})
-		go func() {
-			defer close(a.built)
-			select {
-			case <-a.cfg.StorageListening:
-				a.server, a.buildErr = a.build()
-			case <-ctx.Done():
-				a.buildErr = fmt.Errorf("build the apiserver: storage never listened: %w", context.Cause(ctx))
-			}
-		}()
-	}
 	return nil
 }
 
@@ -215,60 +186,42 @@ func (a *APIServer) Start(ctx context.Context) error {
 	return nil
 }
 
-// serve runs the server, built by Init's goroutine or here.
+// serve is upstream's app.Run with two steps more: kubox's bootstrap hooks
+// replace upstream's slow ones (bootstrap.go), and between building the
+// server chain and preparing it, Install adds kubox's groups to the
+// kube-apiserver's server (the aggregator's delegate), where they are
+// served like built-in ones.
 func (a *APIServer) serve(ctx context.Context) error {
-	if a.built == nil {
-		a.built = make(chan struct{})
-		a.server, a.buildErr = a.build()
-		close(a.built)
-	}
-	select {
-	case <-a.built:
-	case <-ctx.Done():
-		return nil
-	}
-	if a.buildErr != nil {
-		return a.buildErr
-	}
-	return a.server.Run(ctx)
-}
-
-// build is upstream's app.Run up to Run, with two steps more: kubox's
-// bootstrap hooks replace upstream's slow ones (bootstrap.go), and between
-// building the server chain and preparing it, Install adds kubox's groups
-// to the kube-apiserver's server (the aggregator's delegate), where they
-// are served like built-in ones.
-func (a *APIServer) build() (runnable, error) {
 	config, err := app.NewConfig(a.opts)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	config.KubeAPIs.ControlPlane.Generic.DisabledPostStartHooks.Insert(upstreamBootstrapHooks...)
 	completed, err := config.Complete()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	chain, err := app.CreateServerChain(completed)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := addBootstrapHooks(chain.GenericAPIServer); err != nil {
-		return nil, fmt.Errorf("add kubox's bootstrap hooks: %w", err)
+		return fmt.Errorf("add kubox's bootstrap hooks: %w", err)
 	}
 	if a.cfg.Install != nil {
 		kube, ok := chain.GenericAPIServer.NextDelegate().(*genericapiserver.GenericAPIServer)
 		if !ok {
-			return nil, fmt.Errorf("install kubox's API groups: the aggregator's delegate is a %T, not the kube-apiserver's server", chain.GenericAPIServer.NextDelegate())
+			return fmt.Errorf("install kubox's API groups: the aggregator's delegate is a %T, not the kube-apiserver's server", chain.GenericAPIServer.NextDelegate())
 		}
 		if err := a.cfg.Install(kube); err != nil {
-			return nil, fmt.Errorf("install kubox's API groups: %w", err)
+			return fmt.Errorf("install kubox's API groups: %w", err)
 		}
 	}
 	prepared, err := chain.PrepareRun()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return prepared, nil
+	return prepared.Run(ctx)
 }
 
 // Failed reports an apiserver that stopped serving on its own.

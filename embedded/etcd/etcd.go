@@ -66,8 +66,6 @@ type Etcd struct {
 	failed chan error
 	// replaced gets the result of checkReplaced, once.
 	replaced chan error
-	// listening is closed once StartEtcd has opened the listeners.
-	listening chan struct{}
 }
 
 var (
@@ -88,13 +86,8 @@ func New(cfg Config) *Etcd {
 	if cfg.QuotaBytes == 0 {
 		cfg.QuotaBytes = DefaultQuotaBytes
 	}
-	return &Etcd{cfg: cfg, failed: make(chan error, 1), listening: make(chan struct{})}
+	return &Etcd{cfg: cfg, failed: make(chan error, 1)}
 }
-
-// Listening is closed once etcd's listeners are open, before the member is
-// ready (a leader elected, which on a single box takes up to the election
-// timeout): a client that connects then is served as soon as it is ready.
-func (e *Etcd) Listening() <-chan struct{} { return e.listening }
 
 func (e *Etcd) Name() string { return "etcd" }
 
@@ -193,7 +186,6 @@ func (e *Etcd) Start(ctx context.Context) error {
 		return fmt.Errorf("start embedded etcd in %s: %w", e.cfg.DataDir, err)
 	}
 	e.e = srv
-	close(e.listening)
 	e.replaced = make(chan error, 1)
 	go e.watchReplaced(ctx, srv)
 	go func() {

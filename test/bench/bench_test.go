@@ -149,15 +149,22 @@ func cycle(b *testing.B, env harness.Env, times map[string][]float64, cold, warm
 	waitPodsRunning(b, ctx, n)
 	stop(stopKeepPods)
 
-	// The node's dir goes with its cleanup: keep its log if asked to.
-	if dir := os.Getenv("KUBOX_BENCH_LOG_DIR"); dir != "" {
-		data, err := os.ReadFile(n.LogPath)
-		if err == nil {
-			err = os.WriteFile(filepath.Join(dir, strings.ReplaceAll(b.Name(), "/", "_")+".log"), data, 0o600)
-		}
-		if err != nil {
-			b.Errorf("keep the log: %v", err)
-		}
+	keepLog(b, n)
+}
+
+// keepLog copies the node's log into KUBOX_BENCH_LOG_DIR, when set: the
+// node's dir goes with its cleanup.
+func keepLog(b *testing.B, n *harness.Node) {
+	dir := os.Getenv("KUBOX_BENCH_LOG_DIR")
+	if dir == "" {
+		return
+	}
+	data, err := os.ReadFile(n.LogPath)
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, strings.ReplaceAll(b.Name(), "/", "_")+".log"), data, 0o600)
+	}
+	if err != nil {
+		b.Errorf("keep the log: %v", err)
 	}
 }
 

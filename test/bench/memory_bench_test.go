@@ -27,6 +27,7 @@ import (
 // memory by mapping class (its binary's text, its binary's other pages,
 // anonymous memory, other files), kubox's live Go heap after a forced GC,
 // and that heap split by the component that allocated it.
+// KUBOX_BENCH_LOG_DIR, if set, keeps the kubox log there.
 func BenchmarkIdleMemory(b *testing.B) {
 	env := harness.Require(b)
 	for i := 0; i < b.N; i++ {
@@ -66,6 +67,7 @@ func BenchmarkIdleMemory(b *testing.B) {
 		if _, err := n.Stop(30 * time.Second); err != nil {
 			b.Fatal(err)
 		}
+		keepLog(b, n)
 		cancel()
 	}
 }
