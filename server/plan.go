@@ -308,7 +308,8 @@ func plan(in *prepared) ([]step, error) {
 func agentSteps(in *prepared, add func(component.Component, ...string)) {
 	c, p, pki := in.cfg, in.paths, in.pki
 	logFor := func(name string) *slog.Logger { return in.log.With("component", name) }
-	// The proxy comes before the kubelet, so Services work when pods start.
+	// The proxy comes before pods get a network (see the pod network's
+	// needs below), so Services work when pods start.
 	if !c.Proxy.Disable {
 		add(proxy.New(proxy.Config{
 			Mode: mode.Mode(c.Proxy.Mode), Scheduler: c.Proxy.IPVSScheduler,
