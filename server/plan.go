@@ -371,16 +371,16 @@ func agentSteps(in *prepared, add func(component.Component, ...string)) {
 	// (Removing that config instead would post a NotReady the kubelet's
 	// quick status loop does not see the end of: Ready again only at its
 	// next 10 s status update.)
-	networkNeeds := []string{"controller-manager"}
+	var beforePods []string
 	if !c.Proxy.Disable {
-		networkNeeds = append(networkNeeds, "proxy")
+		beforePods = append(beforePods, "proxy")
 	}
 	if !c.DisableNetworkPolicy {
 		add(netpol.New(netpol.Config{
 			NodeName: c.NodeName, Client: in.client, CleanupOnStop: c.Proxy.CleanupOnStop,
 			Log: logFor("network-policy"),
 		}), "apiserver")
-		networkNeeds = append(networkNeeds, "network-policy")
+		beforePods = append(beforePods, "network-policy")
 	}
 	podNetwork := network.New(network.Config{
 		NodeName: c.NodeName, Client: in.client, ConfDir: p.CNIConf, IPAMDir: p.CNIIPAM,
@@ -389,7 +389,7 @@ func agentSteps(in *prepared, add func(component.Component, ...string)) {
 	})
 	kubeletNeeds := []string{"apiserver", "containerd", "csr-approver"}
 	if _, err := os.Stat(podNetwork.ConfFile()); err == nil {
-		kubeletNeeds = append(kubeletNeeds, networkNeeds[1:]...)
+		kubeletNeeds = append(kubeletNeeds, beforePods...)
 	}
 	add(kubelet.New(kubelet.Config{
 		NodeName: c.NodeName, NodeIP: c.NodeIP, Port: c.KubeletPort,
@@ -410,7 +410,7 @@ func agentSteps(in *prepared, add func(component.Component, ...string)) {
 	// its pod range. It waits for the range itself, not for the kubelet
 	// to be ready: that Ready also waits for the kubelet's serving
 	// certificate, which the node's Ready condition does not need.
-	add(podNetwork, networkNeeds...)
+	add(podNetwork, append([]string{"controller-manager"}, beforePods...)...)
 	add(network.NewRoutes(network.RoutesConfig{
 		NodeName: c.NodeName, NodeIP: c.NodeIP, Client: in.client,
 		Backend: network.Backend(c.PodNetwork.Backend), VXLANPort: c.PodNetwork.VXLANPort, VXLANVNI: c.PodNetwork.VXLANVNI,

@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -115,19 +115,19 @@ func ensureBootstrapPolicy(ctx context.Context, client kubernetes.Interface) err
 	return runBounded(jobs, bootstrapWorkers)
 }
 
-// runBounded runs every job, at most workers at a time, and joins their errors.
+// runBounded runs every job, at most workers at a time, and joins their
+// errors: as upstream, one failure does not stop the others.
 func runBounded(jobs []func() error, workers int) error {
 	errs := make([]error, len(jobs))
-	sem := make(chan struct{}, workers)
-	var wg sync.WaitGroup
+	var g errgroup.Group
+	g.SetLimit(workers)
 	for i, job := range jobs {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
+		g.Go(func() error {
 			errs[i] = job()
+			return nil
 		})
 	}
-	wg.Wait()
+	_ = g.Wait()
 	return errors.Join(errs...)
 }
 
