@@ -317,11 +317,7 @@ func logLinesSince(t *testing.T, n *harness.Node, skip int, words ...string) int
 	}
 	count := 0
 	for _, l := range lines[skip:] {
-		all := true
-		for _, w := range words {
-			all = all && strings.Contains(l, w)
-		}
-		if all {
+		if containsAll(l, words...) {
 			count++
 		}
 	}

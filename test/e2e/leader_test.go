@@ -59,21 +59,17 @@ func waitHolders(ctx context.Context, t *testing.T, n *harness.Node, timeout tim
 // logLines counts the lines of b's log that contain every one of words.
 func logLines(t *testing.T, b *harness.Node, words ...string) int {
 	t.Helper()
-	data, err := os.ReadFile(b.LogPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, line := range strings.Split(string(data), "\n") {
-		all := true
-		for _, w := range words {
-			all = all && strings.Contains(line, w)
-		}
-		if all {
-			n++
+	return logLinesSince(t, b, 0, words...)
+}
+
+// containsAll tells whether line contains every one of words.
+func containsAll(line string, words ...string) bool {
+	for _, w := range words {
+		if !strings.Contains(line, w) {
+			return false
 		}
 	}
-	return n
+	return true
 }
 
 // stealLease makes kube-system/<name> look held by another identity,

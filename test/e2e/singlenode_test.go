@@ -315,20 +315,14 @@ func assertPodNetworkLast(t *testing.T, n *harness.Node, offset int64) {
 	// The Node may be Ready (on a restart, still from before) before kubox
 	// has logged its own start's end.
 	var data []byte
-	deadline := time.Now().Add(time.Minute)
-	for {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := harness.WaitFor(ctx, 100*time.Millisecond, func() bool {
 		var err error
 		data, err = os.ReadFile(n.LogPath)
-		if err != nil || int64(len(data)) < offset {
-			t.Fatalf("read %s: %v", n.LogPath, err)
-		}
-		if strings.Contains(string(data[offset:]), `msg="kubox is ready"`) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("kubox did not log that it is ready")
-		}
-		time.Sleep(100 * time.Millisecond)
+		return err == nil && int64(len(data)) >= offset && strings.Contains(string(data[offset:]), `msg="kubox is ready"`)
+	}); err != nil {
+		t.Fatalf("kubox did not log that it is ready: %v", err)
 	}
 	at := map[string]int{}
 	for i, l := range strings.Split(string(data[offset:]), "\n") {
@@ -337,14 +331,7 @@ func assertPodNetworkLast(t *testing.T, n *harness.Node, offset int64) {
 			"network-policy": {`msg="component ready"`, "component=network-policy "},
 			"cni":            {`msg="pod network configured"`},
 		} {
-			if _, seen := at[key]; seen {
-				continue
-			}
-			all := true
-			for _, m := range marks {
-				all = all && strings.Contains(l, m)
-			}
-			if all {
+			if _, seen := at[key]; !seen && containsAll(l, marks...) {
 				at[key] = i
 			}
 		}
