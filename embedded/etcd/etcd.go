@@ -187,6 +187,7 @@ func (e *Etcd) Start(ctx context.Context) error {
 	}
 	e.e = srv
 	e.replaced = make(chan error, 1)
+	go campaignAlone(ctx, srv.Server)
 	go e.watchReplaced(ctx, srv)
 	go func() {
 		select {
