@@ -77,6 +77,21 @@ type prepared struct {
 	fatals *fatal.Catcher
 }
 
+// kubeletOOMScoreAdj is the OOM score the kubelet sets itself: its default
+// (nil) where this process may lower scores, else the score it inherits
+// from kubox, the only one it can write.
+func (in *prepared) kubeletOOMScoreAdj() *int32 {
+	if in.capSysResource {
+		return nil
+	}
+	v, err := OwnOOMScoreAdj()
+	if err != nil {
+		in.log.Warn("kubelet keeps its default OOM score", "err", err)
+		return nil
+	}
+	return &v
+}
+
 // step is one component of the plan and the components it needs ready
 // before it starts. The supervisor starts each step as soon as its needs
 // are ready, so needs are the whole of the start's order (the plan's order
@@ -403,6 +418,7 @@ func agentSteps(in *prepared, add func(component.Component, ...string)) {
 		CgroupRoot:           c.Testing.KubeletCgroupRoot,
 		ImageGCHighThreshold: c.ImageGCHighThreshold, ImageGCLowThreshold: c.ImageGCLowThreshold, ImageGCMinAge: c.ImageGCMinAge,
 		EvictionHard: c.Testing.EvictionHard,
+		OOMScoreAdj:  in.kubeletOOMScoreAdj(),
 		PidFile:      p.KubeletPid,
 		Log:          logFor("kubelet"),
 	}), kubeletNeeds...)

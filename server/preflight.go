@@ -70,3 +70,17 @@ func HasCapSysResource() bool {
 	const bit = unix.CAP_SYS_RESOURCE
 	return data[bit/32].Effective&(1<<(bit%32)) != 0
 }
+
+// OwnOOMScoreAdj is this process's OOM score adjustment, which its
+// children inherit.
+func OwnOOMScoreAdj() (int32, error) {
+	data, err := os.ReadFile("/proc/self/oom_score_adj")
+	if err != nil {
+		return 0, fmt.Errorf("read own OOM score: %w", err)
+	}
+	v, err := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("parse own OOM score %q: %w", data, err)
+	}
+	return int32(v), nil
+}

@@ -75,6 +75,11 @@ type Config struct {
 	// EvictionHard replaces the kubelet's hard eviction thresholds
 	// (signal -> value, e.g. "imagefs.available": "15%"); nil keeps its defaults.
 	EvictionHard map[string]string
+	// OOMScoreAdj is the OOM score the kubelet gives itself; nil keeps
+	// its default, -999. Lowering a score needs CAP_SYS_RESOURCE: without
+	// it the kubelet's write fails, and it sleeps 100 ms after each of
+	// its two tries, so kubox passes the score the child inherits.
+	OOMScoreAdj *int32
 	// PidFile records the child's pid, so a kubelet left by a killed kubox
 	// is stopped at the next start.
 	PidFile string
@@ -150,6 +155,9 @@ func (k *Kubelet) Configuration() *kubeletv1beta1.KubeletConfiguration {
 	}
 	if k.cfg.ResolvConf != "" {
 		c.ResolverConfig = &k.cfg.ResolvConf
+	}
+	if k.cfg.OOMScoreAdj != nil {
+		c.OOMScoreAdj = k.cfg.OOMScoreAdj
 	}
 	k.cpuManager(c)
 	return c

@@ -60,6 +60,11 @@ func TestSingleNode(t *testing.T) {
 			t.Fatal(err)
 		}
 		assertPodNetworkLast(t, n, 0)
+		// The kubelet sets an OOM score it may set: a refused one costs
+		// its start two 100 ms retries (hosts without CAP_SYS_RESOURCE).
+		if logLines(t, n, "Failed to ApplyOOMScoreAdj") > 0 {
+			t.Error("the kubelet could not set its OOM score")
+		}
 	})
 	harness.Phase(t, "api", func(t *testing.T) {
 		// The admin kubeconfig is a secret: 0600.
