@@ -69,6 +69,9 @@ type DNS struct {
 	input  caddy.CaddyfileInput
 	cancel context.CancelFunc
 	done   chan struct{}
+	// started is closed once CoreDNS's start returned, with startErr.
+	started  chan struct{}
+	startErr error
 }
 
 var (
@@ -211,17 +214,25 @@ func (d *DNS) setupCaddy() {
 }
 
 // Start starts the DNS server, then keeps the kube-dns Service and this
-// node's EndpointSlice in place.
+// node's EndpointSlice in place. CoreDNS starts in the background: its
+// kubernetes plugin's start blocks until its informers have synced
+// (checked every 100 ms), which held up the start of every component after
+// this one, the kubelet's prerequisites among them. Ready waits for it.
 func (d *DNS) Start(ctx context.Context) error {
 	d.setupCaddy()
-	if _, err := caddy.Start(d.input); err != nil {
-		caddy.Stop()
-		return fmt.Errorf("start DNS server on %s: %w", d.Addr(), err)
-	}
 	ctx, d.cancel = context.WithCancel(ctx)
-	d.done = make(chan struct{})
+	d.started, d.done = make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(d.done)
+		_, err := caddy.Start(d.input)
+		if err != nil {
+			caddy.Stop()
+			d.startErr = fmt.Errorf("start DNS server on %s: %w", d.Addr(), err)
+		}
+		close(d.started)
+		if err != nil {
+			return
+		}
 		stopNodes := d.watchNodes(ctx)
 		defer stopNodes()
 		d.keepService(ctx)
@@ -232,6 +243,14 @@ func (d *DNS) Start(ctx context.Context) error {
 // Ready waits until the listener answers the API server's own Service name,
 // which means the kubernetes plugin has synced with the apiserver.
 func (d *DNS) Ready(ctx context.Context) error {
+	select {
+	case <-d.started:
+		if d.startErr != nil {
+			return d.startErr
+		}
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	name := "kubernetes.default.svc." + d.cfg.ClusterDomain + "."
 	var last error
 	err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
