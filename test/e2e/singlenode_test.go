@@ -86,6 +86,7 @@ func TestSingleNode(t *testing.T) {
 			t.Errorf("apiserver /version gitVersion = %q, want v1.36.3", ver.ServerVersion.GitVersion)
 		}
 		assertBootstrapPolicy(ctx, t, n)
+		assertEmbeddedKubectlTemplates(ctx, t, n)
 		// Secrets are encrypted at rest: the raw etcd value is not plaintext.
 		if _, err := n.Kubectl(ctx, "create", "secret", "generic", "probe", "--from-literal=k=kubox-plaintext-marker"); err != nil {
 			t.Fatal(err)
