@@ -146,10 +146,12 @@ type Proxy struct {
 	cfg    Config
 	choice mode.Choice
 
-	// setupDone is closed when the work Start hands to a goroutine has
-	// ended, with its error in setupErr.
+	// setupDone is closed when the setup (see Setup) has ended, with its
+	// error in setupErr; startDone when Start's background work has (the
+	// setup, then the informers and the sync loop started).
 	setupDone chan struct{}
 	setupErr  error
+	startDone chan struct{}
 
 	mu       sync.Mutex
 	cancel   context.CancelFunc
@@ -157,6 +159,7 @@ type Proxy struct {
 	backend  *backend
 	informed []interface{ Shutdown() }
 	events   events.EventBroadcaster
+	tornDown bool
 }
 
 var (
@@ -201,21 +204,84 @@ func (p *Proxy) Init(ctx context.Context) error {
 	return nil
 }
 
-// Start removes rules of modes not chosen, builds the proxier, and starts
-// the informers and the sync loop, in a goroutine: that takes a few hundred
-// milliseconds of nft and iptables calls, during which the supervisor
-// starts the components after this one (the kubelet among them). Ready
-// returns its error.
-func (p *Proxy) Start(ctx context.Context) error {
+// Setup returns the component that runs the part of the proxy's start that
+// needs no API: removing the rules of other modes, the kernel settings and
+// building the proxier, 0.1-0.3 s of nft and iptables calls. kubox runs it
+// while the apiserver starts, so the proxy (which needs the apiserver)
+// only has to fill and sync its rules. Without it, Start runs the setup
+// first. Its Stop undoes the setup if the proxy itself never started.
+func (p *Proxy) Setup() component.Component { return &setupStep{p: p} }
+
+type setupStep struct{ p *Proxy }
+
+var _ component.Readier = (*setupStep)(nil)
+
+func (s *setupStep) Name() string { return "proxy-setup" }
+
+func (s *setupStep) Start(ctx context.Context) error {
+	s.p.beginSetup(ctx)
+	return nil
+}
+
+func (s *setupStep) Ready(ctx context.Context) error { return s.p.waitSetup(ctx) }
+
+// Stop runs after the proxy's Stop (the supervisor stops in reverse), which
+// has then torn everything down already.
+func (s *setupStep) Stop(ctx context.Context) error {
+	select {
+	case <-s.p.setupDone:
+	case <-ctx.Done():
+		return fmt.Errorf("the proxier's setup did not end: %w", ctx.Err())
+	}
+	return s.p.teardown(ctx)
+}
+
+// beginSetup runs setup in a goroutine; ctx bounds the proxier's run.
+func (p *Proxy) beginSetup(ctx context.Context) {
 	p.setupDone = make(chan struct{})
 	go func() {
 		defer close(p.setupDone)
-		p.setupErr = p.start(ctx)
+		p.setupErr = p.setup(ctx)
+	}()
+}
+
+func (p *Proxy) waitSetup(ctx context.Context) error {
+	if p.setupDone == nil {
+		return errors.New("proxy setup not started")
+	}
+	select {
+	case <-p.setupDone:
+		return p.setupErr
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Start runs the setup unless Setup's component did, then starts the
+// informers and the sync loop, in a goroutine: the supervisor meanwhile
+// starts the components after this one (the kubelet among them). Ready
+// returns its error.
+func (p *Proxy) Start(ctx context.Context) error {
+	if p.setupDone == nil {
+		p.beginSetup(ctx)
+	}
+	p.startDone = make(chan struct{})
+	go func() {
+		defer close(p.startDone)
+		select {
+		case <-p.setupDone:
+		case <-ctx.Done():
+			return
+		}
+		if p.setupErr != nil {
+			return
+		}
+		p.run(ctx)
 	}()
 	return nil
 }
 
-func (p *Proxy) start(ctx context.Context) error {
+func (p *Proxy) setup(ctx context.Context) error {
 	m := p.choice.Mode
 	if err := p.cleanupOthers(ctx, m); err != nil {
 		return err
@@ -239,16 +305,24 @@ func (p *Proxy) start(ctx context.Context) error {
 		broadcaster.Shutdown()
 		return fmt.Errorf("create the %s proxier: %w", m, err)
 	}
-	runCtx, cancel := context.WithCancel(ctx)
 	p.mu.Lock()
-	p.cancel, p.backend, p.events, p.done = cancel, b, broadcaster, make(chan struct{})
+	p.backend, p.events = b, broadcaster
+	p.mu.Unlock()
+	return nil
+}
+
+// run starts the informers and the sync loop of the proxier setup built.
+func (p *Proxy) run(ctx context.Context) {
+	p.mu.Lock()
+	b := p.backend
+	runCtx, cancel := context.WithCancel(ctx)
+	p.cancel, p.done = cancel, make(chan struct{})
 	p.mu.Unlock()
 	p.watch(runCtx, b)
 	go func() {
 		defer close(p.done)
 		b.loop()
 	}()
-	return nil
 }
 
 // watch starts the informers that feed the proxier, all stopped by ctx.
@@ -311,16 +385,8 @@ func (p *Proxy) hostSettings() error {
 // Ready waits for the first full sync of the rules after the informers
 // synced.
 func (p *Proxy) Ready(ctx context.Context) error {
-	if p.setupDone == nil {
-		return errors.New("proxy not started")
-	}
-	select {
-	case <-p.setupDone:
-		if p.setupErr != nil {
-			return p.setupErr
-		}
-	case <-ctx.Done():
-		return ctx.Err()
+	if err := p.waitSetup(ctx); err != nil {
+		return err
 	}
 	p.mu.Lock()
 	b := p.backend
@@ -328,7 +394,8 @@ func (p *Proxy) Ready(ctx context.Context) error {
 	if b == nil {
 		return errors.New("proxy not started")
 	}
-	err := wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(context.Context) (bool, error) {
+	// Every 10 ms: the kubelet waits on this, and synced is a cheap read.
+	err := wait.PollUntilContextCancel(ctx, 10*time.Millisecond, true, func(context.Context) (bool, error) {
 		return b.synced(), nil
 	})
 	if err != nil {
@@ -348,34 +415,50 @@ func (p *Proxy) Synced() time.Time {
 	return b.health.Health().LastUpdated
 }
 
-// Stop stops the informers and the sync loop, then, with CleanupOnStop,
-// removes every rule of every mode.
+// Stop stops the informers and the sync loop, then undoes the setup (see
+// teardown).
 func (p *Proxy) Stop(ctx context.Context) error {
-	if p.setupDone != nil {
+	for _, started := range []chan struct{}{p.startDone, p.setupDone} {
+		if started == nil {
+			continue
+		}
 		select {
-		case <-p.setupDone:
+		case <-started:
 		case <-ctx.Done():
 			return fmt.Errorf("the proxier's setup did not end: %w", ctx.Err())
 		}
 	}
 	p.mu.Lock()
-	cancel, done, informed, ev, b := p.cancel, p.done, p.informed, p.events, p.backend
+	cancel, done, informed, b := p.cancel, p.done, p.informed, p.backend
 	p.mu.Unlock()
-	if cancel == nil {
+	if cancel != nil {
+		cancel()
+		// Informer handlers call into the proxier; they must be gone
+		// before the sync loop ends (a sync request after that would
+		// panic upstream).
+		for _, f := range informed {
+			f.Shutdown()
+		}
+		b.handlers.Wait()
+		close(b.stopLoop)
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return fmt.Errorf("the sync loop did not stop: %w", ctx.Err())
+		}
+	}
+	return p.teardown(ctx)
+}
+
+// teardown undoes what the setup made, once: it stops the event recorder
+// and, with CleanupOnStop, removes every rule of every mode.
+func (p *Proxy) teardown(ctx context.Context) error {
+	p.mu.Lock()
+	ev, done := p.events, p.tornDown
+	p.tornDown = true
+	p.mu.Unlock()
+	if ev == nil || done {
 		return nil
-	}
-	cancel()
-	// Informer handlers call into the proxier; they must be gone before
-	// the sync loop ends (a sync request after that would panic upstream).
-	for _, f := range informed {
-		f.Shutdown()
-	}
-	b.handlers.Wait()
-	close(b.stopLoop)
-	select {
-	case <-done:
-	case <-ctx.Done():
-		return fmt.Errorf("the sync loop did not stop: %w", ctx.Err())
 	}
 	ev.Shutdown()
 	if !p.cfg.CleanupOnStop {

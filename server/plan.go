@@ -326,7 +326,7 @@ func agentSteps(in *prepared, add func(component.Component, ...string)) {
 	// The proxy comes before pods get a network (see the pod network's
 	// needs below), so Services work when pods start.
 	if !c.Proxy.Disable {
-		add(proxy.New(proxy.Config{
+		px := proxy.New(proxy.Config{
 			Mode: mode.Mode(c.Proxy.Mode), Scheduler: c.Proxy.IPVSScheduler,
 			NodeName: c.NodeName, NodeIP: c.NodeIP, ClusterCIDR: c.ClusterCIDR, Client: in.client,
 			SyncPeriod: c.Proxy.SyncPeriod, MinSyncPeriod: c.Proxy.MinSyncPeriod,
@@ -334,7 +334,11 @@ func agentSteps(in *prepared, add func(component.Component, ...string)) {
 			StrictARP: c.Proxy.IPVSStrictARP, CleanupOnStop: c.Proxy.CleanupOnStop,
 			StateFile: p.ProxyModeState,
 			Log:       logFor("proxy"),
-		}), "apiserver")
+		})
+		// Its setup needs no API: it runs while the apiserver starts.
+		// After etcd, as the runtime binaries (below).
+		add(px.Setup(), "etcd")
+		add(px, "apiserver", "proxy-setup")
 	}
 	// Approves this kubelet's serving certificate requests.
 	add(csrapprover.New(csrapprover.Config{

@@ -94,7 +94,8 @@ func TestPlanSingleBox(t *testing.T) {
 		"scheduler<apiserver>",
 		"metrics-api<apiserver>",
 		"dns<apiserver>",
-		"proxy<apiserver>",
+		"proxy-setup<etcd>",
+		"proxy<apiserver,proxy-setup>",
 		"csr-approver<apiserver>",
 		"runtime-binaries<etcd>",
 		"containerd<runtime-binaries>",
@@ -171,7 +172,7 @@ func TestPlanControlPlaneOnly(t *testing.T) {
 func TestPlanWithoutProxy(t *testing.T) {
 	steps, _ := planFor(t, func(c *Config, in *prepared) { c.Proxy.Disable = true })
 	got := describe(steps)
-	if slices.ContainsFunc(got, func(s string) bool { return strings.HasPrefix(s, "proxy<") }) {
+	if slices.ContainsFunc(got, func(s string) bool { return strings.HasPrefix(s, "proxy<") || strings.HasPrefix(s, "proxy-setup<") }) {
 		t.Errorf("plan has a proxy although it is disabled: %v", got)
 	}
 	if !slices.Contains(got, "network<controller-manager,network-policy>") {

@@ -326,3 +326,38 @@ func iptablesNAT(t *testing.T) string {
 	}
 	return string(out)
 }
+
+// The proxy's setup (removing other modes' rules, building the proxier)
+// runs while the apiserver starts, as a component of its own. A start that
+// fails after it ran, here a start timeout shorter than the apiserver's
+// start, undoes it as a stop does: no mode record, no rules.
+func TestProxySetupUndoneWhenStartFails(t *testing.T) {
+	env := harness.Require(t)
+	n := harness.NewNode(t, env, "--start-timeout", "1s")
+	n.Start()
+	exited, err := n.WaitExit(2 * time.Minute)
+	if !exited {
+		t.Fatal("kubox still runs 2 minutes after a 1 s start timeout")
+	}
+	if err == nil {
+		t.Fatal("kubox exited 0 although its start timed out")
+	}
+	if logLines(t, n, `msg="kubox is ready"`) > 0 {
+		t.Fatal("the start finished within 1 s: this test no longer makes it fail")
+	}
+	if logLines(t, n, `msg="component ready"`, "component=proxy-setup") == 0 {
+		t.Skip("the start failed before the proxy's setup was done (a slow etcd start?): nothing to undo on this run")
+	}
+	if logLines(t, n, `msg="component ready"`, "component=proxy ") > 0 {
+		t.Fatal("the proxy itself started: this test is about a setup without it")
+	}
+	if logLines(t, n, `msg="service rules removed"`) != 1 {
+		t.Error("no log line saying the service rules were removed")
+	}
+	if nftTableExists(t, "ip", "kube-proxy") {
+		t.Error("nftables rules left after the failed start")
+	}
+	if _, err := os.Stat(filepath.Join(n.DataDir, "agent", "proxy-mode")); !os.IsNotExist(err) {
+		t.Errorf("proxy mode record left after the failed start: %v", err)
+	}
+}
