@@ -173,3 +173,39 @@ func TestPatchGoCmp(t *testing.T) {
 		t.Fatalf("go build of the patched go-cmp: %v\n%s", err, b)
 	}
 }
+
+// Every package in kubox's and containerd's builds that imports a template
+// package has been looked at: a new one may call methods by names the
+// overlay does not know.
+func TestTemplateImportersReviewed(t *testing.T) {
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}} {{join .Imports \" \"}}{{end}}",
+		"./cmd", "./embedded/containerd/daemon")
+	cmd.Dir = root
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	reviewed := reviewedImporters()
+	found := map[string]bool{}
+	for _, line := range strings.Split(string(out), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) < 2 {
+			continue
+		}
+		if slices.Contains(fields[1:], "text/template") || slices.Contains(fields[1:], "html/template") {
+			found[fields[0]] = true
+			if reviewed[fields[0]] == "" {
+				t.Errorf("%s imports a template package and is not in reviewedImporters: read its templates, add them to templateSources if they call methods, then list it", fields[0])
+			}
+		}
+	}
+	for pkg := range reviewed {
+		if !found[pkg] {
+			t.Errorf("%s is in reviewedImporters but no longer imports a template package: drop it", pkg)
+		}
+	}
+}

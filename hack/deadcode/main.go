@@ -136,16 +136,25 @@ func goEnv(name string) (string, error) {
 	return strings.TrimSpace(string(out)), nil
 }
 
+// moduleRoot is the root of kubox's module.
+func moduleRoot() (string, error) {
+	gomod, err := goEnv("GOMOD")
+	if err != nil {
+		return "", err
+	}
+	if gomod == "" || gomod == os.DevNull {
+		return "", errors.New("not inside kubox's module: run from its checkout")
+	}
+	return filepath.Dir(gomod), nil
+}
+
 // moduleDirs returns where each module's source is, downloading it if
 // needed (the version is the one go.mod requires), and under "" the root of
 // kubox's own module.
 func moduleDirs(modules []string) (map[string]string, error) {
-	gomod, err := goEnv("GOMOD")
+	root, err := moduleRoot()
 	if err != nil {
 		return nil, err
-	}
-	if gomod == "" || gomod == os.DevNull {
-		return nil, errors.New("not inside kubox's module: run from its checkout")
 	}
 	args := append([]string{"mod", "download", "-json"}, modules...)
 	cmd := exec.Command("go", args...)
@@ -154,7 +163,7 @@ func moduleDirs(modules []string) (map[string]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("go mod download: %w", err)
 	}
-	dirs := map[string]string{"": filepath.Dir(gomod)}
+	dirs := map[string]string{"": root}
 	dec := json.NewDecoder(strings.NewReader(string(out)))
 	for dec.More() {
 		var m struct{ Path, Version, Dir, Error string }

@@ -33,6 +33,33 @@ func templateSources() []templateSource {
 	}
 }
 
+// reviewedImporters are the packages built into kubox or containerd that
+// import text/template or html/template, each with why the method names its
+// templates call are covered: scanned (templateSources), or none called.
+// TestTemplateImportersReviewed fails when an upgrade brings another.
+func reviewedImporters() map[string]string {
+	const (
+		scanned   = "scanned: see templateSources"
+		funcsOnly = "executes templates on nil data: functions only"
+	)
+	return map[string]string{
+		"github.com/containerd/containerd/v2/cmd/containerd/command": "oci-hook: " + funcsOnly,
+		"github.com/containerd/containerd/v2/contrib/apparmor":       scanned,
+		"github.com/containerd/containerd/v2/core/mount/manager":     "mount option formats: " + funcsOnly,
+		"github.com/containerd/containerd/v2/internal/cri/server":    "CNI conf_template (kubox sets none): fields of a struct without methods",
+		"github.com/containerd/containerd/v2/internal/fsview":        "mount checks: " + funcsOnly,
+		"github.com/google/cel-go/cel":                               scanned,
+		"github.com/kubox/kubox/embedded/containerd":                 scanned,
+		"github.com/spf13/cobra":                                     scanned,
+		"github.com/urfave/cli/v2":                                   scanned,
+		"golang.org/x/net/trace":                                     scanned,
+		"k8s.io/apiserver/pkg/server/routes":                         "HTMLEscapeString only",
+		"k8s.io/cli-runtime/pkg/printers":                            "kubectl -o go-template: the user's template, run on objects decoded from JSON (maps: no methods)",
+		"k8s.io/kubectl/pkg/explain/v2":                              scanned,
+		"k8s.io/kubectl/pkg/util/templates":                          scanned,
+	}
+}
+
 // templateModules lists the modules templateSources and the patches read.
 func templateModules() []string {
 	mods := []string{goCmpModule}
